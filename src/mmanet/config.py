@@ -1,0 +1,299 @@
+"""Typed, validated run configuration loaded from YAML plus ``--set a.b=value`` overrides.
+
+Resolution order: method preset (see :data:`METHOD_PRESETS`) → YAML file → overrides. Every
+section forbids unknown keys; an error names the offending key and lists the valid ones.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with the key path and the valid choices in the message."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Section):
+    name: str = "mfeat"
+    root: str | None = None
+    #: seed of the train/val/test split (kept separate from the training seed)
+    split_seed: int = 0
+    #: dataset-specific options, e.g. mfeat: protocol (standard | low_label), labels_per_class, modalities
+    options: dict[str, Any] = Field(default_factory=dict)
+    batch_size: int = Field(64, gt=0)
+    num_workers: int = Field(0, ge=0)
+
+
+class ModelConfig(Section):
+    channels: int = Field(64, gt=0, description="feature channels C of every modality encoder")
+    encoder: str = Field("auto", description="encoder for every modality; auto picks by input shape")
+    encoders: dict[str, str] = Field(default_factory=dict, description="per-modality encoder overrides")
+    encoder_hidden: int = Field(128, gt=0)
+    fusion: str = "concat"
+    head_hidden: int = Field(128, gt=0)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+
+
+class DropoutConfig(Section):
+    mode: Literal["uniform", "bernoulli"] = "uniform"
+    p: float | list[float] | None = None
+    never_drop: list[str] = Field(default_factory=list)
+
+
+class TrainConfig(Section):
+    max_epochs: int = Field(40, gt=0)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    scheduler: Literal["cosine", "none"] = "cosine"
+    gradient_clip: float | None = None
+    #: weight of a fusion's auxiliary losses (RFNet, mmFormer, LCR)
+    aux_weight: float = Field(1.0, ge=0)
+    accelerator: str = "cpu"
+    devices: int | str = 1
+    num_nodes: int = Field(1, gt=0)
+    strategy: str = "auto"
+    precision: str = "32-true"
+    deterministic: bool = True
+    progress_bar: bool = True
+    #: evaluate all combinations on the validation split every n epochs (model selection)
+    check_val_every_n_epoch: int = Field(1, gt=0)
+
+
+class CustomizedConfig(Section):
+    #: combinations to train one SF model each for: "all" or a list of canonical names
+    combinations: Literal["all"] | list[str] = "all"
+
+
+class TeacherConfig(Section):
+    #: a trained teacher checkpoint; when absent the teacher stage trains one first
+    checkpoint: str | None = None
+    max_epochs: int | None = Field(None, gt=0)
+
+
+class MADConfig(Section):
+    alpha: float = Field(1.0, ge=0)
+    variant: Literal["paper", "sp", "official", "off"] = "paper"
+    #: which deployment/teacher feature is distilled: the predictor's embedding or the fusion output
+    feature: Literal["embedding", "fused"] = "embedding"
+    start_epoch: int = Field(0, ge=0)
+
+
+class MARConfig(Section):
+    mode: Literal["mined", "single", "off"] = "mined"
+    beta: float = Field(1.0, ge=0)
+    #: ω: mining happens after each of the first ω epochs, regularisation from epoch ω on
+    warmup_epochs: int = Field(5, ge=1)
+    num_strong: int = Field(1, ge=1)
+    mining_split: Literal["train", "val"] = "train"
+
+
+class EvaluateConfig(Section):
+    split: Literal["val", "test"] = "test"
+
+
+Stage = Literal["customized", "unified", "teacher", "mmanet"]
+
+
+class RunConfig(Section):
+    name: str = "run"
+    method: str = "sf_md"
+    stage: Stage = "unified"
+    seed: int = 0
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    dropout: DropoutConfig = Field(default_factory=DropoutConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    customized: CustomizedConfig = Field(default_factory=CustomizedConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    mad: MADConfig = Field(default_factory=MADConfig)
+    mar: MARConfig = Field(default_factory=MARConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        if value not in METHOD_PRESETS:
+            raise ValueError(f"unknown method {value!r}; valid: {sorted(METHOD_PRESETS)}")
+        return value
+
+
+class BenchmarkMethod(Section):
+    #: label in the tables (defaults to the method name)
+    label: str | None = None
+    method: str
+    #: dotted overrides applied on top of the base config for this method only
+    set: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def display(self) -> str:
+        return self.label or self.method
+
+
+class BenchmarkConfig(Section):
+    name: str = "benchmark"
+    #: the shared run configuration (data, model, training) every method starts from
+    base: dict[str, Any] = Field(default_factory=dict)
+    methods: list[BenchmarkMethod]
+    seeds: int = Field(3, gt=0)
+    #: the method the paired per-seed differences are taken against
+    reference: str = "sf_md"
+    #: the Table-6 ablation columns, by label; empty = no ablation table
+    ablation: list[str] = Field(default_factory=list)
+
+
+#: method name → preset applied before the user's YAML (the user's values win).
+METHOD_PRESETS: dict[str, dict[str, Any]] = {
+    "sf": {"stage": "customized", "model": {"fusion": "concat"}},
+    "sf_md": {"stage": "unified", "model": {"fusion": "concat"}},
+    "teacher": {"stage": "teacher", "model": {"fusion": "concat"}},
+    "hemis": {"stage": "unified", "model": {"fusion": "hemis"}},
+    "lcr": {"stage": "unified", "model": {"fusion": "lcr"}},
+    "rfnet": {"stage": "unified", "model": {"fusion": "rfnet"}},
+    "mmformer": {"stage": "unified", "model": {"fusion": "mmformer"}},
+    # MMANet and its ablations (paper Table 6): SP, +MAD, +SR, +MAR
+    "mmanet": {"stage": "mmanet", "model": {"fusion": "concat"}, "mad": {"variant": "paper"}, "mar": {"mode": "mined"}},
+    "sp": {"stage": "mmanet", "model": {"fusion": "concat"}, "mad": {"variant": "sp"}, "mar": {"mode": "off"}},
+    "mad": {"stage": "mmanet", "model": {"fusion": "concat"}, "mad": {"variant": "paper"}, "mar": {"mode": "off"}},
+    "sr": {"stage": "mmanet", "model": {"fusion": "concat"}, "mad": {"variant": "paper"}, "mar": {"mode": "single"}},
+}
+
+
+def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(dict(base))
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
+    """``["train.lr=0.01", "data.options.protocol=low_label"]`` → nested dict (values parsed as YAML)."""
+    nested: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"override {pair!r} must look like key.path=value")
+        key, raw = pair.split("=", 1)
+        if not key or any(part == "" for part in key.split(".")):
+            raise ConfigError(f"override {pair!r} has an empty key")
+        value = yaml.safe_load(raw) if raw != "" else None
+        set_dotted(nested, key, value)
+    return nested
+
+
+def set_dotted(target: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = target
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"cannot set {key!r}: {part!r} is not a section")
+    node[parts[-1]] = value
+
+
+def _valid_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    """Field names of the section at ``loc`` (for 'did you mean' messages)."""
+    current: Any = model
+    for part in loc[:-1]:
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        annotation = field.annotation
+        current = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+        if current is None:
+            return []
+    return sorted(getattr(current, "model_fields", {}))
+
+
+def _format_errors(err: ValidationError, model: type[BaseModel], source: str) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for e in err.errors():
+        loc = tuple(str(p) for p in e["loc"])
+        key = ".".join(loc)
+        if e["type"] == "extra_forbidden":
+            valid = _valid_keys(model, loc)
+            hint = difflib.get_close_matches(loc[-1], valid, n=1)
+            suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+            lines.append(f"  unknown key {key!r}{suggestion}; valid keys here: {valid}")
+        else:
+            lines.append(f"  {key}: {e['msg']} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def _read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return raw
+
+
+def resolve_run_config(raw: Mapping[str, Any], source: str = "config") -> RunConfig:
+    """Apply the method preset under ``raw`` and validate."""
+    method = raw.get("method", "sf_md")
+    if not isinstance(method, str) or method not in METHOD_PRESETS:
+        raise ConfigError(
+            f"invalid configuration ({source}): unknown method {method!r}; valid: {sorted(METHOD_PRESETS)}"
+        )
+    merged = deep_merge(METHOD_PRESETS[method], raw)
+    try:
+        return RunConfig.model_validate(merged)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, RunConfig, source)) from None
+
+
+def load_run_config(path: str | Path, overrides: Iterable[str] = ()) -> RunConfig:
+    raw = deep_merge(_read_yaml(path), parse_overrides(overrides))
+    return resolve_run_config(raw, source=str(path))
+
+
+def load_benchmark_config(path: str | Path, overrides: Iterable[str] = ()) -> BenchmarkConfig:
+    """Benchmark YAML; ``--set`` overrides apply to the shared ``base`` run config."""
+    raw = _read_yaml(path)
+    raw["base"] = deep_merge(raw.get("base", {}), parse_overrides(overrides))
+    try:
+        config = BenchmarkConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, BenchmarkConfig, str(path))) from None
+    labels = [m.display for m in config.methods]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"benchmark method labels must be unique, got {labels}")
+    for m in config.methods:  # validate every method's resolved config up front
+        method_config(config, m)
+    for label in config.ablation:
+        if label not in labels:
+            raise ConfigError(f"ablation column {label!r} is not a method label; labels: {labels}")
+    return config
+
+
+def method_config(bench: BenchmarkConfig, method: BenchmarkMethod, seed: int | None = None) -> RunConfig:
+    raw = deep_merge(bench.base, {"method": method.method, "name": method.display})
+    overrides: dict[str, Any] = {}
+    for key, value in method.set.items():
+        set_dotted(overrides, key, value)
+    raw = deep_merge(raw, overrides)
+    if seed is not None:
+        raw["seed"] = seed
+    return resolve_run_config(raw, source=f"benchmark method {method.display!r}")
+
+
+def dump_config(config: BaseModel, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))

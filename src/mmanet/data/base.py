@@ -1,0 +1,158 @@
+"""The data contract (DESIGN §6): samples are ``(inputs: dict[str, Tensor], present: BoolTensor[M], target)``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from mmanet.modality import ModalitySpec
+
+Task = Literal["classification", "segmentation"]
+
+
+class DataError(ValueError):
+    """Bad or missing data; the message names the file/array and how to fix it."""
+
+
+class DataUnavailableError(DataError):
+    """The dataset is not on this machine; the message says how to get it."""
+
+
+class ArrayMultimodalDataset(Dataset):
+    """In-memory multimodal dataset over per-modality arrays with a leading sample axis.
+
+    ``arrays[m]``: ``(N, *shape_m)``; ``present``: ``BoolTensor[N, M]`` (False = genuinely
+    missing, its values are zero-filled and ignored); ``targets``: ``(N,)`` or ``(N, H, W)``;
+    ``lengths[m]``: optional ``(N,)`` valid lengths of sequence modality m.
+    """
+
+    def __init__(
+        self,
+        spec: ModalitySpec,
+        arrays: Mapping[str, Tensor],
+        targets: Tensor,
+        present: Tensor | None = None,
+        lengths: Mapping[str, Tensor] | None = None,
+    ) -> None:
+        n = int(targets.shape[0])
+        for name in spec.names:
+            if name not in arrays:
+                raise DataError(f"no array for modality {name!r}")
+            if arrays[name].shape[0] != n:
+                raise DataError(f"modality {name!r} has {arrays[name].shape[0]} samples but there are {n} labels")
+        if present is None:
+            present = torch.ones(n, len(spec), dtype=torch.bool)
+        if present.shape != (n, len(spec)):
+            raise DataError(f"present mask has shape {tuple(present.shape)}, expected {(n, len(spec))}")
+        empty = (~present.any(dim=1)).nonzero().flatten()
+        if empty.numel():
+            raise DataError(f"{empty.numel()} sample(s) have no present modality (first: index {int(empty[0])})")
+        self.spec = spec
+        # zero-fill genuinely missing entries so their content can never matter
+        self.arrays = {}
+        for i, name in enumerate(spec.names):
+            values = arrays[name].float()
+            keep = present[:, i].reshape((n,) + (1,) * (values.dim() - 1))
+            self.arrays[name] = torch.where(keep, values, torch.zeros((), dtype=values.dtype))
+        self.targets = targets.long()
+        self.present = present.bool()
+        self.lengths = {k: v.long() for k, v in (lengths or {}).items()}
+
+    def __len__(self) -> int:
+        return int(self.targets.shape[0])
+
+    def __getitem__(self, index: int) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+        inputs = {name: values[index] for name, values in self.arrays.items()}
+        for name, lengths in self.lengths.items():
+            inputs[f"lengths_{name}"] = lengths[index]
+        return inputs, self.present[index], self.targets[index]
+
+    def input_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {name: tuple(values.shape[1:]) for name, values in self.arrays.items()}
+
+
+@dataclass
+class DataBundle:
+    """Everything a run needs from a dataset: the three splits and their description."""
+
+    name: str
+    spec: ModalitySpec
+    task: Task
+    num_classes: int
+    train: ArrayMultimodalDataset
+    val: ArrayMultimodalDataset
+    test: ArrayMultimodalDataset
+    class_names: list[str] = field(default_factory=list)
+    #: classification: index of the bona fide class for ACER (None: plain error rate)
+    bona_fide_class: int | None = None
+    ignore_index: int | None = None
+
+    @property
+    def input_shapes(self) -> dict[str, tuple[int, ...]]:
+        return self.train.input_shapes()
+
+    def split(self, name: str) -> ArrayMultimodalDataset:
+        if name not in ("train", "val", "test"):
+            raise DataError(f"unknown split {name!r}; valid: ['train', 'val', 'test']")
+        return getattr(self, name)
+
+
+def stratified_split(labels: np.ndarray, fractions: Sequence[float], seed: int) -> list[np.ndarray]:
+    """Seeded stratified split of sample indices into parts of the given fractions (sum 1).
+
+    Within each class the indices are shuffled and cut at the rounded cumulative fractions,
+    so every part keeps the class proportions (up to rounding).
+    """
+    if abs(sum(fractions) - 1.0) > 1e-6:
+        raise ValueError(f"split fractions must sum to 1, got {list(fractions)}")
+    rng = np.random.default_rng(seed)
+    parts: list[list[np.ndarray]] = [[] for _ in fractions]
+    cumulative = np.cumsum(fractions)
+    for cls in np.unique(labels):
+        idx = np.flatnonzero(labels == cls)
+        rng.shuffle(idx)
+        cuts = np.round(cumulative * len(idx)).astype(int)
+        start = 0
+        for p, stop in enumerate(cuts):
+            parts[p].append(idx[start:stop])
+            start = stop
+    return [np.sort(np.concatenate(p)) for p in parts]
+
+
+def per_class_subset(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+    """A seeded subset with ``per_class`` samples of each class (the ``low_label`` protocol)."""
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for cls in np.unique(labels):
+        idx = np.flatnonzero(labels == cls)
+        if len(idx) < per_class:
+            raise DataError(f"class {cls} has only {len(idx)} training samples, fewer than {per_class}")
+        chosen.append(rng.choice(idx, size=per_class, replace=False))
+    return np.sort(np.concatenate(chosen))
+
+
+class Standardizer:
+    """Per-modality, per-feature standardisation fitted on the training split only."""
+
+    def __init__(self, eps: float = 1e-6) -> None:
+        self.eps = eps
+        self.mean: dict[str, Tensor] = {}
+        self.std: dict[str, Tensor] = {}
+
+    def fit(self, arrays: Mapping[str, Tensor], present: Tensor, spec: ModalitySpec) -> Standardizer:
+        for i, name in enumerate(spec.names):
+            values = arrays[name][present[:, i]].double()
+            if values.shape[0] == 0:
+                raise DataError(f"modality {name!r} is missing in every training sample")
+            self.mean[name] = values.mean(dim=0).float()
+            self.std[name] = values.std(dim=0, unbiased=False).clamp_min(self.eps).float()
+        return self
+
+    def transform(self, arrays: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        return {name: (arrays[name].float() - self.mean[name]) / self.std[name] for name in arrays}

@@ -1,0 +1,390 @@
+"""Modality-aware regularization, MAR (DESIGN §4.2, paper Eqs. 9–16).
+
+Mining (warm-up epochs): for the full combination and every leave-one-out
+combination ``c``, the prediction distribution ``q^c = (1/N) Σ_i softmax(p^c_i)`` (class-wise
+mean probability) is formed over the mining split, and ``D_c = KL(q^full ‖ q^c)``. A memory
+bank keeps ``D_c`` per epoch; ``D̄_c`` is the mean over the recorded epochs. The
+leave-one-out candidate(s) with the largest ``D̄_c`` lack the strong modality(ies); the weak
+set ``W`` is every non-empty combination without a strong modality.
+
+Regularization: ``m_i = 1`` when sample i's dropout combination is in ``W``;
+``L_MAR = (1/B) Σ_i m_i CE(p^r_i, y_i)`` — only weak samples contribute.
+
+SR ablation: ``W`` = every single-modality combination, no mining (:func:`single_modality_weak_set`,
+:class:`FixedWeakSet`). Mined and fixed weak sets share :func:`combination_membership`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mmanet.modality import (
+    Combination,
+    ModalitySpec,
+    all_combinations,
+    combinations_to_mask,
+    leave_one_out_combinations,
+)
+
+DEFAULT_IGNORE_INDEX = 255
+
+
+# --------------------------------------------------------------------------- the loss
+
+
+def mar_loss(
+    reg_logits: Tensor, targets: Tensor, weak_mask: Tensor, *, ignore_index: int = DEFAULT_IGNORE_INDEX
+) -> Tensor:
+    """``L_MAR = (1/B) Σ_i m_i CE(p^r_i, y_i)`` (DESIGN §4.2); a scalar.
+
+    Args:
+        reg_logits: regularization-head logits ``p^r``: ``(B, K)`` or ``(B, K, H, W)``.
+        targets: ``(B,)`` class indices, or ``(B, H, W)`` with ``ignore_index`` for void pixels.
+        weak_mask: ``BoolTensor[B]``, ``m_i`` (True where the sample's combination is weak).
+        ignore_index: targets to ignore (segmentation void; also honoured for classification).
+
+    Segmentation: the per-sample CE is the mean over that sample's labelled pixels (0 when it
+    has none). Non-weak samples contribute exactly zero loss and zero gradient.
+    """
+    if reg_logits.dim() < 2:
+        raise ValueError(f"regularization logits must be (B, K) or (B, K, H, W), got {tuple(reg_logits.shape)}")
+    b = reg_logits.shape[0]
+    if weak_mask.dtype != torch.bool or weak_mask.shape != (b,):
+        raise ValueError(f"weak_mask must be a BoolTensor[{b}], got {weak_mask.dtype} {tuple(weak_mask.shape)}")
+    if targets.shape[0] != b or targets.dim() != reg_logits.dim() - 1:
+        raise ValueError(f"targets of shape {tuple(targets.shape)} do not match logits {tuple(reg_logits.shape)}")
+    weak_mask = weak_mask.to(reg_logits.device)
+    if not bool(weak_mask.any()):
+        return reg_logits.sum() * 0.0  # keeps the graph (every parameter used, DDP)
+    ce = F.cross_entropy(reg_logits, targets.long(), reduction="none", ignore_index=ignore_index)
+    if ce.dim() > 1:
+        labelled = (targets != ignore_index).flatten(1).sum(dim=1).clamp_min(1)
+        ce = ce.flatten(1).sum(dim=1) / labelled.to(ce.dtype)
+    ce = torch.where(weak_mask, ce, torch.zeros_like(ce))
+    return ce.sum() / b
+
+
+class MARLoss(nn.Module):
+    """``nn.Module`` wrapper of :func:`mar_loss`."""
+
+    def __init__(self, ignore_index: int = DEFAULT_IGNORE_INDEX) -> None:
+        super().__init__()
+        self.ignore_index = ignore_index
+
+    def forward(self, reg_logits: Tensor, targets: Tensor, weak_mask: Tensor) -> Tensor:
+        return mar_loss(reg_logits, targets, weak_mask, ignore_index=self.ignore_index)
+
+
+# --------------------------------------------------------------------------- distributions
+
+
+def _softmax_sum_count(
+    logits: Tensor, targets: Tensor | None = None, ignore_index: int = DEFAULT_IGNORE_INDEX
+) -> tuple[Tensor, Tensor]:
+    """Sum of softmax probabilities over samples (pixels) and their count, in float64.
+
+    Segmentation logits ``(B, K, H, W)`` sum over the labelled pixels of ``targets``
+    (``(B, H, W)``; logits are resized bilinearly when their size differs), or all pixels.
+    """
+    probs = torch.softmax(logits.double(), dim=1)
+    if logits.dim() == 2:
+        return probs.sum(dim=0), probs.new_tensor(float(probs.shape[0]))
+    if targets is None or targets.dim() != logits.dim() - 1:
+        rows = probs.movedim(1, -1).reshape(-1, probs.shape[1])
+        return rows.sum(dim=0), probs.new_tensor(float(rows.shape[0]))
+    if tuple(targets.shape[1:]) != tuple(logits.shape[2:]):
+        resized = F.interpolate(logits.double(), size=targets.shape[1:], mode="bilinear", align_corners=False)
+        probs = torch.softmax(resized, dim=1)
+    rows = probs.movedim(1, -1).reshape(-1, probs.shape[1])
+    valid = (targets != ignore_index).reshape(-1).to(rows.device)
+    rows = rows[valid]
+    return rows.sum(dim=0), probs.new_tensor(float(rows.shape[0]))
+
+
+def prediction_distribution(
+    logits: Tensor, targets: Tensor | None = None, *, ignore_index: int = DEFAULT_IGNORE_INDEX
+) -> Tensor:
+    """Class-wise mean softmax ``q = (1/N) Σ_i softmax(p_i)`` (§4.2 step 2), shape ``(K,)``.
+
+    ``logits``: ``(N, K)``, or ``(B, K, H, W)`` where the mean runs over the pixels labelled in
+    ``targets`` (``(B, H, W)``, void = ``ignore_index``), or over all pixels without targets.
+    """
+    total, count = _softmax_sum_count(logits, targets, ignore_index)
+    if count.item() == 0:
+        raise ValueError("no sample (or labelled pixel) to form a prediction distribution from")
+    return (total / count).to(logits.dtype)
+
+
+def kl_discrepancy(q_full: Tensor, q_c: Tensor, eps: float = 1e-8) -> Tensor:
+    """``D_c = Σ_k q^full_k log((q^full_k + ε) / (q^c_k + ε))`` (§4.2 step 3)."""
+    if q_full.shape != q_c.shape:
+        raise ValueError(f"distributions differ in shape: {tuple(q_full.shape)} vs {tuple(q_c.shape)}")
+    return (q_full * torch.log((q_full + eps) / (q_c + eps))).sum(dim=-1)
+
+
+# --------------------------------------------------------------------------- weak sets
+
+
+def combination_membership(keep_mask: Tensor, combinations: Sequence[Combination]) -> Tensor:
+    """``BoolTensor[B]``: True where row i of ``keep_mask`` (``BoolTensor[B, M]``) is in ``combinations``."""
+    if keep_mask.dim() != 2:
+        raise ValueError(f"keep mask must be a BoolTensor[B, M], got shape {tuple(keep_mask.shape)}")
+    if not combinations:
+        return torch.zeros(keep_mask.shape[0], dtype=torch.bool, device=keep_mask.device)
+    m = len(combinations[0].spec)
+    if keep_mask.shape[1] != m:
+        raise ValueError(f"keep mask has {keep_mask.shape[1]} modalities, the weak set is over {m}")
+    table = combinations_to_mask(combinations, device=keep_mask.device)  # (W, M)
+    return (keep_mask.bool()[:, None, :] == table[None, :, :]).all(dim=2).any(dim=1)
+
+
+def single_modality_weak_set(spec: ModalitySpec) -> list[Combination]:
+    """The SR ablation's weak set: every single-modality combination (no mining)."""
+    return [c for c in all_combinations(spec) if c.size == 1]
+
+
+def _weak_set_from_names(spec: ModalitySpec, names: Iterable[str]) -> list[Combination]:
+    return sorted(spec.combination(name) for name in names)
+
+
+class FixedWeakSet:
+    """A weak set given up front (e.g. SR: :func:`single_modality_weak_set`); same interface as the miner."""
+
+    def __init__(self, combinations: Sequence[Combination]) -> None:
+        combos = list(combinations)
+        if not combos:
+            raise ValueError("a weak set needs at least one combination")
+        specs = {c.spec for c in combos}
+        if len(specs) != 1:
+            raise ValueError("the combinations of a weak set must come from one ModalitySpec")
+        self.spec = combos[0].spec
+        self._weak_set = sorted(set(combos))
+
+    @classmethod
+    def single_modality(cls, spec: ModalitySpec) -> FixedWeakSet:
+        """The SR ablation (DESIGN §4.2)."""
+        return cls(single_modality_weak_set(spec))
+
+    @property
+    def weak_set(self) -> list[Combination]:
+        return list(self._weak_set)
+
+    def weak_mask(self, keep_mask: Tensor) -> Tensor:
+        """``m_i`` (DESIGN §4.2): True where sample i's combination is in the weak set."""
+        return combination_membership(keep_mask, self._weak_set)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"modalities": list(self.spec.names), "weak_set": [c.name for c in self._weak_set]}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        _check_modalities(self.spec, state)
+        self._weak_set = _weak_set_from_names(self.spec, state["weak_set"])
+
+
+def _check_modalities(spec: ModalitySpec, state: Mapping[str, Any]) -> None:
+    saved = list(state.get("modalities", spec.names))
+    if saved != list(spec.names):
+        raise ValueError(f"state was saved for modalities {saved}, this run has {list(spec.names)}")
+
+
+# --------------------------------------------------------------------------- mining
+
+
+class WeakCombinationMiner:
+    """Mine the weak modality combinations (DESIGN §4.2, Eqs. 9–16).
+
+    ``candidates`` = [full] + the ``M`` leave-one-out combinations. :meth:`mine` computes
+    ``D_c = KL(q^full ‖ q^c)`` for every leave-one-out candidate, :meth:`record` keeps it in the
+    memory bank (epoch → {name: D_c}), :meth:`select` picks the ``num_strong`` strong modalities
+    from the mean ``D̄_c`` and fixes the weak set, and :meth:`weak_mask` gives ``m_i``.
+    """
+
+    def __init__(
+        self, spec: ModalitySpec, num_strong: int = 1, eps: float = 1e-8, *, ignore_index: int = DEFAULT_IGNORE_INDEX
+    ) -> None:
+        self.spec = spec
+        self.leave_one_out = leave_one_out_combinations(spec)
+        self._check_num_strong(num_strong)
+        self.num_strong = int(num_strong)
+        self.eps = eps
+        self.ignore_index = ignore_index
+        self.memory_bank: dict[int, dict[str, float]] = {}
+        #: samples skipped per candidate in the last :meth:`mine` (their keep mask was empty)
+        self.last_skipped: dict[str, int] = {}
+        self._weak_set: list[Combination] | None = None
+        self._strong: list[str] | None = None
+
+    def _check_num_strong(self, num_strong: int) -> None:
+        m = len(self.spec)
+        if not 1 <= num_strong < m:
+            raise ValueError(
+                f"num_strong must be in [1, {m - 1}] for {m} modalities (with {num_strong} strong "
+                "modalities no weak combination would remain)"
+                if num_strong >= m
+                else f"num_strong must be at least 1, got {num_strong}"
+            )
+
+    @property
+    def candidates(self) -> list[Combination]:
+        return [self.spec.full, *self.leave_one_out]
+
+    @property
+    def weak_set(self) -> list[Combination] | None:
+        return None if self._weak_set is None else list(self._weak_set)
+
+    @property
+    def strong_modalities(self) -> list[str] | None:
+        return None if self._strong is None else list(self._strong)
+
+    # ----------------------------------------------------------------- mining
+
+    @torch.no_grad()
+    def mine(self, net: nn.Module, loader: Iterable) -> dict[str, float]:
+        """``D_c`` for every leave-one-out candidate over ``loader`` (§4.2 steps 1–3).
+
+        ``loader`` yields ``(inputs: dict[str, Tensor], present: BoolTensor[B, M], target)``.
+        Each batch is encoded once and fused once per candidate; samples that would have no
+        modality under a candidate are skipped for it (counted in :attr:`last_skipped`). The
+        net is put in eval mode and its modules' training flags are restored afterwards. Sums
+        and counts are all-reduced across processes when ``torch.distributed`` is initialised.
+        """
+        candidates = self.candidates
+        modes = [(module, module.training) for module in net.modules()]
+        net.eval()
+        try:
+            sums, counts, skipped = self._accumulate(net, loader, candidates)
+        finally:
+            for module, mode in modes:
+                module.training = mode
+        if dist.is_available() and dist.is_initialized():
+            packed = torch.cat([sums.flatten(), counts, skipped])
+            dist.all_reduce(packed, op=dist.ReduceOp.SUM)
+            n, k = sums.shape
+            sums = packed[: n * k].view(n, k)
+            counts = packed[n * k : n * k + n]
+            skipped = packed[n * k + n :]
+        self.last_skipped = {c.name: int(s) for c, s in zip(candidates, skipped.tolist(), strict=True)}
+        empty = [c.name for c, n in zip(candidates, counts.tolist(), strict=True) if n == 0]
+        if empty:
+            raise ValueError(
+                f"no sample of the mining split has a modality of candidate(s) {empty}; "
+                "cannot form their prediction distributions"
+            )
+        q = sums / counts[:, None]
+        q_full = q[0]
+        return {c.name: float(kl_discrepancy(q_full, q[i + 1], self.eps)) for i, c in enumerate(candidates[1:])}
+
+    def _accumulate(
+        self, net: nn.Module, loader: Iterable, candidates: list[Combination]
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        param = next(iter(net.parameters()), None)
+        device = param.device if param is not None else None
+        sums: Tensor | None = None
+        counts: Tensor | None = None
+        skipped: Tensor | None = None
+        for batch in loader:
+            inputs, present, target = batch
+            if device is not None:
+                inputs = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in inputs.items()}
+            features = net.encode(inputs)
+            present = present.to(features.device).bool()
+            target = target.to(features.device) if isinstance(target, Tensor) else None
+            for index, combo in enumerate(candidates):
+                mask = present & combo.mask(features.device)
+                keep = mask.any(dim=1)
+                n_keep = int(keep.sum())
+                if counts is None:
+                    counts = torch.zeros(len(candidates), dtype=torch.float64, device=features.device)
+                    skipped = torch.zeros_like(counts)
+                skipped[index] += mask.shape[0] - n_keep
+                if n_keep == 0:
+                    continue
+                if n_keep < mask.shape[0]:
+                    logits = net.fuse_predict(features[keep], mask[keep]).logits
+                    tgt = target[keep] if target is not None and target.shape[:1] == keep.shape else target
+                else:
+                    logits = net.fuse_predict(features, mask).logits
+                    tgt = target
+                total, count = _softmax_sum_count(logits, tgt, self.ignore_index)
+                if sums is None:
+                    sums = torch.zeros(len(candidates), total.shape[0], dtype=torch.float64, device=features.device)
+                sums[index] += total.to(sums.device)
+                counts[index] += count.to(counts.device)
+        if counts is None:
+            raise ValueError("the mining loader yielded no batch")
+        if sums is None:
+            raise ValueError("no sample of the mining split could be fused under any candidate")
+        return sums, counts, skipped
+
+    def record(self, epoch: int, discrepancies: Mapping[str, float]) -> None:
+        """Store one epoch's ``D_c`` in the memory bank (§4.2 step 4)."""
+        expected = {c.name for c in self.leave_one_out}
+        got = set(discrepancies)
+        if got != expected:
+            raise ValueError(
+                f"discrepancies must have one value per leave-one-out candidate {sorted(expected)}; "
+                f"missing {sorted(expected - got)}, unknown {sorted(got - expected)}"
+            )
+        self.memory_bank[int(epoch)] = {name: float(discrepancies[name]) for name in sorted(expected)}
+
+    def mine_and_record(self, net: nn.Module, loader: Iterable, epoch: int) -> dict[str, float]:
+        discrepancies = self.mine(net, loader)
+        self.record(epoch, discrepancies)
+        return discrepancies
+
+    def mean_discrepancies(self) -> dict[str, float]:
+        """``D̄_c``: the mean over the recorded epochs (§4.2 step 4)."""
+        if not self.memory_bank:
+            raise ValueError("the memory bank is empty: mine at least one warm-up epoch before select()")
+        epochs = list(self.memory_bank.values())
+        return {c.name: sum(e[c.name] for e in epochs) / len(epochs) for c in self.leave_one_out}
+
+    def select(self) -> list[Combination]:
+        """Fix the weak set from ``D̄_c`` (DESIGN §4.2, at e = ω) and return it.
+
+        The ``num_strong`` leave-one-out candidates with the largest ``D̄_c`` (ties: declared
+        order) each lack one strong modality; ``W`` = every non-empty combination with none of them.
+        """
+        self._check_num_strong(self.num_strong)
+        means = self.mean_discrepancies()
+        ranked = sorted(self.leave_one_out, key=lambda c: -means[c.name])  # stable: ties in declared order
+        # the modality each top-ranked candidate lacks is strong
+        strong_idx = sorted(c.present.index(False) for c in ranked[: self.num_strong])
+        self._strong = [self.spec.names[i] for i in strong_idx]
+        self._weak_set = [c for c in all_combinations(self.spec) if not any(c.present[i] for i in strong_idx)]
+        return list(self._weak_set)
+
+    def weak_mask(self, keep_mask: Tensor) -> Tensor:
+        """``m_i`` (DESIGN §4.2): True where sample i's combination is in the weak set."""
+        if self._weak_set is None:
+            raise RuntimeError("the weak set is not selected yet: call select() after the warm-up")
+        return combination_membership(keep_mask, self._weak_set)
+
+    # ----------------------------------------------------------------- checkpointing
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain Python types only (safe for ``torch.load(weights_only=True)``)."""
+        return {
+            "modalities": list(self.spec.names),
+            "num_strong": self.num_strong,
+            "memory_bank": {int(e): dict(d) for e, d in self.memory_bank.items()},
+            "weak_set": None if self._weak_set is None else [c.name for c in self._weak_set],
+            "strong_modalities": None if self._strong is None else list(self._strong),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        _check_modalities(self.spec, state)
+        num_strong = int(state["num_strong"])
+        self._check_num_strong(num_strong)
+        self.num_strong = num_strong
+        self.memory_bank = {int(e): {str(k): float(v) for k, v in d.items()} for e, d in state["memory_bank"].items()}
+        weak = state.get("weak_set")
+        self._weak_set = None if weak is None else _weak_set_from_names(self.spec, weak)
+        strong = state.get("strong_modalities")
+        self._strong = None if strong is None else [str(s) for s in strong]

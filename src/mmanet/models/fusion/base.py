@@ -1,0 +1,95 @@
+"""The fusion interface shared by SF concatenation and the unified baselines (BASELINES.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mmanet.registry import Registry
+
+#: ``loss_fn(logits, target) -> scalar``: the task loss, used by fusions with auxiliary heads.
+TaskLoss = Callable[[Tensor, Tensor], Tensor]
+
+
+class Fusion(nn.Module):
+    """Fuse per-modality features ``x: (B, M, C, *S)`` under a per-sample ``mask: (B, M)``.
+
+    ``S`` is ``()`` for vector features and ``(H, W)`` for feature maps. The output is
+    ``(B, out_channels, *S)``. A missing modality must not influence the output, and every
+    parameter must take part in every forward pass (DDP, DESIGN §3).
+
+    Constructor arguments (all fusions): ``num_modalities``, ``channels`` (C),
+    ``num_classes`` (for auxiliary heads), ``spatial`` (True for feature maps).
+    """
+
+    out_channels: int
+
+    def __init__(self, num_modalities: int, channels: int, num_classes: int, spatial: bool = False) -> None:
+        super().__init__()
+        self.num_modalities = num_modalities
+        self.channels = channels
+        self.num_classes = num_classes
+        self.spatial = spatial
+
+    def forward(self, features: Tensor, mask: Tensor) -> Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def auxiliary_losses(self, features: Tensor, mask: Tensor, target: Tensor, loss_fn: TaskLoss) -> dict[str, Tensor]:
+        """Extra training losses of this fusion (e.g. RFNet's per-modality heads). Default: none."""
+        return {}
+
+
+FUSIONS: Registry[type[Fusion]] = Registry("fusion")
+register_fusion = FUSIONS.register
+
+
+def mask_like(mask: Tensor, features: Tensor) -> Tensor:
+    """Broadcast a ``(B, M)`` mask to ``features``' shape ``(B, M, C, *S)`` as float."""
+    view = mask.shape + (1,) * (features.dim() - 2)
+    return mask.reshape(view).to(features.dtype)
+
+
+def zero_missing(features: Tensor, mask: Tensor) -> Tensor:
+    """Select missing modalities' features away (inf/NaN content cannot leak through ``0 · x``)."""
+    present = mask_like(mask, features).bool().expand_as(features)
+    return torch.where(present, features, torch.zeros((), dtype=features.dtype, device=features.device))
+
+
+def to_tokens(features: Tensor) -> Tensor:
+    """``(B, M, C, *S) -> (B, M, P, C)`` channel-last, ``P = prod(S)`` (1 for vectors)."""
+    b, m, c = features.shape[:3]
+    return features.reshape(b, m, c, -1).transpose(2, 3)
+
+
+def task_logits(logits: Tensor, spatial: tuple[int, ...], target: Tensor) -> Tensor:
+    """Per-position logits ``(N, P, K)`` shaped for the task loss.
+
+    A dense target ``(N, *S')`` (segmentation, one more dim than a class label per spatial
+    axis) gets logit maps ``(N, K, *S')``, bilinearly resized when ``S' != S``; any other
+    target (class indices ``(N,)``, soft labels ``(N, K)``) gets position-pooled ``(N, K)``.
+    """
+    if spatial and target.dim() == 1 + len(spatial):
+        n, _, k = logits.shape
+        maps = logits.transpose(1, 2).reshape(n, k, *spatial)
+        if tuple(maps.shape[2:]) != tuple(target.shape[1:]):
+            maps = F.interpolate(maps, size=tuple(target.shape[1:]), mode="bilinear", align_corners=False)
+        return maps
+    return logits.mean(dim=1)
+
+
+def per_modality_task_loss(
+    head: nn.Module, tokens: Tensor, mask: Tensor, spatial: tuple[int, ...], target: Tensor, loss_fn: TaskLoss
+) -> Tensor:
+    """Task loss of a shared ``head`` (``C -> K`` per position) on each PRESENT modality's own tokens.
+
+    ``tokens: (B, M, P, C)``. The present (sample, modality) pairs are selected, so the
+    loss is ``loss_fn``'s reduction (a mean for the usual task losses) over those pairs
+    only; missing modalities influence neither value nor gradient.
+    """
+    b, m = mask.shape
+    logits = head(tokens[mask])  # (n_present, P, K)
+    pair_target = target.unsqueeze(1).expand(b, m, *target.shape[1:])[mask]
+    return loss_fn(task_logits(logits, spatial, pair_target), pair_target)

@@ -1,0 +1,80 @@
+"""The frozen teacher of the deployment stage (DESIGN §4.3, step 2).
+
+The teacher stays in eval mode (also when the parent's ``.train()`` is called), has no
+gradients, is not a registered submodule (so it is neither wrapped by DDP nor saved in the
+deployment checkpoint, which stores its path and sha256 instead).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from mmanet.models.network import MultimodalNet, NetOutput
+
+
+class TeacherMismatchError(ValueError):
+    """The teacher does not fit the deployment network (modalities, classes or feature shape)."""
+
+
+class FrozenTeacher:
+    """Wraps a trained :class:`MultimodalNet`: eval mode, ``requires_grad=False``, ``no_grad`` forward."""
+
+    def __init__(self, net: MultimodalNet, path: str | Path | None = None, sha256: str | None = None) -> None:
+        self.net = net.eval()
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+        self.path = str(path) if path is not None else None
+        self.sha256 = sha256
+
+    def to(self, device: torch.device | str) -> FrozenTeacher:
+        self.net.to(device)
+        return self
+
+    def train(self, mode: bool = True) -> FrozenTeacher:  # noqa: ARG002 - always eval
+        self.net.eval()
+        return self
+
+    @torch.no_grad()
+    def forward_all(self, inputs: Mapping[str, Tensor], present: Tensor) -> NetOutput:
+        self.net.eval()  # guard against a parent that toggled modes
+        return self.net.forward_all(inputs, present)
+
+    def reference(self) -> dict[str, Any]:
+        return {"path": self.path, "sha256": self.sha256}
+
+    def check_compatible(self, student: MultimodalNet, sample_inputs: Mapping[str, Tensor], feature: str) -> None:
+        """Clear errors when modalities, classes or the distilled feature's shape differ."""
+        if tuple(self.net.spec.names) != tuple(student.spec.names):
+            raise TeacherMismatchError(
+                f"teacher modalities {list(self.net.spec.names)} differ from the deployment network's "
+                f"{list(student.spec.names)}"
+            )
+        t_classes = getattr(self.net.head, "num_classes", None)
+        s_classes = getattr(student.head, "num_classes", None)
+        if t_classes != s_classes:
+            raise TeacherMismatchError(f"teacher predicts {t_classes} classes, the deployment network {s_classes}")
+        device = next(student.parameters()).device
+        self.to(device)
+        present = torch.ones(next(iter(sample_inputs.values())).shape[0], len(student.spec), dtype=torch.bool)
+        present = present.to(device)
+        was_training = student.training
+        student.eval()
+        with torch.no_grad():
+            s_out = student.forward_all(sample_inputs, present)
+        student.train(was_training)
+        t_out = self.forward_all(sample_inputs, present)
+        s_f = s_out.embedding if feature == "embedding" else s_out.fused
+        t_f = t_out.embedding if feature == "embedding" else t_out.fused
+        # MAD compares B×B relations, so only the batch axis must agree; report differing shapes anyway
+        if s_f.shape[0] != t_f.shape[0]:
+            raise TeacherMismatchError(f"teacher {feature} feature {tuple(t_f.shape)} vs student {tuple(s_f.shape)}")
+        if t_f.shape[1:] != s_f.shape[1:]:
+            raise TeacherMismatchError(
+                f"teacher {feature} feature shape {tuple(t_f.shape[1:])} differs from the deployment "
+                f"network's {tuple(s_f.shape[1:])}; use the same model section for both"
+            )

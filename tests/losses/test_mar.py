@@ -1,0 +1,354 @@
+"""MAR (DESIGN §4.2): the loss, prediction distributions, weak-combination mining and weak sets."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from mmanet.losses import (
+    FixedWeakSet,
+    MARLoss,
+    WeakCombinationMiner,
+    combination_membership,
+    kl_discrepancy,
+    mar_loss,
+    prediction_distribution,
+    single_modality_weak_set,
+)
+from mmanet.modality import ModalitySpec, all_combinations
+from mmanet.models.network import NetOutput
+
+# ----------------------------------------------------------------------------- mar_loss
+
+
+def test_mar_loss_value_matches_manual():
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 0.0], [-1.0, 3.0, 0.0], [0.0, 0.0, 4.0]])
+    targets = torch.tensor([0, 2, 1, 0])
+    weak = torch.tensor([True, False, True, True])
+
+    def ce(row, y):
+        return -(row[y] - math.log(sum(math.exp(v) for v in row)))
+
+    rows = logits.tolist()
+    expected = (ce(rows[0], 0) + ce(rows[2], 1) + ce(rows[3], 0)) / 4  # (1/B) Σ m_i CE_i, B = 4
+    assert mar_loss(logits, targets, weak).item() == pytest.approx(expected, rel=1e-6)
+    assert MARLoss()(logits, targets, weak).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_mar_loss_non_weak_rows_get_exactly_zero_gradient():
+    logits = torch.randn(6, 4, requires_grad=True)
+    targets = torch.randint(0, 4, (6,))
+    weak = torch.tensor([True, False, False, True, False, True])
+    mar_loss(logits, targets, weak).backward()
+    assert (logits.grad[~weak] == 0).all()
+    assert (logits.grad[weak].abs().sum(dim=1) > 0).all()
+
+
+def test_mar_loss_all_false_is_zero_and_differentiable():
+    logits = torch.randn(3, 4, requires_grad=True)
+    loss = mar_loss(logits, torch.tensor([0, 1, 2]), torch.zeros(3, dtype=torch.bool))
+    assert loss.item() == 0.0
+    loss.backward()
+    assert (logits.grad == 0).all()
+
+
+def test_mar_loss_segmentation_is_per_sample_mean_over_labelled_pixels():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 4, 2, 3, requires_grad=True)
+    targets = torch.randint(0, 4, (3, 2, 3))
+    targets[0, 0, :] = 255  # 3 of 6 pixels void
+    targets[2] = 255  # nothing labelled: contributes 0
+    weak = torch.tensor([True, True, True])
+    logp = logits.log_softmax(dim=1)
+    per_sample = []
+    for i in range(3):
+        pixels = [(h, w) for h in range(2) for w in range(3) if targets[i, h, w] != 255]
+        vals = [-logp[i, targets[i, h, w], h, w] for h, w in pixels]
+        per_sample.append(sum(vals) / len(vals) if vals else torch.tensor(0.0))
+    expected = sum(per_sample) / 3
+    got = mar_loss(logits, targets, weak)
+    assert got.item() == pytest.approx(expected.item(), rel=1e-6)
+    got.backward()
+    assert torch.isfinite(logits.grad).all()
+    other = targets.clone()
+    other[other == 255] = 7
+    assert mar_loss(logits, other, weak, ignore_index=7).item() == pytest.approx(got.item(), rel=1e-6)
+
+
+def test_mar_loss_errors():
+    with pytest.raises(ValueError, match="BoolTensor"):
+        mar_loss(torch.randn(2, 3), torch.tensor([0, 1]), torch.tensor([1, 0]))
+    with pytest.raises(ValueError, match="do not match"):
+        mar_loss(torch.randn(2, 3), torch.tensor([0, 1, 2]), torch.tensor([True, False]))
+
+
+# ----------------------------------------------------------------------------- distributions
+
+
+def test_prediction_distribution_and_kl():
+    logits = torch.tensor([[0.0, 0.0], [math.log(3.0), 0.0]])
+    q = prediction_distribution(logits)
+    torch.testing.assert_close(q, torch.tensor([(0.5 + 0.75) / 2, (0.5 + 0.25) / 2]))
+    p = torch.tensor([0.5, 0.5])
+    r = torch.tensor([0.9, 0.1])
+    expected = 0.5 * math.log(0.5 / 0.9) + 0.5 * math.log(0.5 / 0.1)
+    assert kl_discrepancy(p, r, eps=0.0).item() == pytest.approx(expected, rel=1e-6)
+    assert kl_discrepancy(p, p).item() == pytest.approx(0.0, abs=1e-7)
+    assert torch.isfinite(kl_discrepancy(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])))
+
+
+def test_prediction_distribution_segmentation_uses_labelled_pixels():
+    logits = torch.zeros(1, 2, 1, 2)
+    logits[0, 0, 0, 1] = 50.0  # pixel 1 is certain of class 0; pixel 0 is uniform
+    targets = torch.tensor([[[255, 1]]])
+    torch.testing.assert_close(prediction_distribution(logits, targets), torch.tensor([1.0, 0.0]))
+    torch.testing.assert_close(prediction_distribution(logits), torch.tensor([0.75, 0.25]))
+
+
+# ----------------------------------------------------------------------------- a controllable fake net
+
+
+class FakeNet(nn.Module):
+    """encode: stack the raw inputs; fuse_predict: logits = Σ_m mask_m · scale_m · x_m."""
+
+    def __init__(self, spec: ModalitySpec, scales: list[float]) -> None:
+        super().__init__()
+        self.spec = spec
+        self.scale = nn.Parameter(torch.tensor(scales))
+        self.sub = nn.Linear(1, 1)
+        self.encode_calls = 0
+        self.fuse_calls = 0
+        self.modes_seen: list[bool] = []
+
+    def encode(self, inputs: dict[str, Tensor]) -> Tensor:
+        self.encode_calls += 1
+        return torch.stack([inputs[m] for m in self.spec.names], dim=1)  # (B, M, K)
+
+    def fuse_predict(self, features: Tensor, mask: Tensor) -> NetOutput:
+        assert mask.any(dim=1).all(), "an all-missing row was fed to the network"
+        self.fuse_calls += 1
+        self.modes_seen.append(self.training)
+        fused = (features * (mask.float() * self.scale)[:, :, None]).sum(dim=1)
+        return NetOutput(features, fused, fused, fused)
+
+
+def _loader(spec: ModalitySpec, k: int = 3, batches: int = 3, b: int = 8, seed: int = 0, present=None):
+    """Modality 0 carries the class strongly (one-hot · 1), the others weak noise."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(batches):
+        y = torch.randint(0, k, (b,), generator=g)
+        inputs = {}
+        for i, name in enumerate(spec.names):
+            noise = 0.3 * torch.randn(b, k, generator=g)
+            inputs[name] = noise + (torch.nn.functional.one_hot(y, k).float() if i == 0 else 0.0)
+        p = torch.ones(b, len(spec), dtype=torch.bool) if present is None else present.clone()
+        out.append((inputs, p, y))
+    return out
+
+
+SPEC3 = ModalitySpec(("a", "b", "c"))
+
+
+def test_miner_candidates():
+    miner = WeakCombinationMiner(SPEC3)
+    assert [c.name for c in miner.candidates] == ["a+b+c", "b+c", "a+c", "a+b"]
+    spec2 = ModalitySpec(("rgb", "depth"))
+    assert [c.name for c in WeakCombinationMiner(spec2).candidates] == ["rgb+depth", "depth", "rgb"]
+
+
+def test_miner_finds_the_strong_modality_and_the_weak_set():
+    net = FakeNet(SPEC3, [8.0, 1.0, 1.0])
+    net.train()
+    net.sub.eval()  # a submodule's own mode must survive mining
+    miner = WeakCombinationMiner(SPEC3)
+    loader = _loader(SPEC3)
+    d = miner.mine_and_record(net, loader, epoch=0)
+    assert set(d) == {"b+c", "a+c", "a+b"}
+    assert d["b+c"] > 10 * max(d["a+c"], d["a+b"])
+    assert all(v >= 0 for v in d.values())
+    # encode once per batch, fuse once per candidate and batch, eval mode inside, modes restored
+    assert net.encode_calls == len(loader)
+    assert net.fuse_calls == len(loader) * 4
+    assert not any(net.modes_seen)
+    assert net.training and not net.sub.training
+    assert miner.weak_set is None and miner.strong_modalities is None
+    weak = miner.select()
+    assert {c.name for c in weak} == {"b", "c", "b+c"}
+    assert miner.strong_modalities == ["a"]
+    assert {c.name for c in miner.weak_set} == {"b", "c", "b+c"}
+
+
+def test_mined_discrepancies_match_direct_computation():
+    net = FakeNet(SPEC3, [2.0, 1.0, 0.5])
+    loader = _loader(SPEC3, batches=2)
+    d = WeakCombinationMiner(SPEC3).mine(net, loader)
+    feats = torch.cat([net.encode(inputs) for inputs, _, _ in loader])
+    all_present = torch.ones(16, 3, dtype=torch.bool)
+    full = prediction_distribution(net.fuse_predict(feats, all_present).logits.double())
+    for combo in WeakCombinationMiner(SPEC3).leave_one_out:
+        mask = combo.mask().expand(16, 3)
+        q = prediction_distribution(net.fuse_predict(feats, mask).logits.double())
+        assert d[combo.name] == pytest.approx(kl_discrepancy(full, q).item(), rel=1e-5)
+
+
+def test_miner_skips_samples_with_no_modality_of_a_candidate():
+    present = torch.ones(8, 3, dtype=torch.bool)
+    present[:3] = torch.tensor([True, False, False])  # three samples have only 'a'
+    net = FakeNet(SPEC3, [8.0, 1.0, 1.0])
+    miner = WeakCombinationMiner(SPEC3)
+    d = miner.mine(net, _loader(SPEC3, batches=2, present=present))
+    assert miner.last_skipped == {"a+b+c": 0, "b+c": 6, "a+c": 0, "a+b": 0}
+    assert all(math.isfinite(v) for v in d.values())
+
+
+def test_miner_errors_when_a_candidate_never_has_data():
+    present = torch.zeros(8, 3, dtype=torch.bool)
+    present[:, 0] = True
+    with pytest.raises(ValueError, match="b\\+c"):
+        WeakCombinationMiner(SPEC3).mine(FakeNet(SPEC3, [1.0, 1.0, 1.0]), _loader(SPEC3, present=present))
+    with pytest.raises(ValueError, match="no batch"):
+        WeakCombinationMiner(SPEC3).mine(FakeNet(SPEC3, [1.0, 1.0, 1.0]), [])
+
+
+def test_memory_bank_mean_decides_not_the_last_epoch():
+    miner = WeakCombinationMiner(SPEC3)
+    miner.record(0, {"b+c": 0.9, "a+c": 0.1, "a+b": 0.1})
+    miner.record(1, {"b+c": 0.1, "a+c": 0.3, "a+b": 0.1})  # last epoch alone would pick 'b'
+    assert miner.mean_discrepancies() == pytest.approx({"b+c": 0.5, "a+c": 0.2, "a+b": 0.1})
+    assert {c.name for c in miner.select()} == {"b", "c", "b+c"}
+    assert miner.strong_modalities == ["a"]
+
+
+def test_num_strong_two():
+    spec = ModalitySpec(("a", "b", "c", "d"))
+    miner = WeakCombinationMiner(spec, num_strong=2)
+    miner.record(0, {"b+c+d": 0.1, "a+c+d": 0.5, "a+b+d": 0.05, "a+b+c": 0.4})
+    weak = miner.select()
+    assert miner.strong_modalities == ["b", "d"]
+    assert {c.name for c in weak} == {"a", "c", "a+c"}
+
+
+def test_select_and_num_strong_errors():
+    with pytest.raises(ValueError, match="memory bank is empty"):
+        WeakCombinationMiner(SPEC3).select()
+    with pytest.raises(ValueError, match="num_strong"):
+        WeakCombinationMiner(SPEC3, num_strong=3)
+    with pytest.raises(ValueError, match="num_strong"):
+        WeakCombinationMiner(SPEC3, num_strong=0)
+    with pytest.raises(RuntimeError, match="select"):
+        WeakCombinationMiner(SPEC3).weak_mask(torch.ones(2, 3, dtype=torch.bool))
+    with pytest.raises(ValueError, match="missing"):
+        WeakCombinationMiner(SPEC3).record(0, {"b+c": 1.0})
+
+
+def test_weak_mask():
+    miner = WeakCombinationMiner(SPEC3)
+    miner.record(0, {"b+c": 1.0, "a+c": 0.0, "a+b": 0.0})
+    miner.select()
+    keep = torch.tensor(
+        [
+            [True, True, True],  # a+b+c
+            [False, True, False],  # b      weak
+            [False, False, True],  # c      weak
+            [False, True, True],  # b+c    weak
+            [True, False, False],  # a
+            [True, False, True],  # a+c
+        ]
+    )
+    assert miner.weak_mask(keep).tolist() == [False, True, True, True, False, False]
+    # same answer as a plain python membership test for every combination
+    weak_names = {c.name for c in miner.weak_set}
+    combos = all_combinations(SPEC3)
+    table = torch.stack([c.mask() for c in combos])
+    assert miner.weak_mask(table).tolist() == [c.name in weak_names for c in combos]
+
+
+def test_m2_mining():
+    spec = ModalitySpec(("rgb", "depth"))
+    net = FakeNet(spec, [6.0, 1.0])
+    miner = WeakCombinationMiner(spec)
+    d = miner.mine_and_record(net, _loader(spec), epoch=0)
+    assert set(d) == {"rgb", "depth"}
+    assert d["depth"] > d["rgb"]
+    assert [c.name for c in miner.select()] == ["depth"]
+    assert miner.strong_modalities == ["rgb"]
+
+
+def test_state_dict_round_trip_weights_only(tmp_path):
+    miner = WeakCombinationMiner(SPEC3)
+    miner.record(0, {"b+c": 0.7, "a+c": 0.2, "a+b": 0.1})
+    miner.record(3, {"b+c": 0.5, "a+c": 0.2, "a+b": 0.1})
+    miner.select()
+    buffer = io.BytesIO()
+    torch.save({"miner": miner.state_dict()}, buffer)
+    buffer.seek(0)
+    state = torch.load(buffer, weights_only=True)["miner"]
+    restored = WeakCombinationMiner(SPEC3)
+    restored.load_state_dict(state)
+    assert restored.memory_bank == miner.memory_bank
+    assert restored.weak_set == miner.weak_set
+    assert restored.strong_modalities == ["a"]
+    assert restored.num_strong == 1
+    keep = torch.stack([c.mask() for c in all_combinations(SPEC3)])
+    assert restored.weak_mask(keep).tolist() == miner.weak_mask(keep).tolist()
+    # before selection: weak set stays None
+    fresh = WeakCombinationMiner(SPEC3)
+    fresh.load_state_dict(WeakCombinationMiner(SPEC3).state_dict())
+    assert fresh.weak_set is None
+    with pytest.raises(ValueError, match="modalities"):
+        WeakCombinationMiner(ModalitySpec(("x", "y", "z"))).load_state_dict(state)
+
+
+def test_single_modality_weak_set_shares_weak_mask_logic():
+    spec = ModalitySpec(("a", "b", "c", "d"))
+    assert [c.name for c in single_modality_weak_set(spec)] == ["a", "b", "c", "d"]
+    sr = FixedWeakSet.single_modality(spec)
+    keep = torch.stack([c.mask() for c in all_combinations(spec)])
+    assert sr.weak_mask(keep).tolist() == [c.size == 1 for c in all_combinations(spec)]
+    assert sr.weak_mask(keep).tolist() == combination_membership(keep, sr.weak_set).tolist()
+    restored = FixedWeakSet([spec.full])
+    restored.load_state_dict(torch.load(_saved(sr.state_dict()), weights_only=True))
+    assert restored.weak_set == sr.weak_set
+    with pytest.raises(ValueError, match="at least one"):
+        FixedWeakSet([])
+
+
+def _saved(obj) -> io.BytesIO:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    buffer.seek(0)
+    return buffer
+
+
+def test_miner_with_a_real_network():
+    from mmanet.models import build_network
+
+    torch.manual_seed(0)
+    net = build_network(SPEC3, {"a": (3,), "b": (3,), "c": (3,)}, num_classes=3, channels=8, head_hidden=8)
+    net.train()
+    miner = WeakCombinationMiner(SPEC3)
+    d = miner.mine(net, _loader(SPEC3, batches=2))
+    assert set(d) == {"b+c", "a+c", "a+b"}
+    assert all(math.isfinite(v) and v >= 0 for v in d.values())
+    assert net.training
+
+
+def test_miner_all_reduces_under_torch_distributed(tmp_path):
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        pytest.skip("torch.distributed unavailable")
+    net = FakeNet(SPEC3, [8.0, 1.0, 1.0])
+    loader = _loader(SPEC3)
+    expected = WeakCombinationMiner(SPEC3).mine(net, loader)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        got = WeakCombinationMiner(SPEC3).mine(net, loader)
+    finally:
+        dist.destroy_process_group()
+    assert got == pytest.approx(expected, rel=1e-12)
