@@ -21,7 +21,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 setup: $(STAMP)
 
 demo: setup
-	$(BIN)/mmanet benchmark configs/mfeat/demo.yaml --seeds 1 --out runs/demo
+	$(BIN)/mmanet benchmark configs/mfeat/demo.yaml --out runs/demo
 
 test: setup
 	$(BIN)/python -m pytest

@@ -22,7 +22,7 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 #: errors that are the user's input, printed without a traceback
 USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DataError, ModalityError, UnknownKeyError, ValueError)
@@ -120,7 +120,10 @@ def benchmark(
     except _user_errors() as err:
         _fail(err)
         return
-    console.print(report.summary_markdown())
+    console.print(f"\n[bold]Per combination[/] ({bench.seeds} seed(s), mean ± std) — {out_dir / 'table.csv'}")
+    console.print(report.table_markdown(), highlight=False, soft_wrap=True)
+    console.print("\n[bold]Summary[/]")
+    console.print(report.summary_markdown(), highlight=False, soft_wrap=True)
     console.print(f"report: {out_dir / 'report.md'}")
 
 

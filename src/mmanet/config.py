@@ -145,12 +145,18 @@ class BenchmarkConfig(Section):
     name: str = "benchmark"
     #: the shared run configuration (data, model, training) every method starts from
     base: dict[str, Any] = Field(default_factory=dict)
-    methods: list[BenchmarkMethod]
+    methods: list[BenchmarkMethod] = Field(min_length=1)
     seeds: int = Field(3, gt=0)
-    #: the method the paired per-seed differences are taken against
-    reference: str = "sf_md"
-    #: the Table-6 ablation columns, by label; empty = no ablation table
-    ablation: list[str] = Field(default_factory=list)
+    #: label of the method the paired per-seed differences are taken against (default: the first sf_md)
+    reference: str | None = None
+    #: the Table-6 ablation table: column name → method label (in order); empty = no ablation table
+    ablation: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def reference_label(self) -> str:
+        if self.reference is not None:
+            return self.reference
+        return next((m.display for m in self.methods if m.method == "sf_md"), self.methods[0].display)
 
 
 #: method name → preset applied before the user's YAML (the user's values win).
@@ -208,14 +214,25 @@ def _valid_keys(model: type[BaseModel], loc: tuple) -> list[str]:
     """Field names of the section at ``loc`` (for 'did you mean' messages)."""
     current: Any = model
     for part in loc[:-1]:
+        if part.isdigit():  # an index into a list of sections (e.g. methods.0)
+            continue
         field = getattr(current, "model_fields", {}).get(part)
         if field is None:
             return []
-        annotation = field.annotation
-        current = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+        current = _section_type(field.annotation)
         if current is None:
             return []
     return sorted(getattr(current, "model_fields", {}))
+
+
+def _section_type(annotation: Any) -> type[BaseModel] | None:
+    """The section model behind ``Section`` or ``list[Section]`` annotations."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return None
 
 
 def _format_errors(err: ValidationError, model: type[BaseModel], source: str) -> str:
@@ -268,7 +285,10 @@ def load_run_config(path: str | Path, overrides: Iterable[str] = ()) -> RunConfi
 def load_benchmark_config(path: str | Path, overrides: Iterable[str] = ()) -> BenchmarkConfig:
     """Benchmark YAML; ``--set`` overrides apply to the shared ``base`` run config."""
     raw = _read_yaml(path)
-    raw["base"] = deep_merge(raw.get("base", {}), parse_overrides(overrides))
+    base = raw.get("base") or {}
+    if not isinstance(base, dict):
+        raise ConfigError(f"invalid configuration ({path}): 'base' must be a mapping of run-config keys")
+    raw["base"] = deep_merge(base, parse_overrides(overrides))
     try:
         config = BenchmarkConfig.model_validate(raw)
     except ValidationError as err:
@@ -278,9 +298,13 @@ def load_benchmark_config(path: str | Path, overrides: Iterable[str] = ()) -> Be
         raise ConfigError(f"benchmark method labels must be unique, got {labels}")
     for m in config.methods:  # validate every method's resolved config up front
         method_config(config, m)
-    for label in config.ablation:
+    for column, label in config.ablation.items():
         if label not in labels:
-            raise ConfigError(f"ablation column {label!r} is not a method label; labels: {labels}")
+            raise ConfigError(
+                f"ablation column {column!r} names {label!r}, which is not a method label; labels: {labels}"
+            )
+    if config.reference is not None and config.reference not in labels:
+        raise ConfigError(f"reference {config.reference!r} is not a method label; labels: {labels}")
     return config
 
 

@@ -144,6 +144,8 @@ def plot_per_combination(
     ax.set_xticklabels(
         [combos[i].name if len(combos) <= 16 else combos[i].render() for i in order], rotation=90, fontsize=7
     )
+    if len(combos) > 16:
+        ax.set_xlabel(f"combination (● present, ○ missing; top to bottom: {', '.join(first.spec.names)})")
     ax.set_ylabel(f"{metric} (%)")
     ax.set_title(title or f"{metric} per modality combination (mean ± std over seeds)")
     ax.grid(alpha=0.3)
@@ -184,6 +186,7 @@ def plot_mar_discrepancy(
             label=f"{cand}{'  ← strong removed' if marked else ''}",
         )
     ax.set_yscale("log")
+    ax.set_xticks(epochs)
     ax.set_xlabel("warm-up epoch")
     ax.set_ylabel("KL(q_full ‖ q_c)")
     ax.set_title(title or f"MAR mining; weak set: {', '.join(weak_set)}", fontsize=9)

@@ -145,8 +145,8 @@ class MultimodalModule(L.LightningModule):
             self.miner.select()
             self.weak_set = self.miner
             self.print(
-                f"MAR: strong modalities {list(self.miner.strong_modalities)}; weak set "
-                f"{[c.name for c in self.miner.weak_set]}"
+                f"MAR: strong modalities {list(self.miner.strong_modalities)}; weak set = the "
+                f"{len(self.miner.weak_set)} combinations without them"
             )
 
     def on_train_epoch_end(self) -> None:

@@ -126,17 +126,27 @@ def make_trainer(
     max_epochs: int,
     extra_callbacks: list[L.Callback] | None = None,
 ) -> L.Trainer:
-    checkpoint = ModelCheckpoint(
+    best = ModelCheckpoint(
         dirpath=out_dir / "checkpoints",
         filename="best",
         monitor=monitor,
         mode=mode,
-        save_last=True,
         save_top_k=1,
         save_on_train_epoch_end=True,
         enable_version_counter=False,
     )
-    callbacks: list[L.Callback] = [checkpoint, RNGStateCallback(), *(extra_callbacks or [])]
+    # A separate every-epoch checkpoint for resuming: Lightning's save_last only writes when the
+    # monitored checkpoint was also written in that step.
+    last = ModelCheckpoint(
+        dirpath=out_dir / "checkpoints",
+        filename="last",
+        monitor=None,
+        save_top_k=1,
+        every_n_epochs=1,
+        save_on_train_epoch_end=True,
+        enable_version_counter=False,
+    )
+    callbacks: list[L.Callback] = [best, last, RNGStateCallback(), *(extra_callbacks or [])]
     if config.train.progress_bar:
         callbacks.append(TQDMProgressBar(leave=False))
     t = config.train
@@ -343,7 +353,7 @@ def run(config: RunConfig, out_dir: str | Path, overwrite: bool = False, bundle:
         combos = [bundle.spec.full] if config.stage == "teacher" else None
         result_tables = evaluate_tables(net, bundle, config, combos)
         num_parameters = count_parameters(net)
-        meta = load_checkpoint(best).get("mmanet", {})
+        meta = load_checkpoint(best.parent / "last.ckpt").get("mmanet", {})  # the final miner state
         if "miner" in meta:
             extras["miner"] = meta["miner"]
     seconds = time.perf_counter() - start

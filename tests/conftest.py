@@ -1,0 +1,36 @@
+"""Shared fixtures: a tiny, fast run configuration on the in-memory toy dataset."""
+
+from __future__ import annotations
+
+import pytest
+
+from mmanet.config import resolve_run_config
+
+
+def tiny_raw(method: str = "sf_md", **updates) -> dict:
+    raw = {
+        "method": method,
+        "seed": 0,
+        "data": {"name": "toy", "options": {"num_samples": 120, "num_classes": 3}, "batch_size": 16},
+        "model": {"channels": 8, "encoder_hidden": 16, "head_hidden": 16, "dropout": 0.1},
+        "train": {"max_epochs": 3, "lr": 0.01, "progress_bar": False},
+        "mar": {"warmup_epochs": 2},
+        "teacher": {"max_epochs": 2},
+    }
+    for key, value in updates.items():
+        node = raw
+        parts = key.split("__")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return raw
+
+
+@pytest.fixture
+def tiny_config():
+    """``tiny_config(method, **updates)`` → a validated RunConfig (use ``a__b=value`` for nested keys)."""
+
+    def make(method: str = "sf_md", **updates):
+        return resolve_run_config(tiny_raw(method, **updates))
+
+    return make
