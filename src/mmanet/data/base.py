@@ -48,6 +48,7 @@ class ArrayMultimodalDataset(Dataset):
                 raise DataError(f"modality {name!r} has {arrays[name].shape[0]} samples but there are {n} labels")
         if present is None:
             present = torch.ones(n, len(spec), dtype=torch.bool)
+        present = present.bool()  # an integer mask would break `~` and torch.where below
         if present.shape != (n, len(spec)):
             raise DataError(f"present mask has shape {tuple(present.shape)}, expected {(n, len(spec))}")
         empty = (~present.any(dim=1)).nonzero().flatten()
@@ -61,7 +62,7 @@ class ArrayMultimodalDataset(Dataset):
             keep = present[:, i].reshape((n,) + (1,) * (values.dim() - 1))
             self.arrays[name] = torch.where(keep, values, torch.zeros((), dtype=values.dtype))
         self.targets = targets.long()
-        self.present = present.bool()
+        self.present = present
         self.lengths = {k: v.long() for k, v in (lengths or {}).items()}
 
     def __len__(self) -> int:
@@ -146,6 +147,7 @@ class Standardizer:
         self.std: dict[str, Tensor] = {}
 
     def fit(self, arrays: Mapping[str, Tensor], present: Tensor, spec: ModalitySpec) -> Standardizer:
+        present = present.bool()  # an integer mask would index rows instead of selecting them
         for i, name in enumerate(spec.names):
             values = arrays[name][present[:, i]].double()
             if values.shape[0] == 0:

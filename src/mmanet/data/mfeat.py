@@ -71,10 +71,10 @@ def availability(root: str | Path | None = None) -> tuple[bool, str]:
 def _read(path: Path, kind: str, modality: str) -> tuple[np.ndarray, np.ndarray]:
     try:
         if kind == "csv":
-            table = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float64)
+            table = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float64, ndmin=2)
             values, labels = table[:, :-1], table[:, -1]
         else:
-            values = np.loadtxt(path, dtype=np.float64)
+            values = np.loadtxt(path, dtype=np.float64, ndmin=2)
             labels = np.repeat(np.arange(NUM_CLASSES), NUM_SAMPLES // NUM_CLASSES)
     except ValueError as err:
         raise DataError(f"cannot parse {path}: {err}") from err

@@ -119,6 +119,9 @@ def build_network(
     unknown = [m for m in per_modality_encoder if m not in spec.names]
     if unknown:
         raise ModalityError(f"encoder override for unknown modality {unknown[0]!r}; the data has {list(spec.names)}")
+    no_shape = [m for m in spec.names if m not in input_shapes]
+    if no_shape:
+        raise ModalityError(f"no input shape for modalities {no_shape}; shapes given for {sorted(input_shapes)}")
     encoders = nn.ModuleDict()
     for name in spec.names:
         shape = tuple(input_shapes[name])

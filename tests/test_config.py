@@ -1,0 +1,266 @@
+"""Typed run/benchmark configuration: presets, validation messages, overrides, round trip."""
+
+from __future__ import annotations
+
+import pytest
+
+from mmanet.config import (
+    METHOD_PRESETS,
+    BenchmarkConfig,
+    ConfigError,
+    RunConfig,
+    deep_merge,
+    dump_config,
+    load_benchmark_config,
+    load_run_config,
+    method_config,
+    parse_overrides,
+    resolve_run_config,
+)
+
+
+def write(tmp_path, text: str, name: str = "run.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+# ----------------------------------------------------------------------------- defaults and presets
+
+
+def test_defaults_validate():
+    config = resolve_run_config({})
+    assert isinstance(config, RunConfig)
+    assert config.method == "sf_md" and config.stage == "unified"
+    assert config.model.fusion == "concat"
+    assert config == RunConfig()
+
+
+@pytest.mark.parametrize(
+    ("method", "stage", "fusion"),
+    [("hemis", "unified", "hemis"), ("sf", "customized", "concat"), ("rfnet", "unified", "rfnet")],
+)
+def test_method_preset_applies(method, stage, fusion):
+    config = resolve_run_config({"method": method})
+    assert (config.stage, config.model.fusion) == (stage, fusion)
+
+
+def test_ablation_presets():
+    assert resolve_run_config({"method": "sp"}).mad.variant == "sp"
+    assert resolve_run_config({"method": "sp"}).mar.mode == "off"
+    assert resolve_run_config({"method": "sr"}).mar.mode == "single"
+    mmanet = resolve_run_config({"method": "mmanet"})
+    assert (mmanet.stage, mmanet.mad.variant, mmanet.mar.mode) == ("mmanet", "paper", "mined")
+
+
+def test_users_yaml_wins_over_the_preset(tmp_path):
+    path = write(tmp_path, "method: hemis\nmodel:\n  fusion: concat\n  channels: 32\n")
+    config = load_run_config(path)
+    assert config.method == "hemis"
+    assert config.stage == "unified"  # from the preset
+    assert config.model.fusion == "concat"  # the user's value
+    assert config.model.channels == 32
+    assert config.model.head_hidden == 128  # untouched default
+
+
+def test_method_override_selects_the_preset(tmp_path):
+    path = write(tmp_path, "method: sf_md\n")
+    assert load_run_config(path, ["method=lcr"]).model.fusion == "lcr"
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def test_unknown_top_level_key_suggests_and_lists():
+    with pytest.raises(ConfigError) as err:
+        resolve_run_config({"trian": {"lr": 0.1}})
+    message = str(err.value)
+    assert "'trian'" in message
+    assert "did you mean 'train'?" in message
+    for key in ("data", "model", "train", "mad", "mar", "seed"):
+        assert f"'{key}'" in message
+
+
+def test_unknown_nested_key_suggests_and_lists():
+    with pytest.raises(ConfigError) as err:
+        resolve_run_config({"train": {"lrr": 0.1}})
+    message = str(err.value)
+    assert "'train.lrr'" in message
+    assert "did you mean 'lr'?" in message
+    assert "'weight_decay'" in message and "'max_epochs'" in message
+    assert "'channels'" not in message  # the keys of THIS section, not of another
+
+
+def test_unknown_key_without_close_match_has_no_suggestion():
+    with pytest.raises(ConfigError) as err:
+        resolve_run_config({"mar": {"zzzzzz": 1}})
+    assert "did you mean" not in str(err.value)
+    assert "'warmup_epochs'" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        ({"train": {"lr": -0.1}}, "train.lr"),
+        ({"train": {"optimizer": "adam"}}, "train.optimizer"),
+        ({"data": {"batch_size": 0}}, "data.batch_size"),
+        ({"mad": {"variant": "teacher"}}, "mad.variant"),
+        ({"model": {"dropout": 1.0}}, "model.dropout"),
+        ({"stage": "final"}, "stage"),
+    ],
+)
+def test_bad_value_names_the_key(raw, key):
+    with pytest.raises(ConfigError) as err:
+        resolve_run_config(raw, source="my.yaml")
+    assert f"{key}:" in str(err.value)
+    assert "my.yaml" in str(err.value)
+
+
+def test_unknown_method_lists_the_methods():
+    with pytest.raises(ConfigError) as err:
+        resolve_run_config({"method": "mmanett"})
+    assert "'mmanett'" in str(err.value)
+    assert str(sorted(METHOD_PRESETS)) in str(err.value)
+
+
+def test_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_run_config(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_run_config(write(tmp_path, "train: [unclosed\n"))
+    with pytest.raises(ConfigError, match="mapping"):
+        load_run_config(write(tmp_path, "- 1\n- 2\n"))
+    assert load_run_config(write(tmp_path, "")) == RunConfig()  # empty file = defaults
+
+
+# ----------------------------------------------------------------------------- overrides
+
+
+def test_parse_overrides_dotted_keys_and_yaml_values():
+    parsed = parse_overrides(
+        [
+            "train.lr=0.01",
+            "train.max_epochs=3",
+            "data.options.protocol=low_label",
+            "data.options.modalities=[fou, mor]",
+            "train.gradient_clip=null",
+            "name=a=b",
+            "seed=",
+        ]
+    )
+    assert parsed == {
+        "train": {"lr": 0.01, "max_epochs": 3, "gradient_clip": None},
+        "data": {"options": {"protocol": "low_label", "modalities": ["fou", "mor"]}},
+        "name": "a=b",
+        "seed": None,
+    }
+    assert isinstance(parsed["train"]["max_epochs"], int)
+    assert isinstance(parsed["train"]["lr"], float)
+
+
+@pytest.mark.parametrize("bad", ["train.lr", "=1", "train..lr=1", ".lr=1"])
+def test_parse_overrides_rejects_malformed_pairs(bad):
+    with pytest.raises(ConfigError):
+        parse_overrides([bad])
+
+
+def test_override_into_a_non_section_is_an_error():
+    with pytest.raises(ConfigError, match="not a section"):
+        parse_overrides(["seed=1", "seed.x=2"])
+
+
+def test_load_run_config_with_overrides(tmp_path):
+    path = write(
+        tmp_path, "method: hemis\ntrain:\n  lr: 0.5\n  max_epochs: 7\ndata:\n  options: {protocol: standard}\n"
+    )
+    config = load_run_config(path, ["train.lr=0.02", "data.options.labels_per_class=5", "dropout.p=[0.5, 0.6]"])
+    assert config.train.lr == 0.02
+    assert config.train.max_epochs == 7
+    assert config.data.options == {"protocol": "standard", "labels_per_class": 5}
+    assert config.dropout.p == [0.5, 0.6]
+    assert config.model.fusion == "hemis"
+    with pytest.raises(ConfigError, match="train.lrr"):
+        load_run_config(path, ["train.lrr=1"])
+
+
+def test_deep_merge_does_not_mutate_its_inputs():
+    base = {"a": {"b": 1, "c": [1]}}
+    update = {"a": {"b": 2}}
+    merged = deep_merge(base, update)
+    assert merged == {"a": {"b": 2, "c": [1]}}
+    merged["a"]["c"].append(2)
+    assert base == {"a": {"b": 1, "c": [1]}}
+
+
+def test_dump_config_round_trips(tmp_path):
+    original = resolve_run_config(
+        {"method": "mmanet", "train": {"lr": 0.003}, "data": {"options": {"protocol": "low_label"}}}
+    )
+    original.model.fusion = "hemis"  # differs from the preset: the dumped value must win on reload
+    path = tmp_path / "dumped.yaml"
+    dump_config(original, path)
+    assert load_run_config(path) == original
+
+
+# ----------------------------------------------------------------------------- benchmark config
+
+BENCH = """\
+name: mini
+base:
+  data: {name: mfeat}
+  train: {max_epochs: 2}
+methods:
+  - method: sf_md
+  - method: mmanet
+    label: MMANet
+    set: {mad.alpha: 2.0}
+  - method: sp
+seeds: 2
+ablation: {SP: sp, "+MAD": MMANet}
+"""
+
+
+def test_load_benchmark_config(tmp_path):
+    bench = load_benchmark_config(write(tmp_path, BENCH, "bench.yaml"), ["train.lr=0.05"])
+    assert isinstance(bench, BenchmarkConfig)
+    assert [m.display for m in bench.methods] == ["sf_md", "MMANet", "sp"]
+    run = method_config(bench, bench.methods[1], seed=4)
+    assert run.name == "MMANet" and run.method == "mmanet" and run.stage == "mmanet"
+    assert run.mad.alpha == 2.0
+    assert run.train.lr == 0.05 and run.train.max_epochs == 2
+    assert run.seed == 4
+    assert method_config(bench, bench.methods[0]).mad.alpha == 1.0  # `set` is per method
+    assert bench.ablation == {"SP": "sp", "+MAD": "MMANet"}
+    assert bench.reference_label == "sf_md"  # default: the first sf_md method
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        (BENCH.replace("method: sp", "method: spp"), "unknown method 'spp'"),
+        (BENCH.replace("label: MMANet", "label: sp"), "labels must be unique"),
+        (BENCH.replace('"+MAD": MMANet', '"+MAD": MAD'), "ablation column '\\+MAD' names 'MAD'"),
+        (BENCH.replace("seeds: 2", "seeds: 2\nreference: SF-MD"), "reference 'SF-MD'"),
+        ("methods: []\n", "methods: List should have at least 1 item"),
+        (BENCH.replace("mad.alpha: 2.0", "mad.alpah: 2.0"), "mad.alpah"),
+        (BENCH.replace("seeds: 2", "seeds: 0"), "seeds"),
+        (BENCH.replace("name: mini", "nmae: mini"), "'nmae'"),
+    ],
+)
+def test_benchmark_config_validation(tmp_path, text, match):
+    with pytest.raises(ConfigError, match=match):
+        load_benchmark_config(write(tmp_path, text, "bench.yaml"))
+
+
+def test_benchmark_empty_base_means_defaults(tmp_path):
+    text = BENCH.replace("base:\n  data: {name: mfeat}\n  train: {max_epochs: 2}\n", "base:\n")
+    assert load_benchmark_config(write(tmp_path, text, "bench.yaml")).base == {}
+    bad = BENCH.replace("base:\n  data: {name: mfeat}\n  train: {max_epochs: 2}\n", "base: [1, 2]\n")
+    with pytest.raises(ConfigError, match="'base' must be a mapping"):
+        load_benchmark_config(write(tmp_path, bad, "bench.yaml"))
+
+
+def test_benchmark_unknown_method_key_lists_valid_keys(tmp_path):
+    text = BENCH.replace("    set: {mad.alpha: 2.0}", "    sett: {mad.alpha: 2.0}")
+    with pytest.raises(ConfigError, match="'set'"):
+        load_benchmark_config(write(tmp_path, text, "bench.yaml"))

@@ -1,0 +1,356 @@
+"""Metrics (DESIGN §5) and the per-combination evaluator."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import accuracy_score, confusion_matrix, jaccard_score
+from torch.utils.data import DataLoader
+
+from mmanet.data.base import ArrayMultimodalDataset
+from mmanet.metrics import ErrorRate, MeanIoU, PerCombinationEvaluator, PresentationAttackErrors, primary_metric
+from mmanet.modality import ModalitySpec, all_combinations
+from mmanet.models import build_network
+
+SPEC = ModalitySpec(("a", "b", "c"))
+SHAPES = {"a": (6,), "b": (5,), "c": (4,)}
+K = 4
+
+# ----------------------------------------------------------------------------- ErrorRate
+
+
+def test_error_rate_matches_sklearn_over_several_updates():
+    g = torch.Generator().manual_seed(0)
+    metric = ErrorRate()
+    all_pred, all_true = [], []
+    for batch in (7, 13, 1, 30):
+        logits = torch.randn(batch, 5, generator=g)
+        target = torch.randint(0, 5, (batch,), generator=g)
+        metric.update(logits, target)
+        all_pred.append(logits.argmax(1))
+        all_true.append(target)
+    expected = 100 * (1 - accuracy_score(torch.cat(all_true), torch.cat(all_pred)))
+    assert float(metric.compute()) == pytest.approx(expected, abs=1e-9)
+    assert 0 < expected < 100  # a non-trivial case
+
+
+def test_error_rate_accepts_label_predictions_and_resets():
+    metric = ErrorRate()
+    metric.update(torch.tensor([0, 1, 2, 2]), torch.tensor([0, 1, 1, 0]))
+    assert float(metric.compute()) == pytest.approx(50.0)
+    metric.reset()
+    metric.update(torch.tensor([1, 1, 1]), torch.tensor([1, 1, 0]))
+    assert float(metric.compute()) == pytest.approx(100 / 3)
+
+
+def test_error_rate_shape_mismatch_and_empty():
+    with pytest.raises(ValueError, match="differ in shape"):
+        ErrorRate().update(torch.tensor([0, 1]), torch.tensor([0, 1, 1]))
+    with pytest.warns(UserWarning):  # torchmetrics warns when compute runs before update
+        assert math.isnan(float(ErrorRate().compute()))
+
+
+# ----------------------------------------------------------------------------- APCER / BPCER / ACER
+
+
+def test_presentation_attack_errors_hand_computed():
+    # default convention: 1 = bona fide, 0 = attack
+    target = torch.tensor([1, 1, 1, 1, 0, 0, 0, 0, 0, 0])
+    preds = torch.tensor([1, 1, 1, 0, 1, 1, 0, 0, 0, 0])
+    metric = PresentationAttackErrors()
+    metric.update(preds[:3], target[:3])
+    metric.update(preds[3:], target[3:])
+    out = metric.compute()
+    assert float(out["apcer"]) == pytest.approx(100 * 2 / 6)  # 2 of 6 attacks accepted
+    assert float(out["bpcer"]) == pytest.approx(100 * 1 / 4)  # 1 of 4 bona fide rejected
+    assert float(out["acer"]) == pytest.approx((100 * 2 / 6 + 25) / 2)
+
+
+def test_presentation_attack_errors_match_confusion_matrix():
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(200, 2, generator=g)
+    target = torch.randint(0, 2, (200,), generator=g)
+    metric = PresentationAttackErrors(bona_fide_class=1)
+    metric.update(logits, target)
+    out = metric.compute()
+    # rows = truth, columns = decision; labels [attack, bona fide]
+    (tn_attack, fp_accept), (fn_reject, tp_bona) = confusion_matrix(target, logits.argmax(1), labels=[0, 1])
+    apcer = 100 * fp_accept / (tn_attack + fp_accept)
+    bpcer = 100 * fn_reject / (fn_reject + tp_bona)
+    assert float(out["apcer"]) == pytest.approx(apcer)
+    assert float(out["bpcer"]) == pytest.approx(bpcer)
+    assert float(out["acer"]) == pytest.approx((apcer + bpcer) / 2)
+
+
+def test_bona_fide_class_zero_convention_swaps_the_roles():
+    target = torch.tensor([1, 1, 1, 1, 0, 0, 0, 0, 0, 0])
+    preds = torch.tensor([1, 1, 1, 0, 1, 1, 0, 0, 0, 0])
+    default = PresentationAttackErrors()
+    default.update(preds, target)
+    zero = PresentationAttackErrors(bona_fide_class=0)
+    zero.update(1 - preds, 1 - target)  # the same decisions with the labels swapped
+    a, b = default.compute(), zero.compute()
+    for key in ("apcer", "bpcer", "acer"):
+        assert float(a[key]) == pytest.approx(float(b[key]))
+    # and the same labels under the other convention give different numbers
+    other = PresentationAttackErrors(bona_fide_class=0)
+    other.update(preds, target)
+    assert float(other.compute()["apcer"]) == pytest.approx(100 * 1 / 4)  # now class 1 are attacks
+    assert float(other.compute()["bpcer"]) == pytest.approx(100 * 2 / 6)
+
+
+def test_multiclass_attack_labels_count_any_attack_decision_as_rejection():
+    # bona fide = 1; attack types 0, 2, 3; an attack decided as another attack type is still rejected
+    target = torch.tensor([0, 2, 3, 3, 1, 1])
+    preds = torch.tensor([2, 3, 1, 0, 1, 3])
+    metric = PresentationAttackErrors(bona_fide_class=1)
+    metric.update(preds, target)
+    out = metric.compute()
+    assert float(out["apcer"]) == pytest.approx(25.0)
+    assert float(out["bpcer"]) == pytest.approx(50.0)
+
+
+def test_presentation_attack_errors_nan_without_attacks():
+    metric = PresentationAttackErrors()
+    metric.update(torch.tensor([1, 0]), torch.tensor([1, 1]))
+    out = metric.compute()
+    assert math.isnan(float(out["apcer"])) and math.isnan(float(out["acer"]))
+    assert float(out["bpcer"]) == pytest.approx(50.0)
+
+
+# ----------------------------------------------------------------------------- mIoU
+
+
+def test_mean_iou_matches_sklearn_with_ignore_index_and_absent_classes():
+    """torchmetrics' macro mIoU averages over the classes that occur in the predictions OR the target
+    (after removing void pixels): a class absent from both counts neither as 0 nor as 1. This is the
+    same set sklearn's ``jaccard_score(average='macro')`` uses by default (labels = union of both)."""
+    g = torch.Generator().manual_seed(2)
+    num_classes, void = 6, 255  # class 5 never occurs anywhere
+    metric = MeanIoU(num_classes, ignore_index=void)
+    trues, preds = [], []
+    for _ in range(3):
+        target = torch.randint(0, 5, (2, 8, 8), generator=g)
+        target[torch.rand(target.shape, generator=g) < 0.2] = void
+        logits = torch.randn(2, num_classes, 8, 8, generator=g)
+        logits[:, 5] = -10.0
+        logits[:, 4] -= 1.0  # class 4 rarer in predictions
+        metric.update(logits, target)
+        trues.append(target.flatten())
+        preds.append(logits.argmax(1).flatten())
+    y_true, y_pred = torch.cat(trues), torch.cat(preds)
+    valid = y_true != void
+    expected = 100 * jaccard_score(y_true[valid], y_pred[valid], average="macro")
+    assert float(metric.compute()) == pytest.approx(expected, rel=1e-5)
+    # averaging over all 6 classes (absent class as IoU 0) would be a different number
+    all_six = 100 * jaccard_score(y_true[valid], y_pred[valid], average="macro", labels=list(range(6)), zero_division=0)
+    assert abs(all_six - expected) > 1.0
+    # void pixels really are ignored: changing the prediction there changes nothing
+    metric.reset()
+    logits = torch.randn(1, num_classes, 8, 8, generator=g)
+    target = torch.randint(0, 5, (1, 8, 8), generator=g)
+    target[0, :4] = void
+    metric.update(logits, target)
+    before = float(metric.compute())
+    logits2 = logits.clone()
+    logits2[0, :, :4] = torch.randn(num_classes, 4, 8, generator=g)
+    metric.reset()
+    metric.update(logits2, target)
+    assert float(metric.compute()) == pytest.approx(before)
+
+
+def test_mean_iou_class_predicted_but_absent_from_target_counts_as_zero():
+    metric = MeanIoU(4)
+    metric.update(torch.tensor([3, 0, 1, 1, 2, 2]), torch.tensor([0, 0, 1, 1, 2, 2]))
+    # classes 0: 1/2, 1: 1, 2: 1, 3: 0/1 → mean 0.625 (class 3 included: it was predicted)
+    assert float(metric.compute()) == pytest.approx(62.5)
+
+
+def test_primary_metric():
+    assert primary_metric("segmentation", None) == "miou"
+    assert primary_metric("classification", 1) == "acer"
+    assert primary_metric("classification", 0) == "acer"
+    assert primary_metric("classification", None) == "error"
+
+
+# ----------------------------------------------------------------------------- PerCombinationEvaluator
+
+
+def make_net(seed: int = 0):
+    torch.manual_seed(seed)
+    net = build_network(SPEC, SHAPES, K, channels=8, head_hidden=16, dropout=0.3)
+    return net.eval()
+
+
+def make_batches(present_rows=None, n_batches: int = 3, batch: int = 10, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    batches = []
+    for i in range(n_batches):
+        inputs = {m: torch.randn(batch, *s, generator=g) for m, s in SHAPES.items()}
+        present = torch.ones(batch, len(SPEC), dtype=torch.bool) if present_rows is None else present_rows[i]
+        target = torch.randint(0, K, (batch,), generator=g)
+        batches.append((inputs, present, target))
+    return batches
+
+
+class CountingNet:
+    """Wraps a net and counts encode / fuse_predict / forward calls."""
+
+    def __init__(self, net):
+        self.net = net
+        self.calls = {"encode": 0, "fuse_predict": 0, "forward": 0}
+
+    def encode(self, inputs):
+        self.calls["encode"] += 1
+        return self.net.encode(inputs)
+
+    def fuse_predict(self, features, mask):
+        self.calls["fuse_predict"] += 1
+        return self.net.fuse_predict(features, mask)
+
+    def __call__(self, *args):
+        self.calls["forward"] += 1
+        return self.net(*args)
+
+
+def alone(net, batches, combo):
+    """The error rate of one combination, evaluated by a plain forward with mask = combo ∧ present."""
+    wrong = total = skipped = 0
+    with torch.no_grad():
+        for inputs, present, target in batches:
+            mask = present & combo.mask()
+            keep = mask.any(1)
+            skipped += int((~keep).sum())
+            if not keep.any():
+                continue
+            logits = net({k: v[keep] for k, v in inputs.items()}, mask[keep])
+            wrong += int((logits.argmax(1) != target[keep]).sum())
+            total += int(keep.sum())
+    return (100 * wrong / total if total else math.nan), skipped
+
+
+def test_one_row_per_combination_and_average_is_the_mean():
+    net = make_net()
+    evaluator = PerCombinationEvaluator(SPEC, K)
+    for batch in make_batches():
+        evaluator.update(net, *batch)
+    table = evaluator.compute()
+    assert [c.name for c, _ in table.rows] == [c.name for c in all_combinations(SPEC)]
+    assert table.metric == "error"
+    values = [v["error"] for _, v in table.rows]
+    assert table.average()["error"] == pytest.approx(sum(values) / len(values))
+    assert len(set(values)) > 1  # combinations really differ
+    assert table.records()[-1][len(SPEC)] == "Average"
+
+
+def test_encode_runs_once_per_batch():
+    net = CountingNet(make_net())
+    evaluator = PerCombinationEvaluator(SPEC, K)
+    batches = make_batches(n_batches=4)
+    for batch in batches:
+        evaluator.update(net, *batch)
+    assert net.calls["encode"] == len(batches)
+    assert net.calls["fuse_predict"] == len(batches) * 7
+    assert net.calls["forward"] == 0
+
+
+def test_each_combination_equals_evaluating_it_alone_with_missing_data():
+    # genuinely missing modalities in the data: some samples lack a, some b+c, ...
+    g = torch.Generator().manual_seed(5)
+    rows = []
+    for _ in range(3):
+        codes = torch.randint(1, 8, (10,), generator=g)
+        rows.append(((codes[:, None] >> torch.arange(3)) & 1).bool())
+    rows[2][:] = torch.tensor([True, False, False])  # batch where only `a` exists: combos without a skip it all
+    batches = make_batches(present_rows=rows)
+    net = make_net()
+    evaluator = PerCombinationEvaluator(SPEC, K)
+    for batch in batches:
+        evaluator.update(net, *batch)
+    table = evaluator.compute()
+    for k, combo in enumerate(evaluator.combinations):
+        expected, skipped = alone(net, batches, combo)
+        assert evaluator.skipped[k] == skipped, combo.name
+        assert table.value(combo) == pytest.approx(expected), combo.name
+    # spot-check one skipped count by hand: the single combination `b` skips every sample lacking b
+    k_b = [c.name for c in evaluator.combinations].index("b")
+    assert evaluator.skipped[k_b] == sum(int((~r[:, 1]).sum()) for r in rows)
+    assert evaluator.skipped[k_b] >= 10
+    evaluator.reset()
+    assert evaluator.skipped == [0] * 7
+
+
+def test_evaluate_over_a_loader_restores_train_mode_and_matches_update():
+    batches = make_batches(n_batches=2, batch=8)
+    inputs = {m: torch.cat([b[0][m] for b in batches]) for m in SHAPES}
+    present = torch.cat([b[1] for b in batches])
+    present[::3, 0] = False
+    target = torch.cat([b[2] for b in batches])
+    dataset = ArrayMultimodalDataset(SPEC, inputs, target, present=present)
+    loader = DataLoader(dataset, batch_size=5)
+    net = make_net()
+    net.train()  # dropout 0.3: evaluate must switch to eval for deterministic results
+    evaluator = PerCombinationEvaluator(SPEC, K)
+    first = evaluator.evaluate(net, loader)
+    assert net.training
+    second = evaluator.evaluate(net, loader)  # evaluate resets the state between runs
+    assert [v for _, v in first.rows] == [v for _, v in second.rows]
+    net.eval()
+    for combo in evaluator.combinations:
+        expected, _ = alone(net, [(dataset.arrays, dataset.present, dataset.targets)], combo)
+        assert first.value(combo) == pytest.approx(expected)
+
+
+def test_subset_of_combinations_and_acer_rows():
+    net = make_net()
+    combos = [SPEC.combination("c"), SPEC.combination("a+b")]
+    evaluator = PerCombinationEvaluator(SPEC, K, combinations=combos, bona_fide_class=1)
+    for batch in make_batches():
+        evaluator.update(net, *batch)
+    table = evaluator.compute()
+    assert [c.name for c, _ in table.rows] == ["c", "a+b"]
+    assert table.metric == "acer"
+    assert set(table.rows[0][1]) == {"apcer", "bpcer", "acer"}
+    with pytest.raises(ValueError, match="no combination"):
+        PerCombinationEvaluator(SPEC, K, combinations=[])
+
+
+class SegmentationStub:
+    """encode: per-modality label maps one-hot as features; predict: logits = sum of present maps."""
+
+    def encode(self, inputs):
+        return torch.stack([inputs[m] for m in SPEC.names], dim=1)  # (B, M, K, H, W)
+
+    def fuse_predict(self, features, mask):
+        logits = (features * mask[:, :, None, None, None]).sum(1)
+        return SimpleNamespace(logits=logits)
+
+
+def test_segmentation_task_uses_miou_per_combination():
+    g = torch.Generator().manual_seed(7)
+    target = torch.randint(0, K, (4, 5, 5), generator=g)
+    target[:, 0] = 255
+    # modality a predicts the target exactly, b and c predict noise
+    inputs = {
+        "a": torch.nn.functional.one_hot(target.clamp(max=K - 1), K).permute(0, 3, 1, 2).float() * 3,
+        "b": torch.randn(4, K, 5, 5, generator=g),
+        "c": torch.randn(4, K, 5, 5, generator=g),
+    }
+    present = torch.ones(4, 3, dtype=torch.bool)
+    evaluator = PerCombinationEvaluator(SPEC, K, task="segmentation", ignore_index=255)
+    evaluator.update(SegmentationStub(), inputs, present, target)
+    table = evaluator.compute()
+    assert table.metric == "miou"
+    assert table.value("a") == pytest.approx(100.0)
+    valid = target != 255
+    for combo in evaluator.combinations:
+        logits = SegmentationStub().fuse_predict(SegmentationStub().encode(inputs), combo.mask().expand(4, 3)).logits
+        pred = logits.argmax(1)
+        expected = 100 * jaccard_score(target[valid].numpy(), pred[valid].numpy(), average="macro")
+        assert table.value(combo) == pytest.approx(expected, rel=1e-5), combo.name
+    assert table.value("b") < 60
+    assert np.isfinite([v["miou"] for _, v in table.rows]).all()
