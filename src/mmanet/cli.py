@@ -136,7 +136,8 @@ def datasets() -> None:
     for name in DATASETS:
         entry = DATASETS.get(name)
         ok, where = entry.availability(None)
-        table.add_row(name, ", ".join(entry.modalities), entry.task, "yes" if ok else "no", where)
+        modalities = ", ".join(entry.modalities) or "(from the files)"
+        table.add_row(name, modalities, entry.task, "yes" if ok else "no", where)
     console.print(table)
     for name in DATASETS:
         console.print(f"[bold]{name}[/]: {DATASETS.get(name).description}")

@@ -91,6 +91,11 @@ def load_bundle(config: RunConfig) -> DataBundle:
 
 
 def build_net(config: RunConfig, info: TaskInfo) -> MultimodalNet:
+    if info.task != "classification":
+        raise ValueError(
+            f"training on {info.task} data is not supported yet: the networks have classification heads only "
+            "(the data loads, but a segmentation decoder and per-pixel losses are still to be built)"
+        )
     m = config.model
     return build_network(
         info.spec,
