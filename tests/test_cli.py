@@ -84,3 +84,15 @@ def test_benchmark_command(tmp_path):
     assert (tmp_path / "b" / "report.md").exists() and (tmp_path / "b" / "table.csv").exists()
     result = runner.invoke(app, ["benchmark", str(cfg), "--only", "nope"])
     assert result.exit_code == 2 and "not a method label" in result.output
+
+
+def test_export_command(tmp_path):
+    from conftest import tiny_raw
+
+    cfg = write_yaml(tmp_path / "cfg.yaml", tiny_raw("sf_md", train={"max_epochs": 1, "progress_bar": False}))
+    out = tmp_path / "run"
+    assert runner.invoke(app, ["train", str(cfg), "--out", str(out)]).exit_code == 0
+    result = runner.invoke(app, ["export", str(out), "--out", str(tmp_path / "model.onnx")])
+    assert result.exit_code == 0, result.output
+    assert "parity over 7 combinations" in result.output
+    assert (tmp_path / "model.onnx").stat().st_size > 0

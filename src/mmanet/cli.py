@@ -128,6 +128,31 @@ def benchmark(
 
 
 @app.command()
+def export(
+    checkpoint: Path = typer.Argument(..., help="a deployment .ckpt or a run directory"),
+    out: Path | None = typer.Option(None, "--out", help="the .onnx file (default: next to the checkpoint)"),
+    opset: int = typer.Option(17, "--opset"),
+) -> None:
+    """Export the deployment network to ONNX and check it against PyTorch on every combination."""
+    from mmanet.export import check_parity, export_onnx
+    from mmanet.training import net_from_checkpoint
+
+    try:
+        path = checkpoint / "checkpoints" / "best.ckpt" if checkpoint.is_dir() else checkpoint
+        net, _, info, _ = net_from_checkpoint(path)
+        sequences = tuple(m for m, shape in info.input_shapes.items() if len(shape) == 2)
+        target = out or path.with_suffix(".onnx")
+        export_onnx(net, info.input_shapes, target, lengths_modalities=sequences, opset=opset)
+        worst = check_parity(net, info.input_shapes, target)
+    except _user_errors() as err:
+        _fail(err)
+        return
+    inputs = ", ".join([*info.spec.names, *(f"lengths_{m}" for m in sequences), "present"])
+    console.print(f"exported {target} (inputs: {inputs}; output: logits)")
+    console.print(f"onnxruntime parity over {2 ** len(info.spec) - 1} combinations: max |Δ logit| = {worst:.1e}")
+
+
+@app.command()
 def datasets() -> None:
     """List the datasets, their modalities, and whether their data is on this machine."""
     table = Table(title="mmanet datasets")

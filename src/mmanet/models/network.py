@@ -30,6 +30,10 @@ class NetOutput:
     logits: Tensor  # (B, K)
 
 
+def _exporting() -> bool:
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
 def lengths_key(modality: str) -> str:
     """Key under which a batch carries the valid lengths of a sequence modality."""
     return f"lengths_{modality}"
@@ -66,8 +70,8 @@ class MultimodalNet(nn.Module):
                     f"input for modality {name!r} is missing; pass zeros and mark it absent in the present mask"
                 )
             feats.append(self.encoders[name](inputs[name], inputs.get(lengths_key(name))))
-        shapes = {tuple(f.shape[1:]) for f in feats}
-        if len(shapes) != 1:
+        shapes = {tuple(int(d) for d in f.shape[1:]) for f in feats}
+        if len(shapes) != 1 and not _exporting():
             raise ValueError(
                 f"encoders produced different feature shapes {sorted(shapes)}; they must agree to be fused"
             )
@@ -78,7 +82,8 @@ class MultimodalNet(nn.Module):
             raise ModalityError(
                 f"present mask shape {tuple(mask.shape)} does not match features (B, M) = {tuple(features.shape[:2])}"
             )
-        check_present(mask)
+        if not _exporting():  # data-dependent checks cannot be traced into an ONNX graph
+            check_present(mask)
         return self.fusion(features, mask)
 
     def fuse_predict(self, features: Tensor, mask: Tensor) -> NetOutput:
