@@ -8,8 +8,8 @@ import torch
 
 from mmanet.data import load_dataset
 from mmanet.export import check_parity, export_onnx
-from mmanet.models import build_network
 from mmanet.modality import ModalitySpec
+from mmanet.models import build_network
 from mmanet.training.runner import task_info
 
 pytest.importorskip("onnxruntime")

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from mmanet.models.network import MultimodalNet
 from mmanet.modality import all_combinations
+from mmanet.models.network import MultimodalNet
 
 
 class _ExportWrapper(nn.Module):
