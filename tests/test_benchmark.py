@@ -92,12 +92,13 @@ def test_shipped_configs_validate():
 
     from mmanet.config import load_run_config
 
-    configs = Path(__file__).resolve().parents[1] / "configs"
-    benches = [p for p in sorted(configs.glob("*/*.yaml")) if "methods" in yaml.safe_load(p.read_text())]
+    repo = Path(__file__).resolve().parents[1]
+    files = sorted(repo.glob("configs/*/*.yaml")) + sorted(repo.glob("examples/*/*.yaml"))
+    benches = [p for p in files if "methods" in yaml.safe_load(p.read_text())]
     assert benches
     for path in benches:
         assert load_benchmark_config(path).methods
-    runs = [p for p in configs.glob("*/*.yaml") if p not in benches]
+    runs = [p for p in files if p not in benches]
     assert runs
     for path in runs:
         load_run_config(path)

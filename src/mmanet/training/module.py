@@ -49,6 +49,17 @@ class TaskInfo:
             "ignore_index": self.ignore_index,
         }
 
+    def evaluator(self, combinations: list[Combination] | None = None) -> PerCombinationEvaluator:
+        """A per-combination evaluator with this task's metric (all combinations by default)."""
+        return PerCombinationEvaluator(
+            self.spec,
+            self.num_classes,
+            combinations,
+            task=self.task,
+            bona_fide_class=self.bona_fide_class,
+            ignore_index=self.ignore_index,
+        )
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TaskInfo:
         return cls(
@@ -105,14 +116,7 @@ class MultimodalModule(L.LightningModule):
             eval_combos = [info.spec.full]
         else:
             eval_combos = all_combinations(info.spec)
-        self.val_evaluator = PerCombinationEvaluator(
-            info.spec,
-            info.num_classes,
-            eval_combos,
-            task=info.task,
-            bona_fide_class=info.bona_fide_class,
-            ignore_index=info.ignore_index,
-        )
+        self.val_evaluator = info.evaluator(eval_combos)
         self.monitor, self.monitor_mode = monitor_name(info)
 
     # ------------------------------------------------------------------ MMANet parts

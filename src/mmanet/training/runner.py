@@ -30,7 +30,6 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from mmanet.config import RunConfig, dump_config, resolve_run_config
 from mmanet.data import DataBundle, load_dataset
-from mmanet.metrics import PerCombinationEvaluator
 from mmanet.modality import Combination, all_combinations
 from mmanet.models.network import MultimodalNet, build_network
 from mmanet.report import ResultTable
@@ -268,14 +267,7 @@ def evaluate_tables(
     info = task_info(bundle)
     tables = {}
     for split in splits:
-        evaluator = PerCombinationEvaluator(
-            info.spec,
-            info.num_classes,
-            combinations,
-            task=info.task,
-            bona_fide_class=info.bona_fide_class,
-            ignore_index=info.ignore_index,
-        )
+        evaluator = info.evaluator(combinations)
         tables[split] = evaluator.evaluate(net, make_loader(bundle.split(split), config, train=False))
     return tables
 
