@@ -282,3 +282,20 @@ def test_end_to_end_build_network(name):
     assert torch.isfinite(loss)
     for pname, p in net.named_parameters():
         assert p.grad is not None, pname
+
+
+@pytest.mark.parametrize("name", sorted(FUSIONS.keys()))
+@pytest.mark.parametrize("encoder_shape", [(6,), (1, 6, 6)])
+def test_train_mode_rows_do_not_see_other_rows_masks(name, encoder_shape):
+    """No batch statistics anywhere (the BatchNorm-after-zero-filling pitfall): in TRAIN mode a
+    row's output must not change when the other rows' masks change (dropout off)."""
+    torch.manual_seed(0)
+    spec = ModalitySpec(("a", "b", "c"))
+    shapes = {m: encoder_shape for m in spec.names}
+    net = build_network(spec, shapes, K, channels=C, fusion=name, head_hidden=16, dropout=0.0).train()
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in net.modules())
+    inputs = {m: torch.randn(B, *encoder_shape) for m in spec.names}
+    mask = mixed_mask()
+    other = mask.clone()
+    other[1:] = torch.tensor([True, False, False])
+    assert torch.allclose(net(inputs, mask)[0], net(inputs, other)[0], atol=1e-6)
