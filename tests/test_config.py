@@ -8,6 +8,7 @@ from mmanet.config import (
     METHOD_PRESETS,
     BenchmarkConfig,
     ConfigError,
+    MADConfig,
     RunConfig,
     deep_merge,
     dump_config,
@@ -229,7 +230,7 @@ def test_load_benchmark_config(tmp_path):
     assert run.mad.alpha == 2.0
     assert run.train.lr == 0.05 and run.train.max_epochs == 2
     assert run.seed == 4
-    assert method_config(bench, bench.methods[0]).mad.alpha == 1.0  # `set` is per method
+    assert method_config(bench, bench.methods[0]).mad.alpha == MADConfig().alpha  # `set` is per method
     assert bench.ablation == {"SP": "sp", "+MAD": "MMANet"}
     assert bench.reference_label == "sf_md"  # default: the first sf_md method
 
