@@ -287,7 +287,12 @@ def write_report(report: BenchmarkReport) -> None:
         md.append(
             "Mined weak sets: " + "; ".join(f"seed {s}: {describe_weak_set(w, spec)}" for s, w in sorted(mined.items()))
         )
-    md += ["", f"Δ = paired per-seed difference of the Average to {ref} (mean ± std over seeds).", ""]
+    md += [
+        "",
+        f"Δ = paired per-seed difference of the Average to {ref}. Every ± is the population standard deviation "
+        "over seeds (ddof = 0).",
+        "",
+    ]
     if bench.ablation:
         md += ["## Ablation (paper Table 6)", "", _csv_to_md(out / "ablation.csv"), ""]
     md += ["## Cost", "", markdown_table(["method", "parameters (deployed)", "train seconds"], cost_rows), ""]

@@ -190,3 +190,40 @@ def test_genuinely_missing_data_trains_and_evaluates(tiny_config, tmp_path):
     cfg = tiny_config("sf_md", data__options={"num_samples": 120, "num_classes": 3, "missing_rate": 0.3})
     result = run(cfg, tmp_path / "run")
     assert len(result.table.rows) == 7
+
+
+def test_ddp_ranks_get_distinct_reproducible_random_streams():
+    """Each DDP rank must draw its own modality-dropout masks; one process is left untouched."""
+    from types import SimpleNamespace
+
+    from mmanet.training.checkpointing import RNGStateCallback
+
+    def stream(world_size: int, rank: int) -> torch.Tensor:
+        torch.manual_seed(7)
+        RNGStateCallback().on_train_start(SimpleNamespace(world_size=world_size, global_rank=rank), None)
+        return torch.rand(4)
+
+    assert not torch.equal(stream(2, 0), stream(2, 1))
+    assert torch.equal(stream(2, 1), stream(2, 1))
+    torch.manual_seed(7)
+    untouched = torch.rand(4)
+    assert torch.equal(stream(1, 0), untouched)
+
+
+def test_void_label_zero_is_kept(tiny_config):
+    from mmanet.training.module import MultimodalModule, TaskInfo
+    from mmanet.training.runner import build_net
+
+    cfg = tiny_config("sf_md")
+    bundle = load_bundle(cfg)
+    info = task_info_of(bundle)
+    module = MultimodalModule(build_net(cfg, info), cfg, info)
+    assert module._ignore_index == -100
+    module.info = TaskInfo(info.spec, info.num_classes, info.input_shapes, ignore_index=0)
+    assert module._ignore_index == 0
+
+
+def task_info_of(bundle):
+    from mmanet.training.runner import task_info
+
+    return task_info(bundle)

@@ -105,6 +105,14 @@ class RNGStateCallback(L.Callback):
     def state_dict(self) -> dict[str, Any]:
         return {"rng": capture_rng_state()}
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Under DDP every rank starts from the same seed (and, on resume, from rank 0's saved
+        # state), so modality dropout and dropout layers would draw the same masks on every
+        # rank. Derive a distinct, reproducible stream per rank. Single-process runs are untouched.
+        if trainer.world_size > 1:
+            base = int(torch.randint(2**31 - 1, (1,)).item())  # equal on all ranks
+            torch.manual_seed(base + trainer.global_rank)
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         # Lightning restores callbacks just before the fit loop starts; nothing draws random
         # numbers in between (the training sampler is seeded by epoch, see EpochShuffleSampler).

@@ -134,7 +134,14 @@ class MultimodalModule(L.LightningModule):
         if mode == "single":
             self.weak_set = FixedWeakSet(single_modality_weak_set(self.info.spec))
         else:
-            self.miner = WeakCombinationMiner(self.info.spec, num_strong=self.config.mar.num_strong)
+            self.miner = WeakCombinationMiner(
+                self.info.spec, num_strong=self.config.mar.num_strong, ignore_index=self._ignore_index
+            )
+
+    @property
+    def _ignore_index(self) -> int:
+        """The void label of the task (-100, PyTorch's "none", when the data has no void label)."""
+        return -100 if self.info.ignore_index is None else self.info.ignore_index
 
     def _mar_active(self) -> bool:
         return self.reg_head is not None and self.current_epoch >= self.config.mar.warmup_epochs
@@ -164,7 +171,7 @@ class MultimodalModule(L.LightningModule):
     # ------------------------------------------------------------------ training
     def task_loss(self, logits: Tensor, target: Tensor) -> Tensor:
         if self.info.task == "segmentation":
-            return F.cross_entropy(logits, target, ignore_index=self.info.ignore_index or -100)
+            return F.cross_entropy(logits, target, ignore_index=self._ignore_index)
         return F.cross_entropy(logits, target)
 
     def training_mask(self, present: Tensor) -> Tensor:
@@ -213,7 +220,7 @@ class MultimodalModule(L.LightningModule):
             # The regularization head runs every step (zero weight before ω) so DDP sees all parameters.
             _, reg_logits = self.reg_head(out.fused)
             weak = self._weak_mask(mask) if self._mar_active() else torch.zeros_like(target, dtype=torch.bool)
-            losses["mar"] = cfg.mar.beta * mar_loss(reg_logits, target, weak)
+            losses["mar"] = cfg.mar.beta * mar_loss(reg_logits, target, weak, ignore_index=self._ignore_index)
             self.log("train/weak_fraction", weak.float().mean(), on_step=False, on_epoch=True)
         return losses
 
