@@ -324,14 +324,6 @@ def run(config: RunConfig, out_dir: str | Path, overwrite: bool = False, bundle:
             for split, table in tables.items():
                 rows[split] += table.rows
             num_parameters += count_parameters(net)
-            log.info(
-                "SF [%d/%d] %s: val %s %.2f",
-                k,
-                len(combos),
-                combo.name,
-                tables["val"].metric,
-                tables["val"].average()[tables["val"].metric],
-            )
             print(
                 f"SF [{k}/{len(combos)}] {combo.name}: val {tables['val'].metric} "
                 f"{tables['val'].average()[tables['val'].metric]:.2f}",
