@@ -18,7 +18,8 @@ from torch.utils.data import DataLoader
 from mmanet.config import resolve_run_config
 from mmanet.metrics import PerCombinationEvaluator
 from mmanet.modality import all_combinations
-from mmanet.training.runner import build_net, load_bundle, task_info
+from mmanet.models.factory import build_net
+from mmanet.training.factory import load_bundle, task_info
 
 
 def best_of(fn, repeats: int) -> float:

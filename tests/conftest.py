@@ -12,7 +12,7 @@ def tiny_raw(method: str = "sf_md", **updates) -> dict:
         "method": method,
         "seed": 0,
         "data": {"name": "toy", "options": {"num_samples": 120, "num_classes": 3}, "batch_size": 16},
-        "model": {"channels": 8, "encoder_hidden": 16, "head_hidden": 16, "dropout": 0.1},
+        "model": {"channels": 8, "encoder": {"hidden": 16}, "head": {"hidden": 16}, "dropout": 0.1},
         "train": {"max_epochs": 3, "lr": 0.01, "progress_bar": False},
         "mar": {"warmup_epochs": 2},
         "teacher": {"max_epochs": 2},

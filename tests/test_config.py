@@ -61,7 +61,7 @@ def test_users_yaml_wins_over_the_preset(tmp_path):
     assert config.stage == "unified"  # from the preset
     assert config.model.fusion == "concat"  # the user's value
     assert config.model.channels == 32
-    assert config.model.head_hidden == 128  # untouched default
+    assert config.model.head.options() == {"hidden": 128}  # untouched default
 
 
 def test_method_override_selects_the_preset(tmp_path):

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from mmanet.data import load_dataset
-from mmanet.export import check_parity, export_onnx
+from mmanet.deploy.onnx import check_parity, export_onnx
 from mmanet.modality import ModalitySpec
 from mmanet.models import build_network
-from mmanet.training.runner import task_info
+from mmanet.training.factory import task_info
 
 pytest.importorskip("onnxruntime")
 

@@ -21,15 +21,11 @@ from typing import Any
 from mmanet.config import BenchmarkConfig, BenchmarkMethod, RunConfig, method_config
 from mmanet.data import DataBundle
 from mmanet.modality import Combination
-from mmanet.report import (
-    AVERAGE,
-    LOWER_IS_BETTER,
-    ResultTable,
-    markdown_table,
-    plot_mar_discrepancy,
-    plot_per_combination,
-)
-from mmanet.training.runner import RunDirectoryError, load_bundle, run
+from mmanet.report import plot_mar_discrepancy, plot_per_combination
+from mmanet.results import AVERAGE, ResultTable, higher_is_better, markdown_table
+from mmanet.training.factory import load_bundle
+from mmanet.training.run_dir import RunDirectoryError
+from mmanet.training.runner import run
 
 WORST_K = 5
 
@@ -184,7 +180,7 @@ def write_report(report: BenchmarkReport) -> None:
     first = report.runs[labels[0]][0].table
     metric, spec = first.metric, first.spec
     combos: list[Combination] = [c for c, _ in first.rows]
-    lower = LOWER_IS_BETTER.get(metric, True)
+    lower = not higher_is_better(metric)
 
     # worst combinations, chosen by the reference method's VALIDATION results (no test-set selection)
     ref_val = {c.name: statistics.fmean(r.val_table.value(c) for r in report.runs[ref]) for c in combos}

@@ -36,8 +36,8 @@ def _fail(err: BaseException) -> None:
 
 
 def _user_errors():
-    from mmanet.training.checkpointing import CheckpointError
-    from mmanet.training.runner import RunDirectoryError
+    from mmanet.deploy.checkpoint import CheckpointError
+    from mmanet.training.run_dir import RunDirectoryError
 
     return (*USER_ERRORS, CheckpointError, RunDirectoryError, FileNotFoundError)
 
@@ -134,12 +134,13 @@ def export(
     opset: int = typer.Option(17, "--opset"),
 ) -> None:
     """Export the deployment network to ONNX and check it against PyTorch on every combination."""
-    from mmanet.export import check_parity, export_onnx
-    from mmanet.training import net_from_checkpoint
+    from mmanet.deploy import load_model, resolve_checkpoint
+    from mmanet.deploy.onnx import check_parity, export_onnx
 
     try:
-        path = checkpoint / "checkpoints" / "best.ckpt" if checkpoint.is_dir() else checkpoint
-        net, _, info, _ = net_from_checkpoint(path)
+        path = resolve_checkpoint(checkpoint)
+        net, metadata = load_model(path)
+        info = metadata.info
         sequences = tuple(m for m, shape in info.input_shapes.items() if len(shape) == 2)
         target = out or path.with_suffix(".onnx")
         export_onnx(net, info.input_shapes, target, lengths_modalities=sequences, opset=opset)

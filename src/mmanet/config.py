@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -35,14 +35,48 @@ class DataConfig(Section):
     num_workers: int = Field(0, ge=0)
 
 
+class ComponentSection(BaseModel):
+    """A registered component (encoder, head) by ``type``, with its own options as extra keys.
+
+    The options are checked against the component's constructor when the network is built (an
+    unknown option is an error listing the valid ones). A plain string is shorthand for ``{type: …}``.
+    """
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    type: str = "auto"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return {"type": value} if isinstance(value, str) else value
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"type": self.type, **self.options()}
+
+
 class ModelConfig(Section):
-    channels: int = Field(64, gt=0, description="feature channels C of every modality encoder")
-    encoder: str = Field("auto", description="encoder for every modality; auto picks by input shape")
-    encoders: dict[str, str] = Field(default_factory=dict, description="per-modality encoder overrides")
-    encoder_hidden: int = Field(128, gt=0)
+    channels: int = Field(64, gt=0, description="feature channels C of every modality encoder's fused level")
+    #: the default encoder section of every modality: ``{type: auto|mlp|gru|tcn|cnn|…, <options>}``
+    encoder: ComponentSection = Field(default_factory=lambda: ComponentSection(type="auto", hidden=128))
+    #: per-modality encoder sections (override the default's type and options)
+    encoders: dict[str, ComponentSection] = Field(default_factory=dict)
     fusion: str = "concat"
-    head_hidden: int = Field(128, gt=0)
+    #: the head: ``{type: auto|classification|segmentation|…, <options>}`` (auto follows the task)
+    head: ComponentSection = Field(default_factory=lambda: ComponentSection(type="auto", hidden=128))
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_keys(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            renamed = {"encoder_hidden": "model.encoder.hidden", "head_hidden": "model.head.hidden"}
+            for old, new in renamed.items():
+                if old in value:
+                    raise ValueError(f"model.{old} was replaced by {new} (each component has its own section)")
+        return value
 
 
 class DropoutConfig(Section):
@@ -86,8 +120,9 @@ class MADConfig(Section):
     #: chosen on the mfeat validation split (configs/mfeat/tune_mmanet.yaml, docs/results.md)
     alpha: float = Field(0.1, ge=0)
     variant: Literal["paper", "sp", "official", "off"] = "paper"
-    #: which deployment/teacher feature is distilled: the predictor's embedding or the fusion output
-    feature: Literal["embedding", "fused"] = "embedding"
+    #: the named network feature distilled (``fused`` or a head feature such as ``embedding``;
+    #: checked against the network when it is built)
+    feature: str = "embedding"
     start_epoch: int = Field(0, ge=0)
 
 
@@ -169,6 +204,8 @@ METHOD_PRESETS: dict[str, dict[str, Any]] = {
     "lcr": {"stage": "unified", "model": {"fusion": "lcr"}},
     "rfnet": {"stage": "unified", "model": {"fusion": "rfnet"}},
     "mmformer": {"stage": "unified", "model": {"fusion": "mmformer"}},
+    "shaspec": {"stage": "unified", "model": {"fusion": "shaspec"}},
+    "dmrnet": {"stage": "unified", "model": {"fusion": "dmrnet"}},
     # MMANet and its ablations (paper Table 6): SP, +MAD, +SR, +MAR
     "mmanet": {"stage": "mmanet", "model": {"fusion": "concat"}, "mad": {"variant": "paper"}, "mar": {"mode": "mined"}},
     "sp": {"stage": "mmanet", "model": {"fusion": "concat"}, "mad": {"variant": "sp"}, "mar": {"mode": "off"}},

@@ -1,5 +1,10 @@
 """Metrics (DESIGN §5) as torchmetrics ``Metric`` s, and the per-combination evaluator.
 
+Per-combination evaluation keeps ONE confusion matrix over (combination × true × predicted
+class) (:class:`CombinationConfusion`); error, APCER/BPCER/ACER and mIoU are computed from
+it (:func:`metrics_from_confusion`). The network's batched pass
+(:meth:`~mmanet.models.MultimodalNet.predict_all`) produces every combination's logits at once.
+
 * :class:`ErrorRate` — 100 − accuracy (%), multi-class.
 * :class:`PresentationAttackErrors` — APCER, BPCER, ACER (%) with ISO/IEC 30107-3 names:
   APCER = attacks classified as bona fide / attacks; BPCER = bona fide classified as attack /
@@ -19,7 +24,7 @@ from torchmetrics import Metric
 from torchmetrics.classification import MulticlassJaccardIndex
 
 from mmanet.modality import Combination, ModalitySpec, all_combinations
-from mmanet.report import ResultTable
+from mmanet.results import ResultTable
 
 
 def _predictions(preds: Tensor) -> Tensor:
@@ -110,12 +115,95 @@ def primary_metric(task: str, bona_fide_class: int | None) -> str:
     return "acer" if bona_fide_class is not None else "error"
 
 
+# ------------------------------------------------------------------------------ from a confusion matrix
+
+
+def metrics_from_confusion(confusion: Tensor, metric: str, bona_fide_class: int | None = None) -> dict[str, float]:
+    """The metric values (%) of one confusion matrix ``(K, K)`` (rows: true class, columns: predicted).
+
+    * ``error``: 100 · (1 − trace / total).
+    * ``acer``: APCER = attacks decided bona fide / attacks, BPCER = bona fide decided attack /
+      bona fide, ACER = their mean (ISO/IEC 30107-3); every class but ``bona_fide_class`` is an attack.
+    * ``miou``: IoU_k = TP / (TP + FP + FN) averaged over the classes that occur in the target or
+      the predictions (union > 0), as torchmetrics' macro Jaccard; ``pixel_acc`` = trace / total.
+      Void pixels never enter the matrix.
+    NaN where a ratio has no denominator.
+    """
+    c = confusion.double()
+    total = c.sum()
+    nan = float("nan")
+    if metric == "error":
+        return {"error": float(100.0 * (1 - c.trace() / total)) if total > 0 else nan}
+    if metric == "acer":
+        if bona_fide_class is None:
+            raise ValueError("ACER needs the bona fide class")
+        bona = c[bona_fide_class]
+        attacks = torch.cat([c[:bona_fide_class], c[bona_fide_class + 1 :]])
+        n_bona, n_attack = bona.sum(), attacks.sum()
+        apcer = float(100.0 * attacks[:, bona_fide_class].sum() / n_attack) if n_attack > 0 else nan
+        bpcer = float(100.0 * (n_bona - bona[bona_fide_class]) / n_bona) if n_bona > 0 else nan
+        return {"apcer": apcer, "bpcer": bpcer, "acer": (apcer + bpcer) / 2}
+    if metric == "miou":
+        tp = c.diagonal()
+        union = c.sum(0) + c.sum(1) - tp
+        seen = union > 0
+        miou = float(100.0 * (tp[seen] / union[seen]).mean()) if bool(seen.any()) else nan
+        return {"pixel_acc": float(100.0 * tp.sum() / total) if total > 0 else nan, "miou": miou}
+    raise ValueError(f"unknown metric {metric!r}; valid: ['acer', 'error', 'miou']")
+
+
+class CombinationConfusion(Metric):
+    """One confusion matrix per combination, as a single ``(n_c, K, K)`` count state (DDP: summed).
+
+    :meth:`update` takes the batched logits of every combination ``(n_c, B, K, …)`` with their
+    validity ``(n_c, B)`` (from :meth:`~mmanet.models.MultimodalNet.predict_all`) and the
+    targets ``(B, …)``; invalid rows and ``ignore_index`` targets are not counted.
+    """
+
+    full_state_update = False
+
+    def __init__(self, num_combinations: int, num_classes: int, ignore_index: int | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.num_combinations = num_combinations
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        shape = (num_combinations, num_classes, num_classes)
+        self.add_state("confusion", default=torch.zeros(shape, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("skipped", default=torch.zeros(num_combinations, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, logits: Tensor, valid: Tensor, target: Tensor) -> None:
+        n_c, k = self.num_combinations, self.num_classes
+        if logits.shape[:2] != valid.shape or logits.shape[0] != n_c:
+            raise ValueError(
+                f"logits {tuple(logits.shape)} and validity {tuple(valid.shape)} do not match {n_c} combinations"
+            )
+        preds = logits.argmax(dim=2)  # (n_c, B, …)
+        target = target.to(preds.device).long()
+        if preds.shape[1:] != target.shape:
+            raise ValueError(f"predictions {tuple(preds.shape[1:])} and targets {tuple(target.shape)} differ in shape")
+        counted = valid.reshape(valid.shape + (1,) * (preds.dim() - 2)).expand_as(preds)
+        labelled = torch.ones_like(target, dtype=torch.bool)
+        if self.ignore_index is not None:
+            labelled = target != self.ignore_index
+        counted = counted & labelled.unsqueeze(0)
+        if bool(((target < 0) | (target >= k))[labelled].any()):
+            raise ValueError(f"targets outside 0..{k - 1} (and not the void label {self.ignore_index})")
+        combo = torch.arange(n_c, device=preds.device).reshape((n_c,) + (1,) * (preds.dim() - 1))
+        index = (combo * k + target.unsqueeze(0)) * k + preds
+        self.confusion += torch.bincount(index[counted], minlength=n_c * k * k).reshape(n_c, k, k)
+        self.skipped += (~valid).sum(dim=1)
+
+    def compute(self) -> Tensor:
+        return self.confusion
+
+
 class PerCombinationEvaluator:
     """Evaluate a :class:`~mmanet.models.MultimodalNet` on every combination at once.
 
-    Each batch is encoded ONCE; the encoded features are fused and predicted once per
-    combination with mask = combination ∧ present. A sample whose data lacks every
-    modality of a combination is skipped for that combination (counted in ``skipped``).
+    Each batch goes through the network's batched pass once (encode once, every combination
+    fused and predicted in one call) with mask = combination ∧ present; one confusion matrix
+    per combination is updated from the result. A sample whose data lacks every modality of
+    a combination is skipped for that combination (counted in ``skipped``).
     """
 
     def __init__(
@@ -133,49 +221,33 @@ class PerCombinationEvaluator:
             raise ValueError("no combination to evaluate")
         self.task = task
         self.metric = primary_metric(task, bona_fide_class)
-
-        def make() -> Metric:
-            if task == "segmentation":
-                return MeanIoU(num_classes, ignore_index=ignore_index)
-            if bona_fide_class is not None:
-                return PresentationAttackErrors(bona_fide_class)
-            return ErrorRate()
-
-        self.metrics = [make() for _ in self.combinations]
-        self.skipped = [0 for _ in self.combinations]
+        self.bona_fide_class = bona_fide_class
+        self.confusion = CombinationConfusion(len(self.combinations), num_classes, ignore_index)
         self._masks = torch.stack([c.mask() for c in self.combinations])
 
+    @property
+    def skipped(self) -> list[int]:
+        return [int(s) for s in self.confusion.skipped.tolist()]
+
     def to(self, device: torch.device | str) -> PerCombinationEvaluator:
-        self.metrics = [m.to(device) for m in self.metrics]
+        self.confusion = self.confusion.to(device)
         self._masks = self._masks.to(device)
         return self
 
     def reset(self) -> None:
-        for m in self.metrics:
-            m.reset()
-        self.skipped = [0 for _ in self.combinations]
+        self.confusion.reset()
 
     @torch.no_grad()
     def update(self, net, inputs: dict[str, Tensor], present: Tensor, target: Tensor) -> None:
-        features = net.encode(inputs)
-        for k, combo_mask in enumerate(self._masks):
-            mask = present & combo_mask
-            keep = mask.any(dim=1)
-            if not bool(keep.all()):
-                self.skipped[k] += int((~keep).sum())
-                if not bool(keep.any()):
-                    continue
-                logits = net.fuse_predict(features[keep], mask[keep]).logits
-                self.metrics[k].update(logits, target[keep])
-            else:
-                self.metrics[k].update(net.fuse_predict(features, mask).logits, target)
+        out = net.predict_all(inputs, present.to(self._masks.device), self._masks)
+        self.confusion.update(out.logits, out.valid, target)
 
     def compute(self) -> ResultTable:
-        rows = []
-        for combo, metric in zip(self.combinations, self.metrics, strict=True):
-            value = metric.compute()
-            values = {k: float(v) for k, v in value.items()} if isinstance(value, dict) else {self.metric: float(value)}
-            rows.append((combo, values))
+        confusion = self.confusion.compute()
+        rows = [
+            (combo, metrics_from_confusion(confusion[k], self.metric, self.bona_fide_class))
+            for k, combo in enumerate(self.combinations)
+        ]
         return ResultTable(self.spec, rows, metric=self.metric)
 
     @torch.no_grad()

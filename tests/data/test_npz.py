@@ -345,8 +345,9 @@ def test_options_and_directory_errors(tmp_path):
 
 def test_train_evaluate_end_to_end_and_missing_content_never_matters(tmp_path):
     from mmanet.config import resolve_run_config
+    from mmanet.deploy import net_from_checkpoint
     from mmanet.training import run
-    from mmanet.training.runner import load_bundle, net_from_checkpoint
+    from mmanet.training.factory import load_bundle
 
     data = tmp_path / "data"
     splits = {"train": make_split(120, 0), "test": make_split(40, 1)}
@@ -355,7 +356,7 @@ def test_train_evaluate_end_to_end_and_missing_content_never_matters(tmp_path):
         {
             "method": "sf_md",
             "data": {"name": "npz", "root": str(data), "batch_size": 32},
-            "model": {"channels": 8, "encoder_hidden": 16, "head_hidden": 16, "encoders": {"seq": "tcn"}},
+            "model": {"channels": 8, "encoder": {"hidden": 16}, "head": {"hidden": 16}, "encoders": {"seq": "tcn"}},
             "train": {"max_epochs": 2, "progress_bar": False},
         }
     )

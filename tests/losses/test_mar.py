@@ -7,7 +7,6 @@ import math
 
 import pytest
 import torch
-from torch import Tensor, nn
 
 from mmanet.losses import (
     FixedWeakSet,
@@ -19,8 +18,8 @@ from mmanet.losses import (
     prediction_distribution,
     single_modality_weak_set,
 )
+from mmanet.losses.mar import candidate_discrepancies, probability_sums
 from mmanet.modality import ModalitySpec, all_combinations
-from mmanet.models.network import NetOutput
 
 # ----------------------------------------------------------------------------- mar_loss
 
@@ -109,46 +108,7 @@ def test_prediction_distribution_segmentation_uses_labelled_pixels():
     torch.testing.assert_close(prediction_distribution(logits), torch.tensor([0.75, 0.25]))
 
 
-# ----------------------------------------------------------------------------- a controllable fake net
-
-
-class FakeNet(nn.Module):
-    """encode: stack the raw inputs; fuse_predict: logits = Σ_m mask_m · scale_m · x_m."""
-
-    def __init__(self, spec: ModalitySpec, scales: list[float]) -> None:
-        super().__init__()
-        self.spec = spec
-        self.scale = nn.Parameter(torch.tensor(scales))
-        self.sub = nn.Linear(1, 1)
-        self.encode_calls = 0
-        self.fuse_calls = 0
-        self.modes_seen: list[bool] = []
-
-    def encode(self, inputs: dict[str, Tensor]) -> Tensor:
-        self.encode_calls += 1
-        return torch.stack([inputs[m] for m in self.spec.names], dim=1)  # (B, M, K)
-
-    def fuse_predict(self, features: Tensor, mask: Tensor) -> NetOutput:
-        assert mask.any(dim=1).all(), "an all-missing row was fed to the network"
-        self.fuse_calls += 1
-        self.modes_seen.append(self.training)
-        fused = (features * (mask.float() * self.scale)[:, :, None]).sum(dim=1)
-        return NetOutput(features, fused, fused, fused)
-
-
-def _loader(spec: ModalitySpec, k: int = 3, batches: int = 3, b: int = 8, seed: int = 0, present=None):
-    """Modality 0 carries the class strongly (one-hot · 1), the others weak noise."""
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(batches):
-        y = torch.randint(0, k, (b,), generator=g)
-        inputs = {}
-        for i, name in enumerate(spec.names):
-            noise = 0.3 * torch.randn(b, k, generator=g)
-            inputs[name] = noise + (torch.nn.functional.one_hot(y, k).float() if i == 0 else 0.0)
-        p = torch.ones(b, len(spec), dtype=torch.bool) if present is None else present.clone()
-        out.append((inputs, p, y))
-    return out
+# ---------------------------------------- the miner state (mining itself: tests/training/test_mining.py)
 
 
 SPEC3 = ModalitySpec(("a", "b", "c"))
@@ -159,60 +119,6 @@ def test_miner_candidates():
     assert [c.name for c in miner.candidates] == ["a+b+c", "b+c", "a+c", "a+b"]
     spec2 = ModalitySpec(("rgb", "depth"))
     assert [c.name for c in WeakCombinationMiner(spec2).candidates] == ["rgb+depth", "depth", "rgb"]
-
-
-def test_miner_finds_the_strong_modality_and_the_weak_set():
-    net = FakeNet(SPEC3, [8.0, 1.0, 1.0])
-    net.train()
-    net.sub.eval()  # a submodule's own mode must survive mining
-    miner = WeakCombinationMiner(SPEC3)
-    loader = _loader(SPEC3)
-    d = miner.mine_and_record(net, loader, epoch=0)
-    assert set(d) == {"b+c", "a+c", "a+b"}
-    assert d["b+c"] > 10 * max(d["a+c"], d["a+b"])
-    assert all(v >= 0 for v in d.values())
-    # encode once per batch, fuse once per candidate and batch, eval mode inside, modes restored
-    assert net.encode_calls == len(loader)
-    assert net.fuse_calls == len(loader) * 4
-    assert not any(net.modes_seen)
-    assert net.training and not net.sub.training
-    assert miner.weak_set is None and miner.strong_modalities is None
-    weak = miner.select()
-    assert {c.name for c in weak} == {"b", "c", "b+c"}
-    assert miner.strong_modalities == ["a"]
-    assert {c.name for c in miner.weak_set} == {"b", "c", "b+c"}
-
-
-def test_mined_discrepancies_match_direct_computation():
-    net = FakeNet(SPEC3, [2.0, 1.0, 0.5])
-    loader = _loader(SPEC3, batches=2)
-    d = WeakCombinationMiner(SPEC3).mine(net, loader)
-    feats = torch.cat([net.encode(inputs) for inputs, _, _ in loader])
-    all_present = torch.ones(16, 3, dtype=torch.bool)
-    full = prediction_distribution(net.fuse_predict(feats, all_present).logits.double())
-    for combo in WeakCombinationMiner(SPEC3).leave_one_out:
-        mask = combo.mask().expand(16, 3)
-        q = prediction_distribution(net.fuse_predict(feats, mask).logits.double())
-        assert d[combo.name] == pytest.approx(kl_discrepancy(full, q).item(), rel=1e-5)
-
-
-def test_miner_skips_samples_with_no_modality_of_a_candidate():
-    present = torch.ones(8, 3, dtype=torch.bool)
-    present[:3] = torch.tensor([True, False, False])  # three samples have only 'a'
-    net = FakeNet(SPEC3, [8.0, 1.0, 1.0])
-    miner = WeakCombinationMiner(SPEC3)
-    d = miner.mine(net, _loader(SPEC3, batches=2, present=present))
-    assert miner.last_skipped == {"a+b+c": 0, "b+c": 6, "a+c": 0, "a+b": 0}
-    assert all(math.isfinite(v) for v in d.values())
-
-
-def test_miner_errors_when_a_candidate_never_has_data():
-    present = torch.zeros(8, 3, dtype=torch.bool)
-    present[:, 0] = True
-    with pytest.raises(ValueError, match="b\\+c"):
-        WeakCombinationMiner(SPEC3).mine(FakeNet(SPEC3, [1.0, 1.0, 1.0]), _loader(SPEC3, present=present))
-    with pytest.raises(ValueError, match="no batch"):
-        WeakCombinationMiner(SPEC3).mine(FakeNet(SPEC3, [1.0, 1.0, 1.0]), [])
 
 
 def test_memory_bank_mean_decides_not_the_last_epoch():
@@ -268,17 +174,6 @@ def test_weak_mask():
     assert miner.weak_mask(table).tolist() == [c.name in weak_names for c in combos]
 
 
-def test_m2_mining():
-    spec = ModalitySpec(("rgb", "depth"))
-    net = FakeNet(spec, [6.0, 1.0])
-    miner = WeakCombinationMiner(spec)
-    d = miner.mine_and_record(net, _loader(spec), epoch=0)
-    assert set(d) == {"rgb", "depth"}
-    assert d["depth"] > d["rgb"]
-    assert [c.name for c in miner.select()] == ["depth"]
-    assert miner.strong_modalities == ["rgb"]
-
-
 def test_state_dict_round_trip_weights_only(tmp_path):
     miner = WeakCombinationMiner(SPEC3)
     miner.record(0, {"b+c": 0.7, "a+c": 0.2, "a+b": 0.1})
@@ -325,30 +220,26 @@ def _saved(obj) -> io.BytesIO:
     return buffer
 
 
-def test_miner_with_a_real_network():
-    from mmanet.models import build_network
-
-    torch.manual_seed(0)
-    net = build_network(SPEC3, {"a": (3,), "b": (3,), "c": (3,)}, num_classes=3, channels=8, head_hidden=8)
-    net.train()
-    miner = WeakCombinationMiner(SPEC3)
-    d = miner.mine(net, _loader(SPEC3, batches=2))
-    assert set(d) == {"b+c", "a+c", "a+b"}
-    assert all(math.isfinite(v) and v >= 0 for v in d.values())
-    assert net.training
 
 
-def test_miner_all_reduces_under_torch_distributed(tmp_path):
-    import torch.distributed as dist
-
-    if not dist.is_available():
-        pytest.skip("torch.distributed unavailable")
-    net = FakeNet(SPEC3, [8.0, 1.0, 1.0])
-    loader = _loader(SPEC3)
-    expected = WeakCombinationMiner(SPEC3).mine(net, loader)
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
-    try:
-        got = WeakCombinationMiner(SPEC3).mine(net, loader)
-    finally:
-        dist.destroy_process_group()
-    assert got == pytest.approx(expected, rel=1e-12)
+def test_probability_sums_equal_per_candidate_distributions():
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(4, 6, 5, generator=g)
+    valid = torch.rand(4, 6, generator=g) > 0.3
+    valid[:, 0] = True
+    sums, counts = probability_sums(logits, valid)
+    for c in range(4):
+        expected = prediction_distribution(logits[c][valid[c]].double())
+        torch.testing.assert_close(sums[c] / counts[c], expected.double())
+    kl = candidate_discrepancies(sums, counts)
+    q = sums / counts[:, None]
+    torch.testing.assert_close(kl, torch.stack([kl_discrepancy(q[0], q[c]) for c in range(1, 4)]))
+    # segmentation: labelled pixels only
+    seg = torch.randn(2, 3, 4, 5, 5, generator=g)
+    target = torch.randint(0, 4, (3, 5, 5), generator=g)
+    target[0, :2] = 255
+    s2, c2 = probability_sums(seg, torch.ones(2, 3, dtype=torch.bool), target)
+    expected = prediction_distribution(seg[1], target)
+    torch.testing.assert_close((s2[1] / c2[1]).to(expected.dtype), expected)
+    with pytest.raises(ValueError, match="no sample"):
+        candidate_discrepancies(sums, torch.tensor([1.0, 0.0, 1.0, 1.0], dtype=torch.float64))

@@ -21,6 +21,11 @@ from mmanet.models.network import build_network
 from mmanet.registry import UnknownKeyError
 
 B, T, F, C = 5, 12, 4, 8
+
+
+def last(encoder, *args):
+    """The encoder's last (here: only, global) pyramid level."""
+    return encoder(*args)[-1]
 SHAPES = {"vec": (6,), "seq": (T, F), "img": (1, 8, 8)}
 
 
@@ -44,21 +49,21 @@ def test_build_network_chooses_automatically_and_honours_overrides():
     assert isinstance(net.encoders["vec"], MLPEncoder)
     assert isinstance(net.encoders["seq"], GRUEncoder)
     assert isinstance(net.encoders["img"], SmallCNNEncoder)
-    net = build_network(spec, SHAPES, 3, channels=C, per_modality_encoder={"seq": "tcn"})
+    net = build_network(spec, SHAPES, 3, channels=C, encoders={"seq": "tcn"})
     assert isinstance(net.encoders["seq"], TemporalConvEncoder) and isinstance(net.encoders["vec"], MLPEncoder)
     x, lengths = seq_batch()
     inputs = {"vec": torch.randn(B, 6), "seq": x, "lengths_seq": lengths, "img": torch.randn(B, 1, 8, 8)}
     assert net(inputs, torch.ones(B, 3, dtype=torch.bool)).shape == (B, 3)
     with pytest.raises(UnknownKeyError, match="tcn"):
-        build_network(spec, SHAPES, 3, per_modality_encoder={"seq": "lstm"})
+        build_network(spec, SHAPES, 3, encoders={"seq": "lstm"})
 
 
 def test_config_encoders_override_reaches_the_network():
     from mmanet.config import resolve_run_config
+    from mmanet.models.factory import build_net
     from mmanet.training.module import TaskInfo
-    from mmanet.training.runner import build_net
 
-    config = resolve_run_config({"model": {"channels": C, "encoder_hidden": 16, "encoders": {"seq": "tcn"}}})
+    config = resolve_run_config({"model": {"channels": C, "encoder": {"hidden": 16}, "encoders": {"seq": "tcn"}}})
     info = TaskInfo(ModalitySpec(("vec", "seq", "img")), 3, SHAPES)
     net = build_net(config, info)
     assert isinstance(net.encoders["seq"], TemporalConvEncoder)
@@ -71,7 +76,7 @@ def test_output_shape_and_every_parameter_gets_a_gradient(name, shape):
     encoder = build_encoder(name, shape, C, hidden=16)
     x = torch.randn(B, *shape)
     lengths = torch.tensor([T, 1, 5, 7, 3]) if len(shape) == 2 else None
-    out = encoder(x, lengths)
+    out = last(encoder, x, lengths)
     assert out.shape == (B, C)
     out.square().sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in encoder.parameters())
@@ -82,23 +87,23 @@ def test_sequence_encoders_ignore_padding_content_and_padded_length(name):
     torch.manual_seed(0)
     encoder = build_encoder(name, (T, F), C, hidden=16).eval()
     x, lengths = seq_batch()
-    reference = encoder(x, lengths)
+    reference = last(encoder, x, lengths)
     garbage = x.clone()
     beyond = torch.arange(T)[None, :] >= lengths[:, None]
     garbage[beyond] = torch.randn(int(beyond.sum()), F) * 1e3
-    assert torch.allclose(encoder(garbage, lengths), reference, atol=1e-5)
+    assert torch.allclose(last(encoder, garbage, lengths), reference, atol=1e-5)
     garbage[beyond] = float("nan")
-    assert torch.allclose(encoder(garbage, lengths), reference, atol=1e-5)
+    assert torch.allclose(last(encoder, garbage, lengths), reference, atol=1e-5)
     # each sample alone and unpadded gives the same feature as inside the padded batch
     for i, n in enumerate(lengths.tolist()):
-        alone = encoder(x[i : i + 1, :n], None)
+        alone = last(encoder, x[i : i + 1, :n], None)
         assert torch.allclose(alone, reference[i : i + 1], atol=1e-5), (name, i)
     # more padding (a longer T) changes nothing either
     longer = torch.cat([x, torch.randn(B, 7, F)], dim=1)
-    assert torch.allclose(encoder(longer, lengths), reference, atol=1e-5)
+    assert torch.allclose(last(encoder, longer, lengths), reference, atol=1e-5)
     # no lengths = every step valid
     full = torch.full((B,), T)
-    assert torch.allclose(encoder(x, None), encoder(x, full), atol=1e-6)
+    assert torch.allclose(last(encoder, x, None), last(encoder, x, full), atol=1e-6)
 
 
 def test_gru_is_bidirectional():
@@ -118,8 +123,8 @@ def test_gru_is_bidirectional():
     w = encoder.proj[1].weight.data
     swapped.proj[1].weight.data = torch.cat([w[:, 16:], w[:, :16]], dim=1)
     swapped.proj[1].bias.data = encoder.proj[1].bias.data.clone()
-    assert torch.allclose(swapped(flipped, lengths), encoder(x, lengths), atol=1e-5)
-    assert not torch.allclose(encoder(flipped, lengths), encoder(x, lengths), atol=1e-3)
+    assert torch.allclose(last(swapped, flipped, lengths), last(encoder, x, lengths), atol=1e-5)
+    assert not torch.allclose(last(encoder, flipped, lengths), last(encoder, x, lengths), atol=1e-3)
 
 
 def test_zero_length_of_a_missing_sample_gives_a_finite_feature():
@@ -127,12 +132,12 @@ def test_zero_length_of_a_missing_sample_gives_a_finite_feature():
     x, _ = seq_batch()
     for name in ("gru", "tcn"):
         encoder = build_encoder(name, (T, F), C, hidden=16)
-        assert torch.isfinite(encoder(x, torch.zeros(B, dtype=torch.long))).all()
+        assert torch.isfinite(last(encoder, x, torch.zeros(B, dtype=torch.long))).all()
 
 
 def test_tcn_options_and_shape_errors():
     encoder = TemporalConvEncoder((T, F), C, hidden=16, kernel_size=5, num_layers=2)
-    assert encoder(torch.randn(2, T, F)).shape == (2, C)
+    assert last(encoder, torch.randn(2, T, F)).shape == (2, C)
     with pytest.raises(ValueError, match="odd"):
         TemporalConvEncoder((T, F), C, kernel_size=4)
     for cls in (TemporalConvEncoder, GRUEncoder):

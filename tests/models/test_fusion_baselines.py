@@ -276,7 +276,7 @@ def test_end_to_end_build_network(name):
     mask = mixed_mask()
     out = net.forward_all(inputs, mask)
     assert out.logits.shape == (B, K)
-    aux = net.fusion.auxiliary_losses(out.features, mask, targets(), F.cross_entropy)
+    aux = net.auxiliary_losses(out.features, mask, targets(), F.cross_entropy)
     loss = F.cross_entropy(out.logits, targets()) + sum(aux.values(), torch.zeros(()))
     loss.backward()
     assert torch.isfinite(loss)
@@ -298,4 +298,7 @@ def test_train_mode_rows_do_not_see_other_rows_masks(name, encoder_shape):
     mask = mixed_mask()
     other = mask.clone()
     other[1:] = torch.tensor([True, False, False])
-    assert torch.allclose(net(inputs, mask)[0], net(inputs, other)[0], atol=1e-6)
+    torch.manual_seed(1)  # fusions that sample in training mode (DMRNet) draw the same noise twice
+    first = net(inputs, mask)[0]
+    torch.manual_seed(1)
+    assert torch.allclose(first, net(inputs, other)[0], atol=1e-6)

@@ -8,6 +8,7 @@ from torch import nn
 
 from mmanet.modality import ModalityError, ModalitySpec, all_combinations
 from mmanet.models import MultimodalNet, build_network
+from mmanet.models.encoders import Encoder, FeatureInfo
 from mmanet.models.fusion import build_fusion
 from mmanet.models.heads import ClassificationHead
 from mmanet.models.network import lengths_key
@@ -38,8 +39,12 @@ def test_build_network_for_vector_modalities_and_output_shape():
     assert net.fusion.out_channels == 3 * C
     out = net.forward_all(make_inputs(), full_mask())
     assert out.logits.shape == (B, K)
-    assert out.features.shape == (B, 3, C)
-    assert out.fused.shape == (B, 3 * C)
+    assert len(out.features) == 1 and out.features[0].shape == (B, 3, C)
+    assert len(out.fused) == 1 and out.fused[0].shape == (B, 3 * C)
+    assert net.feature_names == ("fused", "embedding")
+    assert out.feature("fused") is out.fused[-1]
+    with pytest.raises(KeyError, match=r"unknown feature 'logits'.*\['embedding', 'fused'\]"):
+        out.feature("logits")
     assert out.embedding.shape == (B, 16)
     assert net(make_inputs(), full_mask()).shape == (B, K)
 
@@ -83,18 +88,18 @@ def test_encode_is_mask_independent_and_fuse_predict_equals_forward():
     net = make_net()
     inputs = make_inputs()
     features = net.encode(inputs)
-    assert features.shape == (B, 3, C)
+    assert len(features) == 1 and features[0].shape == (B, 3, C)
     for combo in all_combinations(SPEC):
         mask = combo.mask().expand(B, -1)
         out = net.forward_all(inputs, mask)
-        torch.testing.assert_close(out.features, features, rtol=0, atol=0)
+        torch.testing.assert_close(out.features[0], features[0], rtol=0, atol=0)
         torch.testing.assert_close(net.fuse_predict(features, mask).logits, net(inputs, mask), rtol=0, atol=0)
     # modality m's feature depends only on modality m's input
     changed = dict(inputs)
     changed["b"] = inputs["b"] + 1
-    new = net.encode(changed)
-    torch.testing.assert_close(new[:, [0, 2]], features[:, [0, 2]], rtol=0, atol=0)
-    assert not torch.allclose(new[:, 1], features[:, 1])
+    new = net.encode(changed)[0]
+    torch.testing.assert_close(new[:, [0, 2]], features[0][:, [0, 2]], rtol=0, atol=0)
+    assert not torch.allclose(new[:, 1], features[0][:, 1])
 
 
 def test_every_parameter_gets_a_gradient_even_when_a_modality_is_dropped():
@@ -133,8 +138,8 @@ def test_construction_errors():
     head = ClassificationHead(3 * C, K)
     with pytest.raises(ModalityError, match=r"no encoder for modalities \['c'\]"):
         MultimodalNet(SPEC, nn.ModuleDict({"a": encoders["a"], "b": encoders["b"]}), fusion, head)
-    with pytest.raises(ModalityError, match="encoder override for unknown modality 'rgb'"):
-        build_network(SPEC, SHAPES, K, per_modality_encoder={"rgb": "mlp"})
+    with pytest.raises(ModalityError, match="encoder section for unknown modality 'rgb'"):
+        build_network(SPEC, SHAPES, K, encoders={"rgb": "mlp"})
     with pytest.raises(ModalityError, match=r"no input shape for modalities \['c'\]"):
         build_network(SPEC, {"a": (6,), "b": (5,)}, K)
 
@@ -152,22 +157,23 @@ def test_new_head_same_architecture_different_weights():
         assert param.data_ptr() != old[name].data_ptr()
         assert not torch.equal(param, old[name]), name
     fused = torch.randn(B, 3 * C)
-    assert head(fused)[1].shape == (B, K)
+    assert head([fused]).logits.shape == (B, K)
     before = net.head.classifier.weight.clone()
     with torch.no_grad():
         head.classifier.weight.add_(1.0)
     assert torch.equal(net.head.classifier.weight, before)
 
 
-class RecordingEncoder(nn.Module):
+class RecordingEncoder(Encoder):
     def __init__(self, size: int) -> None:
         super().__init__()
         self.proj = nn.Linear(size, C)
         self.seen: list[torch.Tensor | None] = []
+        self.feature_info = [FeatureInfo(C, None)]
 
     def forward(self, x, lengths=None):
         self.seen.append(lengths)
-        return self.proj(x)
+        return [self.proj(x)]
 
 
 def test_lengths_keys_reach_their_encoders():

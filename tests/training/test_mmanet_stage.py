@@ -9,10 +9,12 @@ import pytest
 import torch
 
 from mmanet.data import load_dataset
+from mmanet.models.factory import build_net
 from mmanet.training import net_from_checkpoint, run
 from mmanet.training.checkpointing import load_checkpoint, sha256_of
+from mmanet.training.factory import load_bundle, task_info
+from mmanet.training.fit import train_teacher
 from mmanet.training.module import MultimodalModule
-from mmanet.training.runner import build_net, load_bundle, task_info, train_teacher
 from mmanet.training.teacher import FrozenTeacher, TeacherMismatchError
 
 
@@ -100,7 +102,7 @@ def test_teacher_feature_shape_mismatch_is_a_clear_error(tiny_config):
     cfg = tiny_config("mmanet")
     bundle = load_dataset("toy", num_samples=120, num_classes=3)
     info = task_info(bundle)
-    other = tiny_config("mmanet", model__head_hidden=32)
+    other = tiny_config("mmanet", model__head={"hidden": 32})
     teacher = FrozenTeacher(build_net(other, info))
     sample = {m: torch.randn(2, 8) for m in "abc"}
     with pytest.raises(TeacherMismatchError, match="feature shape"):
@@ -122,5 +124,5 @@ def test_ablation_modes(tiny_config, tmp_path, method, has_head, weak):
     )
     assert (module.reg_head is not None) == has_head
     if weak is not None:
-        assert [c.name for c in module.weak_set.weak_set] == weak
+        assert [c.name for c in module.stage.weak_set.weak_set] == weak
     assert module.miner is None

@@ -12,7 +12,9 @@ import torch
 
 from mmanet.training import evaluate_checkpoint, net_from_checkpoint, run
 from mmanet.training.checkpointing import CheckpointError, atomic_torch_save, load_checkpoint
-from mmanet.training.runner import RunDirectoryError, fit_stage, load_bundle
+from mmanet.training.factory import load_bundle
+from mmanet.training.fit import fit_stage
+from mmanet.training.run_dir import RunDirectoryError
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
@@ -71,7 +73,7 @@ def test_resume_after_crash_is_exact(tiny_config, tmp_path, method):
     bundle = load_bundle(cfg)
     teacher = None
     if method == "mmanet":
-        from mmanet.training.runner import train_teacher
+        from mmanet.training.fit import train_teacher
 
         teacher = train_teacher(cfg, bundle, tmp_path / "t")
     fit_stage(cfg, bundle, tmp_path / "straight", teacher=teacher)
@@ -211,19 +213,19 @@ def test_ddp_ranks_get_distinct_reproducible_random_streams():
 
 
 def test_void_label_zero_is_kept(tiny_config):
+    from mmanet.models.factory import build_net
     from mmanet.training.module import MultimodalModule, TaskInfo
-    from mmanet.training.runner import build_net
 
     cfg = tiny_config("sf_md")
     bundle = load_bundle(cfg)
     info = task_info_of(bundle)
     module = MultimodalModule(build_net(cfg, info), cfg, info)
-    assert module._ignore_index == -100
+    assert module.ignore_index == -100
     module.info = TaskInfo(info.spec, info.num_classes, info.input_shapes, ignore_index=0)
-    assert module._ignore_index == 0
+    assert module.ignore_index == 0
 
 
 def task_info_of(bundle):
-    from mmanet.training.runner import task_info
+    from mmanet.training.factory import task_info
 
     return task_info(bundle)

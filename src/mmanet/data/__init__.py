@@ -6,7 +6,9 @@ from mmanet.data.base import (
     DataBundle,
     DataError,
     DataUnavailableError,
+    MultimodalDataset,
     Standardizer,
+    collate_samples,
     stratified_split,
 )
 from mmanet.data.registry import DATASETS, DatasetEntry, register_dataset
@@ -18,7 +20,9 @@ __all__ = [
     "DataError",
     "DataUnavailableError",
     "DatasetEntry",
+    "MultimodalDataset",
     "Standardizer",
+    "collate_samples",
     "load_dataset",
     "register_dataset",
     "stratified_split",

@@ -1,15 +1,21 @@
-"""The data contract (DESIGN §6): samples are ``(inputs: dict[str, Tensor], present: BoolTensor[M], target)``."""
+"""The data contract (DESIGN §6): samples are ``(inputs: dict[str, Tensor], present: BoolTensor[M], target)``.
+
+:class:`MultimodalDataset` is the protocol every dataset follows (in memory or read lazily
+from disk); :class:`ArrayMultimodalDataset` is the in-memory implementation, with batched
+access (``__getitems__``: one indexing operation per batch, no per-sample Python loop).
+Loaders use :func:`collate_samples`, which accepts both per-sample lists and such batches.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from mmanet.modality import ModalitySpec
 
@@ -22,6 +28,57 @@ class DataError(ValueError):
 
 class DataUnavailableError(DataError):
     """The dataset is not on this machine; the message says how to get it."""
+
+
+Sample = tuple[dict[str, Tensor], Tensor, Tensor]
+
+
+@runtime_checkable
+class MultimodalDataset(Protocol):
+    """What every dataset provides (DESIGN §6).
+
+    ``__getitem__`` returns ``(inputs, present, target)``: ``inputs[m]`` the modality's tensor
+    (zeros when absent; sequence modalities may add ``lengths_<m>``), ``present`` a
+    ``BoolTensor[M]`` with at least one True, ``target`` a 0-dim class index or an ``(H, W)``
+    label map. ``input_shapes()`` gives every modality's per-sample shape as the network sees
+    it (after transforms). Datasets with random augmentation also have ``set_epoch(epoch)``
+    and draw from a generator seeded by (seed, epoch, index), never from the global RNG.
+    """
+
+    spec: ModalitySpec
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> Sample: ...
+
+    def input_shapes(self) -> dict[str, tuple[int, ...]]: ...
+
+
+class SampleBatch(Sequence):
+    """A batch a dataset assembled with one indexing operation per array (``__getitems__``).
+
+    :func:`collate_samples` returns :attr:`batched` as it is; any other collate function (e.g.
+    a plain ``DataLoader``'s ``default_collate``) still sees a sequence of single samples.
+    """
+
+    def __init__(self, batched: Sample) -> None:
+        self.batched = batched
+
+    def __len__(self) -> int:
+        return int(self.batched[2].shape[0])
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        inputs, present, target = self.batched
+        return {k: v[i] for k, v in inputs.items()}, present[i], target[i]
+
+
+def collate_samples(samples) -> Sample:
+    """``default_collate`` for a list of samples; a :class:`SampleBatch` is returned already batched."""
+    if isinstance(samples, SampleBatch):
+        return samples.batched
+    return default_collate(samples)
 
 
 class ArrayMultimodalDataset(Dataset):
@@ -74,6 +131,14 @@ class ArrayMultimodalDataset(Dataset):
             inputs[f"lengths_{name}"] = lengths[index]
         return inputs, self.present[index], self.targets[index]
 
+    def __getitems__(self, indices: list[int]) -> SampleBatch:
+        """A whole batch with one indexing operation per array (DataLoader's batched fetch)."""
+        index = torch.as_tensor(indices, dtype=torch.long)
+        inputs = {name: values[index] for name, values in self.arrays.items()}
+        for name, lengths in self.lengths.items():
+            inputs[f"lengths_{name}"] = lengths[index]
+        return SampleBatch((inputs, self.present[index], self.targets[index]))
+
     def input_shapes(self) -> dict[str, tuple[int, ...]]:
         return {name: tuple(values.shape[1:]) for name, values in self.arrays.items()}
 
@@ -86,9 +151,9 @@ class DataBundle:
     spec: ModalitySpec
     task: Task
     num_classes: int
-    train: ArrayMultimodalDataset
-    val: ArrayMultimodalDataset
-    test: ArrayMultimodalDataset
+    train: MultimodalDataset
+    val: MultimodalDataset
+    test: MultimodalDataset
     class_names: list[str] = field(default_factory=list)
     #: classification: index of the bona fide class for ACER (None: plain error rate)
     bona_fide_class: int | None = None
@@ -98,7 +163,7 @@ class DataBundle:
     def input_shapes(self) -> dict[str, tuple[int, ...]]:
         return self.train.input_shapes()
 
-    def split(self, name: str) -> ArrayMultimodalDataset:
+    def split(self, name: str) -> MultimodalDataset:
         if name not in ("train", "val", "test"):
             raise DataError(f"unknown split {name!r}; valid: ['train', 'val', 'test']")
         return getattr(self, name)

@@ -30,7 +30,7 @@ class _ExportWrapper(nn.Module):
     def forward(self, *tensors: Tensor) -> Tensor:
         *values, present = tensors
         inputs = dict(zip(self.input_names, values, strict=True))
-        return self.net.fuse_predict(self.net.encode(inputs), present).logits
+        return self.net(inputs, present)
 
 
 def example_inputs(net: MultimodalNet, input_shapes: dict[str, tuple[int, ...]], batch: int = 2) -> dict[str, Tensor]:

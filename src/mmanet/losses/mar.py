@@ -20,7 +20,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -121,6 +120,41 @@ def prediction_distribution(
     return (total / count).to(logits.dtype)
 
 
+def probability_sums(
+    logits: Tensor, valid: Tensor, targets: Tensor | None = None, *, ignore_index: int = DEFAULT_IGNORE_INDEX
+) -> tuple[Tensor, Tensor]:
+    """Per-combination sums of softmax probabilities and their counts, in float64 (§4.2 step 2).
+
+    ``logits``: ``(n_c, B, K)`` or ``(n_c, B, K, H, W)`` (the network's batched pass over
+    candidates), ``valid``: ``(n_c, B)`` (rows to count). Segmentation sums over the pixels
+    labelled in ``targets`` ``(B, H, W)`` (logits resized bilinearly to them when sizes differ).
+    Returns ``sums (n_c, K)`` and ``counts (n_c,)``; ``q^c = sums[c] / counts[c]``.
+    """
+    if logits.dim() < 3 or logits.shape[:2] != valid.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} must be (n_c, B, K, …) matching validity {tuple(valid.shape)}")
+    n_c, b, k = logits.shape[:3]
+    if logits.dim() > 3:
+        flat = logits.reshape(n_c * b, *logits.shape[2:]).double()
+        if targets is not None and tuple(targets.shape[1:]) != tuple(flat.shape[2:]):
+            flat = F.interpolate(flat, size=tuple(targets.shape[1:]), mode="bilinear", align_corners=False)
+        probs = torch.softmax(flat, dim=1).reshape(n_c, b, k, -1)  # (n_c, B, K, P)
+        weight = valid.to(probs.dtype)[:, :, None].expand(n_c, b, probs.shape[-1])
+        if targets is not None:
+            weight = weight * (targets != ignore_index).reshape(1, b, -1).to(probs.dtype)
+        return torch.einsum("cbkp,cbp->ck", probs, weight), weight.sum(dim=(1, 2))
+    probs = torch.softmax(logits.double(), dim=2)
+    weight = valid.to(probs.dtype)
+    return torch.einsum("cbk,cb->ck", probs, weight), weight.sum(dim=1)
+
+
+def candidate_discrepancies(sums: Tensor, counts: Tensor, eps: float = 1e-8) -> Tensor:
+    """``D_c = KL(q^full ‖ q^c)`` for candidates 1… given the (reduced) sums of candidate 0 = full, 1… (§4.2 step 3)."""
+    if bool((counts == 0).any()):
+        raise ValueError("a candidate has no sample (or labelled pixel) to form its prediction distribution from")
+    q = sums / counts[:, None]
+    return kl_discrepancy(q[0].expand_as(q[1:]), q[1:], eps)
+
+
 def kl_discrepancy(q_full: Tensor, q_c: Tensor, eps: float = 1e-8) -> Tensor:
     """``D_c = Σ_k q^full_k log((q^full_k + ε) / (q^c_k + ε))`` (§4.2 step 3)."""
     if q_full.shape != q_c.shape:
@@ -197,12 +231,14 @@ def _check_modalities(spec: ModalitySpec, state: Mapping[str, Any]) -> None:
 
 
 class WeakCombinationMiner:
-    """Mine the weak modality combinations (DESIGN §4.2, Eqs. 9–16).
+    """The memory bank and weak-set selection of MAR mining (DESIGN §4.2, Eqs. 9–16).
 
-    ``candidates`` = [full] + the ``M`` leave-one-out combinations. :meth:`mine` computes
-    ``D_c = KL(q^full ‖ q^c)`` for every leave-one-out candidate, :meth:`record` keeps it in the
-    memory bank (epoch → {name: D_c}), :meth:`select` picks the ``num_strong`` strong modalities
-    from the mean ``D̄_c`` and fixes the weak set, and :meth:`weak_mask` gives ``m_i``.
+    ``candidates`` = [full] + the ``M`` leave-one-out combinations. The data pass that forms
+    each candidate's prediction distribution lives on the training side
+    (:mod:`mmanet.training.mining`, with :func:`candidate_discrepancies` from this module);
+    :meth:`record` keeps one epoch's ``D_c`` in the memory bank (epoch → {name: D_c}),
+    :meth:`select` picks the ``num_strong`` strong modalities from the mean ``D̄_c`` and fixes
+    the weak set, and :meth:`weak_mask` gives ``m_i``. Pure state, no data loop.
     """
 
     def __init__(
@@ -215,8 +251,6 @@ class WeakCombinationMiner:
         self.eps = eps
         self.ignore_index = ignore_index
         self.memory_bank: dict[int, dict[str, float]] = {}
-        #: samples skipped per candidate in the last :meth:`mine` (their keep mask was empty)
-        self.last_skipped: dict[str, int] = {}
         self._weak_set: list[Combination] | None = None
         self._strong: list[str] | None = None
 
@@ -242,86 +276,6 @@ class WeakCombinationMiner:
     def strong_modalities(self) -> list[str] | None:
         return None if self._strong is None else list(self._strong)
 
-    # ----------------------------------------------------------------- mining
-
-    @torch.no_grad()
-    def mine(self, net: nn.Module, loader: Iterable) -> dict[str, float]:
-        """``D_c`` for every leave-one-out candidate over ``loader`` (§4.2 steps 1–3).
-
-        ``loader`` yields ``(inputs: dict[str, Tensor], present: BoolTensor[B, M], target)``.
-        Each batch is encoded once and fused once per candidate; samples that would have no
-        modality under a candidate are skipped for it (counted in :attr:`last_skipped`). The
-        net is put in eval mode and its modules' training flags are restored afterwards. Sums
-        and counts are all-reduced across processes when ``torch.distributed`` is initialised.
-        """
-        candidates = self.candidates
-        modes = [(module, module.training) for module in net.modules()]
-        net.eval()
-        try:
-            sums, counts, skipped = self._accumulate(net, loader, candidates)
-        finally:
-            for module, mode in modes:
-                module.training = mode
-        if dist.is_available() and dist.is_initialized():
-            packed = torch.cat([sums.flatten(), counts, skipped])
-            dist.all_reduce(packed, op=dist.ReduceOp.SUM)
-            n, k = sums.shape
-            sums = packed[: n * k].view(n, k)
-            counts = packed[n * k : n * k + n]
-            skipped = packed[n * k + n :]
-        self.last_skipped = {c.name: int(s) for c, s in zip(candidates, skipped.tolist(), strict=True)}
-        empty = [c.name for c, n in zip(candidates, counts.tolist(), strict=True) if n == 0]
-        if empty:
-            raise ValueError(
-                f"no sample of the mining split has a modality of candidate(s) {empty}; "
-                "cannot form their prediction distributions"
-            )
-        q = sums / counts[:, None]
-        q_full = q[0]
-        return {c.name: float(kl_discrepancy(q_full, q[i + 1], self.eps)) for i, c in enumerate(candidates[1:])}
-
-    def _accumulate(
-        self, net: nn.Module, loader: Iterable, candidates: list[Combination]
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        param = next(iter(net.parameters()), None)
-        device = param.device if param is not None else None
-        sums: Tensor | None = None
-        counts: Tensor | None = None
-        skipped: Tensor | None = None
-        for batch in loader:
-            inputs, present, target = batch
-            if device is not None:
-                inputs = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in inputs.items()}
-            features = net.encode(inputs)
-            present = present.to(features.device).bool()
-            target = target.to(features.device) if isinstance(target, Tensor) else None
-            for index, combo in enumerate(candidates):
-                mask = present & combo.mask(features.device)
-                keep = mask.any(dim=1)
-                n_keep = int(keep.sum())
-                if counts is None:
-                    counts = torch.zeros(len(candidates), dtype=torch.float64, device=features.device)
-                    skipped = torch.zeros_like(counts)
-                skipped[index] += mask.shape[0] - n_keep
-                if n_keep == 0:
-                    continue
-                if n_keep < mask.shape[0]:
-                    logits = net.fuse_predict(features[keep], mask[keep]).logits
-                    tgt = target[keep] if target is not None and target.shape[:1] == keep.shape else target
-                else:
-                    logits = net.fuse_predict(features, mask).logits
-                    tgt = target
-                total, count = _softmax_sum_count(logits, tgt, self.ignore_index)
-                if sums is None:
-                    sums = torch.zeros(len(candidates), total.shape[0], dtype=torch.float64, device=features.device)
-                sums[index] += total.to(sums.device)
-                counts[index] += count.to(counts.device)
-        if counts is None:
-            raise ValueError("the mining loader yielded no batch")
-        if sums is None:
-            raise ValueError("no sample of the mining split could be fused under any candidate")
-        return sums, counts, skipped
-
     def record(self, epoch: int, discrepancies: Mapping[str, float]) -> None:
         """Store one epoch's ``D_c`` in the memory bank (§4.2 step 4)."""
         expected = {c.name for c in self.leave_one_out}
@@ -332,11 +286,6 @@ class WeakCombinationMiner:
                 f"missing {sorted(expected - got)}, unknown {sorted(got - expected)}"
             )
         self.memory_bank[int(epoch)] = {name: float(discrepancies[name]) for name in sorted(expected)}
-
-    def mine_and_record(self, net: nn.Module, loader: Iterable, epoch: int) -> dict[str, float]:
-        discrepancies = self.mine(net, loader)
-        self.record(epoch, discrepancies)
-        return discrepancies
 
     def mean_discrepancies(self) -> dict[str, float]:
         """``D̄_c``: the mean over the recorded epochs (§4.2 step 4)."""

@@ -1,33 +1,81 @@
-"""``MultimodalNet``: encode once, fuse per combination, predict (DESIGN §2).
+"""``MultimodalNet``: encode once, fuse per level, predict — for one mask or, batched, for many (DESIGN §2).
 
-``encode`` depends only on the inputs; ``fuse`` and ``predict`` depend on the present
-mask. Anything that needs many combinations (per-combination evaluation, MAR mining)
-encodes a batch once and calls :meth:`MultimodalNet.fuse_predict` once per combination.
+``encode`` depends only on the inputs (rows of modalities that are absent are excluded from
+encoders with batch statistics, see :mod:`mmanet.models.encoders.base`); ``fuse`` and the head
+depend on the present mask. Anything that needs many combinations (per-combination
+evaluation, MAR mining) calls :meth:`MultimodalNet.predict_combinations`: the batch is encoded
+ONCE and every requested combination is fused and predicted in one batched call (features
+repeated along the batch axis, in chunks of bounded memory) — the project's main
+performance lever.
+
+Levels: every encoder declares its pyramid (:class:`~mmanet.models.encoders.FeatureInfo`).
+The head says which levels it needs (``"last"``: the coarsest of every encoder;
+``"all"``: the whole pyramid, which must have the same number of levels for every
+modality). At each fused level the modalities must agree on channels; when some modality's
+level is a global vector and another's a map, the maps are global-average pooled so the
+level is fused as vectors. One fusion module per fused level.
 """
 
 from __future__ import annotations
 
 import copy
+import inspect
+import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from mmanet.modality import ModalityError, ModalitySpec, check_present
-from mmanet.models.encoders import build_encoder, default_encoder_for
+from mmanet.models.encoders import Encoder, FeatureInfo, build_encoder, default_encoder_for, encoder_options
 from mmanet.models.fusion import Fusion, build_fusion
-from mmanet.models.heads import ClassificationHead
+from mmanet.models.heads import HEADS, Head
+
+#: default bound on the elements of the repeated features of one batched-combination chunk (64 MiB fp32)
+DEFAULT_CHUNK_ELEMENTS = 1 << 24
 
 
 @dataclass
 class NetOutput:
-    """What one forward pass produces, for the losses that need more than logits."""
+    """What one fuse + predict pass produces, for the losses that need more than logits."""
 
-    features: Tensor  # per-modality features (B, M, C, *S)
-    fused: Tensor  # fusion output (B, C_f, *S)
-    embedding: Tensor  # predictor trunk output (B, hidden)
-    logits: Tensor  # (B, K)
+    features: list[Tensor]  # per fused level: stacked per-modality features (B, M, C_l, *S_l)
+    fused: list[Tensor]  # per fused level: the fusion output (B, C_f, *S_l)
+    logits: Tensor  # (B, K) or (B, K, H, W)
+    named: dict[str, Tensor] = field(default_factory=dict)  # "fused" + the head's named features
+
+    def feature(self, name: str) -> Tensor:
+        """A named feature (``"fused"``, ``"embedding"``, …) — what ``mad.feature`` selects."""
+        try:
+            return self.named[name]
+        except KeyError:
+            raise KeyError(f"unknown feature {name!r}; this network exposes {sorted(self.named)}") from None
+
+    @property
+    def embedding(self) -> Tensor:
+        return self.feature("embedding")
+
+
+@dataclass
+class CombinationLogits:
+    """Logits of many combinations for one batch: ``logits (n_c, B, K, …)``, ``valid (n_c, B)``.
+
+    ``valid[c, i]`` is False where sample i has no modality of combination c (its logits are
+    meaningless and must be skipped)."""
+
+    logits: Tensor
+    valid: Tensor
+
+
+@dataclass(frozen=True)
+class LevelPlan:
+    """Which encoder level of every modality forms one fused level, and whether maps are pooled."""
+
+    indices: tuple[int, ...]  # per modality, index into its encoder's levels
+    pooled: tuple[bool, ...]  # per modality, True when its map is pooled to a vector here
+    info: FeatureInfo  # the aligned level (channels, stride or None)
 
 
 def _exporting() -> bool:
@@ -39,71 +87,269 @@ def lengths_key(modality: str) -> str:
     return f"lengths_{modality}"
 
 
-class MultimodalNet(nn.Module):
-    """Per-modality encoders + mask-aware fusion + predictor."""
+def plan_levels(spec: ModalitySpec, infos: Mapping[str, Sequence[FeatureInfo]], which: str) -> list[LevelPlan]:
+    """Align the modalities' declared pyramids into the fused levels a head needs (module docstring)."""
+    if which == "last":
+        picks = [tuple(len(infos[m]) - 1 for m in spec.names)]
+    elif which == "all":
+        counts = {m: len(infos[m]) for m in spec.names}
+        if len(set(counts.values())) != 1:
+            raise ValueError(
+                f"a head that takes every level needs equally deep pyramids; levels per modality: {counts}"
+            )
+        picks = [tuple(level for _ in spec.names) for level in range(next(iter(counts.values())))]
+    else:
+        raise ValueError(f"a head's levels must be 'last' or 'all', got {which!r}")
+    plans = []
+    for pick in picks:
+        level_infos = [infos[m][i] for m, i in zip(spec.names, pick, strict=True)]
+        channels = {m: info.channels for m, info in zip(spec.names, level_infos, strict=True)}
+        if len(set(channels.values())) != 1:
+            raise ValueError(
+                f"the modalities' features at a fused level must have equal channels to be fused, got {channels}; "
+                "give every encoder the same out_channels (model.channels)"
+            )
+        strides = {info.stride for info in level_infos}
+        if None in strides:
+            info = FeatureInfo(level_infos[0].channels, None)
+        elif len(strides) == 1:
+            info = level_infos[0]
+        else:
+            raise ValueError(
+                f"feature maps at a fused level have different strides "
+                f"{ {m: i.stride for m, i in zip(spec.names, level_infos, strict=True)} }"
+            )
+        pooled = tuple(info.is_global and not li.is_global for li in level_infos)
+        plans.append(LevelPlan(pick, pooled, info))
+    return plans
 
-    def __init__(self, spec: ModalitySpec, encoders: nn.ModuleDict, fusion: Fusion, head: nn.Module) -> None:
+
+class MultimodalNet(nn.Module):
+    """Per-modality encoders + one mask-aware fusion per fused level + a head."""
+
+    def __init__(
+        self,
+        spec: ModalitySpec,
+        encoders: nn.ModuleDict,
+        fusions: Sequence[Fusion] | Fusion,
+        head: Head,
+        plans: Sequence[LevelPlan] | None = None,
+    ) -> None:
         super().__init__()
         missing = [m for m in spec.names if m not in encoders]
         if missing:
             raise ModalityError(f"no encoder for modalities {missing}")
         self.spec = spec
         self.encoders = encoders
-        self.fusion = fusion
+        self.fusions = nn.ModuleList([fusions] if isinstance(fusions, Fusion) else list(fusions))
         self.head = head
+        infos = {m: encoders[m].feature_info for m in spec.names}
+        self.plans = list(plans) if plans is not None else plan_levels(spec, infos, head.levels)
+        if len(self.plans) != len(self.fusions):
+            raise ValueError(f"{len(self.plans)} fused level(s) but {len(self.fusions)} fusion module(s)")
 
+    # ------------------------------------------------------------------ description
     @property
     def num_modalities(self) -> int:
         return len(self.spec)
 
-    def encode(self, inputs: Mapping[str, Tensor]) -> Tensor:
-        """Encode every modality (mask-independent): ``(B, M, C, *S)``."""
+    @property
+    def fusion(self) -> Fusion:
+        """The fusion of the coarsest fused level (the only one for classification heads)."""
+        return self.fusions[-1]
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """Names :meth:`NetOutput.feature` accepts (``mad.feature`` picks one)."""
+        return ("fused", *self.head.feature_names)
+
+    @property
+    def fused_info(self) -> list[FeatureInfo]:
+        return [FeatureInfo(f.out_channels, p.info.stride) for f, p in zip(self.fusions, self.plans, strict=True)]
+
+    # ------------------------------------------------------------------ encode
+    def encode(self, inputs: Mapping[str, Tensor], present: Tensor | None = None) -> list[Tensor]:
+        """Encode every modality: one stacked tensor ``(B, M, C_l, *S_l)`` per fused level.
+
+        ``present`` (``(B, M)`` bool, optional) lets encoders with batch statistics run on the
+        rows where their modality is present only (in training mode); other encoders ignore it.
+        """
         unknown = [k for k in inputs if k not in self.spec.names and not k.startswith("lengths_")]
         if unknown:
             raise ModalityError(
                 f"unknown modality {unknown[0]!r} in the inputs; the network has {list(self.spec.names)}"
             )
-        feats = []
         for name in self.spec.names:
             if name not in inputs:
                 raise ModalityError(
                     f"input for modality {name!r} is missing; pass zeros and mark it absent in the present mask"
                 )
-            feats.append(self.encoders[name](inputs[name], inputs.get(lengths_key(name))))
-        shapes = {tuple(int(d) for d in f.shape[1:]) for f in feats}
-        if len(shapes) != 1 and not _exporting():
-            raise ValueError(
-                f"encoders produced different feature shapes {sorted(shapes)}; they must agree to be fused"
+        if present is not None:
+            b, m = inputs[self.spec.names[0]].shape[0], len(self.spec)
+            if tuple(present.shape) != (b, m):
+                raise ModalityError(
+                    f"present mask shape {tuple(present.shape)} does not match features (B, M) = {(b, m)}"
+                )
+        per_modality = []
+        for i, name in enumerate(self.spec.names):
+            rows = present[:, i] if present is not None else None
+            per_modality.append(
+                self._encode_one(self.encoders[name], inputs[name], inputs.get(lengths_key(name)), rows)
             )
-        return torch.stack(feats, dim=1)
+        levels = []
+        for plan in self.plans:
+            feats = []
+            for m, (index, pooled) in enumerate(zip(plan.indices, plan.pooled, strict=True)):
+                f = per_modality[m][index]
+                feats.append(f.flatten(2).mean(dim=2) if pooled else f)
+            shapes = {tuple(int(d) for d in f.shape[1:]) for f in feats}
+            if len(shapes) != 1 and not _exporting():
+                raise ValueError(
+                    f"encoders produced different feature shapes {sorted(shapes)} at a fused level; "
+                    "they must agree to be fused (same input size for every image modality?)"
+                )
+            levels.append(torch.stack(feats, dim=1))
+        return levels
 
-    def fuse(self, features: Tensor, mask: Tensor) -> Tensor:
-        if mask.shape != features.shape[:2]:
-            raise ModalityError(
-                f"present mask shape {tuple(mask.shape)} does not match features (B, M) = {tuple(features.shape[:2])}"
-            )
+    @staticmethod
+    def _encode_one(encoder: Encoder, x: Tensor, lengths: Tensor | None, rows: Tensor | None) -> list[Tensor]:
+        if rows is None or encoder.row_independent or not encoder.training or _exporting() or bool(rows.all()):
+            return encoder(x, lengths)
+        # batch statistics must not see absent rows: run on the present rows, scatter into zeros
+        index = rows.nonzero().flatten()
+        if index.numel() == 0:  # keep every parameter in the graph (DDP) without mixing absent rows in
+            out = encoder(x[:1], None if lengths is None else lengths[:1])
+            return [
+                torch.zeros((x.shape[0], *o.shape[1:]), dtype=o.dtype, device=o.device) + 0.0 * o.sum() for o in out
+            ]
+        out = encoder(x[index], None if lengths is None else lengths[index])
+        full = []
+        for o in out:
+            z = torch.zeros((x.shape[0], *o.shape[1:]), dtype=o.dtype, device=o.device)
+            full.append(z.index_copy(0, index, o))
+        return full
+
+    # ------------------------------------------------------------------ fuse + predict
+    def fuse(self, features: Sequence[Tensor], mask: Tensor) -> list[Tensor]:
+        """Fuse every level under one per-sample mask ``(B, M)``."""
+        b, m = features[0].shape[:2]
+        if mask.shape != (b, m):
+            raise ModalityError(f"present mask shape {tuple(mask.shape)} does not match features (B, M) = {(b, m)}")
         if not _exporting():  # data-dependent checks cannot be traced into an ONNX graph
             check_present(mask)
-        return self.fusion(features, mask)
+        return [fusion(level, mask) for fusion, level in zip(self.fusions, features, strict=True)]
 
-    def fuse_predict(self, features: Tensor, mask: Tensor) -> NetOutput:
+    def fuse_predict(self, features: Sequence[Tensor], mask: Tensor) -> NetOutput:
         fused = self.fuse(features, mask)
-        embedding, logits = self.head(fused)
-        return NetOutput(features, fused, embedding, logits)
+        head_out = self.head(fused)
+        named = {"fused": fused[-1], **head_out.features}
+        return NetOutput(list(features), fused, head_out.logits, named)
 
     def forward_all(self, inputs: Mapping[str, Tensor], mask: Tensor) -> NetOutput:
-        return self.fuse_predict(self.encode(inputs), mask)
+        return self.fuse_predict(self.encode(inputs, mask), mask)
 
     def forward(self, inputs: Mapping[str, Tensor], mask: Tensor) -> Tensor:
         return self.forward_all(inputs, mask).logits
 
-    def new_head(self) -> nn.Module:
-        """A predictor with the same architecture and fresh weights (the MAR regularization head)."""
+    def auxiliary_losses(self, features: Sequence[Tensor], mask: Tensor, target: Tensor, loss_fn) -> dict[str, Tensor]:
+        """The fusions' auxiliary training losses (RFNet, LCR, mmFormer …), named per level when several."""
+        losses: dict[str, Tensor] = {}
+        several = len(self.fusions) > 1
+        for level, (fusion, feats) in enumerate(zip(self.fusions, features, strict=True)):
+            for name, value in fusion.auxiliary_losses(feats, mask, target, loss_fn).items():
+                losses[f"{name}@{level}" if several else name] = value
+        return losses
+
+    # ------------------------------------------------------------------ many combinations, batched
+    def predict_combinations(
+        self,
+        features: Sequence[Tensor],
+        present: Tensor,
+        combinations: Tensor,
+        max_elements: int = DEFAULT_CHUNK_ELEMENTS,
+    ) -> CombinationLogits:
+        """Logits of every combination for an encoded batch, in batched chunks (no per-combination loop).
+
+        ``combinations``: ``(n_c, M)`` bool. Combination c of sample i uses the mask
+        ``present_i ∧ c``; where that is empty, ``valid[c, i]`` is False (the row is computed with
+        the sample's present mask as a placeholder and must be ignored). The features are
+        repeated along the batch axis for as many combinations at once as keep the repeated
+        features under ``max_elements``. Rows are independent in eval mode, so the result equals
+        fusing each combination separately.
+        """
+        present = present.bool()
+        combinations = combinations.to(present.device).bool()
+        b, m = present.shape
+        n_c = combinations.shape[0]
+        per_row = sum(math.prod(f.shape[1:]) for f in features)
+        per_chunk = max(1, min(n_c, max_elements // max(1, per_row * b)))
+        logits, valid = [], []
+        for start in range(0, n_c, per_chunk):
+            chunk = combinations[start : start + per_chunk]
+            n = chunk.shape[0]
+            masks = present.unsqueeze(0) & chunk.unsqueeze(1)  # (n, B, M)
+            ok = masks.any(dim=2)
+            masks = torch.where(ok.unsqueeze(2), masks, present.unsqueeze(0))
+            repeated = [f.unsqueeze(0).expand(n, *f.shape).reshape(n * b, *f.shape[1:]) for f in features]
+            out = self.fuse_predict(repeated, masks.reshape(n * b, m)).logits
+            logits.append(out.reshape(n, b, *out.shape[1:]))
+            valid.append(ok)
+        return CombinationLogits(torch.cat(logits), torch.cat(valid))
+
+    def predict_all(
+        self,
+        inputs: Mapping[str, Tensor],
+        present: Tensor,
+        combinations: Tensor,
+        max_elements: int = DEFAULT_CHUNK_ELEMENTS,
+    ) -> CombinationLogits:
+        """Encode once, then :meth:`predict_combinations` (evaluation and MAR mining use this)."""
+        return self.predict_combinations(self.encode(inputs, present), present, combinations, max_elements)
+
+    # ------------------------------------------------------------------ MAR
+    def new_head(self) -> Head:
+        """A head with the same architecture and fresh weights (the MAR regularization head)."""
         head = copy.deepcopy(self.head)
         for module in head.modules():
             if hasattr(module, "reset_parameters"):
                 module.reset_parameters()
         return head
+
+
+def _section(value: str | Mapping[str, Any] | None) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        return {"type": value}
+    return dict(value)
+
+
+def resolve_encoder_section(
+    name: str,
+    shape: Sequence[int],
+    default: Mapping[str, Any],
+    override: Mapping[str, Any],
+    dropout: float,
+) -> tuple[str, dict[str, Any]]:
+    """The encoder type and options of one modality from the default and its own section.
+
+    The default section's options apply where the chosen encoder has them (they are shared
+    defaults, e.g. ``hidden``); the modality's own section is strict (an unknown option is an
+    error listing the valid ones). ``dropout`` defaults to ``model.dropout``.
+    """
+    kind = override.get("type", default.get("type", "auto"))
+    if kind == "auto":
+        kind = default_encoder_for(shape)
+    valid = encoder_options(kind)
+    options = {k: v for k, v in default.items() if k != "type" and k in valid}
+    own = {k: v for k, v in override.items() if k != "type"}
+    unknown = sorted(set(own) - set(valid))
+    if unknown:
+        raise ValueError(f"encoder section of modality {name!r}: {kind!r} has no option(s) {unknown}; valid: {valid}")
+    options.update(own)
+    if "dropout" in valid:
+        options.setdefault("dropout", dropout)
+    return kind, options
 
 
 def build_network(
@@ -113,27 +359,45 @@ def build_network(
     *,
     channels: int = 64,
     fusion: str = "concat",
-    encoder: str = "auto",
-    encoder_options: Mapping[str, object] | None = None,
-    per_modality_encoder: Mapping[str, str] | None = None,
+    encoder: str | Mapping[str, Any] = "auto",
+    encoders: Mapping[str, str | Mapping[str, Any]] | None = None,
+    head: str = "classification",
+    head_options: Mapping[str, Any] | None = None,
     head_hidden: int = 128,
     dropout: float = 0.1,
 ) -> MultimodalNet:
-    """Build a :class:`MultimodalNet` from the data's per-sample shapes and the model config."""
-    per_modality_encoder = dict(per_modality_encoder or {})
-    unknown = [m for m in per_modality_encoder if m not in spec.names]
+    """Build a :class:`MultimodalNet` from the data's per-sample shapes and the model config.
+
+    ``encoder`` is the default encoder section of every modality (a type name or a mapping
+    ``{type: ..., <options>}``), ``encoders`` the per-modality sections.
+    """
+    encoders = {k: _section(v) for k, v in (encoders or {}).items()}
+    unknown = [m for m in encoders if m not in spec.names]
     if unknown:
-        raise ModalityError(f"encoder override for unknown modality {unknown[0]!r}; the data has {list(spec.names)}")
+        raise ModalityError(f"encoder section for unknown modality {unknown[0]!r}; the data has {list(spec.names)}")
     no_shape = [m for m in spec.names if m not in input_shapes]
     if no_shape:
         raise ModalityError(f"no input shape for modalities {no_shape}; shapes given for {sorted(input_shapes)}")
-    encoders = nn.ModuleDict()
+    default = _section(encoder)
+    modules = nn.ModuleDict()
     for name in spec.names:
         shape = tuple(input_shapes[name])
-        kind = per_modality_encoder.get(name, encoder)
-        if kind == "auto":
-            kind = default_encoder_for(shape)
-        encoders[name] = build_encoder(kind, shape, channels, dropout=dropout, **dict(encoder_options or {}))
-    fusion_module = build_fusion(fusion, len(spec), channels, num_classes, spatial=False)
-    head = ClassificationHead(fusion_module.out_channels, num_classes, hidden=head_hidden, dropout=dropout)
-    return MultimodalNet(spec, encoders, fusion_module, head)
+        kind, options = resolve_encoder_section(name, shape, default, encoders.get(name, {}), dropout)
+        modules[name] = build_encoder(kind, shape, channels, **options)
+    head_cls = HEADS.get(head)
+    plans = plan_levels(spec, {m: modules[m].feature_info for m in spec.names}, head_cls.levels)
+    fusions = [
+        build_fusion(fusion, len(spec), p.info.channels, num_classes, spatial=not p.info.is_global) for p in plans
+    ]
+    fused_info = [FeatureInfo(f.out_channels, p.info.stride) for f, p in zip(fusions, plans, strict=True)]
+    options = dict(head_options or {})
+    accepted = inspect.signature(head_cls.__init__).parameters
+    if head == "classification":
+        options.setdefault("hidden", head_hidden)
+    if "dropout" in accepted:
+        options.setdefault("dropout", dropout)
+    bad = sorted(set(options) - set(accepted))
+    if bad:
+        valid = [p for p in accepted if p not in ("self", "fused_info", "num_classes")]
+        raise ValueError(f"head {head!r} has no option(s) {bad}; valid: {valid}")
+    return MultimodalNet(spec, modules, fusions, head_cls(fused_info, num_classes, **options), plans)

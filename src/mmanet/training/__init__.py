@@ -1,5 +1,7 @@
-"""Training on PyTorch Lightning: the stage module, checkpointing and the run driver."""
+"""Training on PyTorch Lightning: stages, the shared module, MAR mining, checkpointing and the run driver."""
 
-from mmanet.training.runner import RunResult, evaluate_checkpoint, net_from_checkpoint, run
+from mmanet.deploy import net_from_checkpoint
+from mmanet.training.evaluation import evaluate_checkpoint
+from mmanet.training.runner import RunResult, run
 
 __all__ = ["RunResult", "evaluate_checkpoint", "net_from_checkpoint", "run"]

@@ -1,12 +1,8 @@
-"""Atomic checkpoint writes, RNG state in checkpoints, and safe checkpoint loading."""
+"""Lightning checkpoint plumbing: atomic checkpoint IO and RNG state in checkpoints (exact resume)."""
 
 from __future__ import annotations
 
-import hashlib
-import os
 import random
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -14,28 +10,18 @@ import numpy as np
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from mmanet.deploy.checkpoint import CheckpointError, atomic_torch_save, load_checkpoint, sha256_of
 
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, corrupt, or not one of ours."""
-
-
-def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """Write to a temporary file in the same directory, fsync, then rename over ``path``.
-
-    A crash leaves either the old file or the new one, never a truncated checkpoint.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+__all__ = [
+    "AtomicCheckpointIO",
+    "CheckpointError",
+    "RNGStateCallback",
+    "atomic_torch_save",
+    "capture_rng_state",
+    "load_checkpoint",
+    "restore_rng_state",
+    "sha256_of",
+]
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -46,25 +32,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict[str, Any]:
         return load_checkpoint(path, map_location=map_location)
-
-
-def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
-    """``torch.load(weights_only=True)`` with errors that name the file and the problem."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises several types for truncated / foreign files
-        raise CheckpointError(f"checkpoint {path} is corrupt or not a checkpoint: {err}") from err
-
-
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def capture_rng_state() -> dict[str, Any]:

@@ -68,8 +68,12 @@ class FrozenTeacher:
             s_out = student.forward_all(sample_inputs, present)
         student.train(was_training)
         t_out = self.forward_all(sample_inputs, present)
-        s_f = s_out.embedding if feature == "embedding" else s_out.fused
-        t_f = t_out.embedding if feature == "embedding" else t_out.fused
+        if feature not in s_out.named or feature not in t_out.named:
+            raise TeacherMismatchError(
+                f"feature {feature!r}: the teacher exposes {sorted(t_out.named)}, the deployment network "
+                f"{sorted(s_out.named)}"
+            )
+        s_f, t_f = s_out.feature(feature), t_out.feature(feature)
         # MAD compares B×B relations, so only the batch axis must agree; report differing shapes anyway
         if s_f.shape[0] != t_f.shape[0]:
             raise TeacherMismatchError(f"teacher {feature} feature {tuple(t_f.shape)} vs student {tuple(s_f.shape)}")

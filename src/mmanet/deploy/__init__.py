@@ -1,0 +1,107 @@
+"""Deployment without Lightning: load a trained model, export it to ONNX.
+
+``load_model(path)`` rebuilds the deployment network from a training checkpoint (or a run
+directory) with only torch, pydantic and the model code — the training stack (Lightning) is
+never imported, so a deployed service needs none of it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mmanet.config import RunConfig, resolve_run_config
+from mmanet.deploy.checkpoint import CheckpointError, load_checkpoint
+from mmanet.models.factory import build_net
+from mmanet.models.network import MultimodalNet
+from mmanet.task import TaskInfo
+
+__all__ = [
+    "CheckpointError",
+    "DeployedModel",
+    "ModelMetadata",
+    "load_model",
+    "net_from_checkpoint",
+    "resolve_checkpoint",
+]
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """What a user of a trained model needs to feed it and read its output."""
+
+    modalities: tuple[str, ...]
+    input_shapes: dict[str, tuple[int, ...]]
+    num_classes: int
+    task: str
+    bona_fide_class: int | None
+    ignore_index: int | None
+    stage: str
+    #: the customized (SF) model's combination; None for a unified model
+    combination: str | None
+    info: TaskInfo
+    config: RunConfig
+
+
+@dataclass
+class DeployedModel:
+    """The deployment network (eval mode) and its metadata; unpacks as ``net, metadata``."""
+
+    net: MultimodalNet
+    metadata: ModelMetadata
+
+    def __iter__(self):
+        return iter((self.net, self.metadata))
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or a run directory's ``checkpoints/best.ckpt``, with a clear error otherwise."""
+    path = Path(path)
+    if path.is_dir():
+        best = path / "checkpoints" / "best.ckpt"
+        if best.is_file():
+            return best
+        if (path / "sf").is_dir():
+            raise CheckpointError(
+                f"{path} is a customized (SF) run: one model per combination; pass one of "
+                f"{path / 'sf'}/<combination>/checkpoints/best.ckpt"
+            )
+        raise CheckpointError(f"{path} is not an mmanet run directory (no checkpoints/best.ckpt)")
+    return path
+
+
+def net_from_checkpoint(path: str | Path) -> tuple[MultimodalNet, RunConfig, TaskInfo, dict[str, Any]]:
+    """Rebuild the network stored in a training checkpoint: (net in eval mode, config, info, metadata)."""
+    path = resolve_checkpoint(path)
+    ckpt = load_checkpoint(path)
+    meta = ckpt.get("mmanet")
+    if not isinstance(meta, dict) or "config" not in meta or "state_dict" not in ckpt:
+        raise CheckpointError(f"{path} is not an mmanet checkpoint (no 'mmanet' metadata)")
+    config = resolve_run_config(meta["config"], source=f"checkpoint {path}")
+    info = TaskInfo.from_dict(meta["info"])
+    net = build_net(config.model, info)
+    state = {k[len("net.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as err:
+        raise CheckpointError(f"{path}: the stored weights do not fit the stored model configuration: {err}") from err
+    return net.eval(), config, info, meta
+
+
+def load_model(path: str | Path) -> DeployedModel:
+    """The deployment network (eval mode) and its metadata from a ``.ckpt`` or a run directory."""
+    net, config, info, meta = net_from_checkpoint(path)
+    metadata = ModelMetadata(
+        modalities=tuple(info.spec.names),
+        input_shapes=dict(info.input_shapes),
+        num_classes=info.num_classes,
+        task=info.task,
+        bona_fide_class=info.bona_fide_class,
+        ignore_index=info.ignore_index,
+        stage=str(meta.get("stage", config.stage)),
+        combination=meta.get("combination"),
+        info=info,
+        config=config,
+    )
+    return DeployedModel(net, metadata)

@@ -1,0 +1,47 @@
+"""Build the network a run configuration describes (Lightning-free: training and deployment share it)."""
+
+from __future__ import annotations
+
+from mmanet.config import ConfigError, ModelConfig, RunConfig
+from mmanet.models.heads import HEADS
+from mmanet.models.network import MultimodalNet, build_network
+from mmanet.task import TaskInfo
+
+
+def default_head(info: TaskInfo) -> str:
+    return "segmentation" if info.task == "segmentation" else "classification"
+
+
+def build_net(model: ModelConfig | RunConfig, info: TaskInfo) -> MultimodalNet:
+    """The :class:`MultimodalNet` of ``model`` (a model section or a whole run config) for data ``info``.
+
+    Building errors that come from the configuration (an unknown encoder option, pyramids
+    that cannot be fused, a head for the wrong task) are :class:`~mmanet.config.ConfigError` s.
+    """
+    if isinstance(model, RunConfig):
+        model = model.model
+    head = model.head.type if model.head.type != "auto" else default_head(info)
+    head_cls = HEADS.get(head)
+    if head_cls.task != info.task:
+        raise ConfigError(f"model.head.type {head!r} predicts for {head_cls.task}, but the data is {info.task}")
+    try:
+        return build_network(
+            info.spec,
+            info.input_shapes,
+            info.num_classes,
+            channels=model.channels,
+            fusion=model.fusion,
+            encoder=model.encoder.as_dict(),
+            encoders={m: section.as_dict() for m, section in model.encoders.items()},
+            head=head,
+            head_options=model.head.options(),
+            dropout=model.dropout,
+        )
+    except ValueError as err:
+        raise ConfigError(f"invalid model configuration: {err}") from err
+
+
+def check_feature_name(net: MultimodalNet, name: str, key: str = "mad.feature") -> None:
+    """A config error listing the valid names when ``name`` is not a feature ``net`` exposes."""
+    if name not in net.feature_names:
+        raise ConfigError(f"{key}: unknown feature {name!r}; this network exposes {list(net.feature_names)}")

@@ -1,0 +1,40 @@
+"""Classification head (the predictor P of DESIGN §2): fused feature → embedding → class logits."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from mmanet.models.encoders.base import FeatureInfo
+from mmanet.models.heads.base import Head, HeadOutput, as_feature_info, register_head
+
+
+@register_head("classification")
+class ClassificationHead(Head):
+    """Last fused level ``(B, C_f)`` or ``(B, C_f, H, W)`` → embedding ``(B, hidden)`` → logits ``(B, K)``.
+
+    Feature maps are global-average pooled first. The trunk is Linear → GELU → Dropout (no
+    BatchNorm: its batch statistics would depend on the modality-dropout mix). The
+    embedding is the trunk's output, the penultimate feature MAD can distil (``"embedding"``).
+    """
+
+    levels = "last"
+    feature_names = ("embedding",)
+    task = "classification"
+
+    def __init__(
+        self, fused_info: list[FeatureInfo] | int, num_classes: int, hidden: int = 128, dropout: float = 0.1
+    ) -> None:
+        super().__init__()
+        in_channels = as_feature_info(fused_info)[-1].channels
+        self.trunk = nn.Sequential(nn.Linear(in_channels, hidden), nn.GELU(), nn.Dropout(dropout))
+        self.classifier = nn.Linear(hidden, num_classes)
+        self.in_channels = in_channels
+        self.hidden = hidden
+        self.num_classes = num_classes
+
+    def forward(self, fused: list[Tensor]) -> HeadOutput:
+        x = fused[-1]
+        if x.dim() > 2:
+            x = x.flatten(2).mean(dim=2)
+        embedding = self.trunk(x)
+        return HeadOutput(self.classifier(embedding), {"embedding": embedding})

@@ -1,0 +1,138 @@
+"""Per-combination result tables and each metric's direction, defined once (DESIGN §5).
+
+:data:`HIGHER_IS_BETTER` is the single source of truth for which way a metric improves; the
+checkpoint monitor, the ``worst``/``best`` rankings and the plots all read it.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from mmanet.modality import Combination, ModalitySpec, all_combinations
+
+AVERAGE = "Average"
+#: metric name → True when a higher value is better (every metric in percent)
+HIGHER_IS_BETTER: dict[str, bool] = {
+    "error": False,
+    "apcer": False,
+    "bpcer": False,
+    "acer": False,
+    "miou": True,
+    "pixel_acc": True,
+}
+
+
+def higher_is_better(metric: str) -> bool:
+    """Direction of ``metric``; an unknown name is an error (no silent default)."""
+    try:
+        return HIGHER_IS_BETTER[metric]
+    except KeyError:
+        raise KeyError(f"unknown metric {metric!r}; known: {sorted(HIGHER_IS_BETTER)}") from None
+
+
+def monitor_mode(metric: str) -> str:
+    """``'max'`` or ``'min'``: how a checkpoint callback should compare values of ``metric``."""
+    return "max" if higher_is_better(metric) else "min"
+
+
+
+@dataclass
+class ResultTable:
+    """Per-combination metric values of ONE model (one row per combination)."""
+
+    spec: ModalitySpec
+    rows: list[tuple[Combination, dict[str, float]]]
+    metric: str = "error"
+
+    @property
+    def metric_names(self) -> list[str]:
+        names: list[str] = []
+        for _, values in self.rows:
+            names += [k for k in values if k not in names]
+        # headline metric last, as the paper's tables
+        return [n for n in names if n != self.metric] + [self.metric]
+
+    def average(self) -> dict[str, float]:
+        return {name: _nanmean([values.get(name, math.nan) for _, values in self.rows]) for name in self.metric_names}
+
+    def value(self, combination: Combination | str, metric: str | None = None) -> float:
+        name = combination if isinstance(combination, str) else combination.name
+        for combo, values in self.rows:
+            if combo.name == name:
+                return values[metric or self.metric]
+        raise KeyError(f"combination {name!r} is not in the table")
+
+    def worst(self, k: int = 1) -> list[tuple[Combination, float]]:
+        lower = not higher_is_better(self.metric)
+        ranked = sorted(((c, v[self.metric]) for c, v in self.rows), key=lambda cv: cv[1], reverse=lower)
+        return ranked[:k]
+
+    def best(self, k: int = 1) -> list[tuple[Combination, float]]:
+        lower = not higher_is_better(self.metric)
+        ranked = sorted(((c, v[self.metric]) for c, v in self.rows), key=lambda cv: cv[1], reverse=not lower)
+        return ranked[:k]
+
+    def header(self) -> list[str]:
+        return [*self.spec.names, "combination", *self.metric_names]
+
+    def records(self) -> list[list[str]]:
+        out = []
+        for combo, values in self.rows:
+            marks = list(combo.render())
+            out.append([*marks, combo.name, *(_fmt(values.get(n, math.nan)) for n in self.metric_names)])
+        avg = self.average()
+        out.append(["" for _ in self.spec.names] + [AVERAGE, *(_fmt(avg[n]) for n in self.metric_names)])
+        return out
+
+    def to_markdown(self) -> str:
+        return markdown_table(self.header(), self.records())
+
+    def write(self, directory: str | Path, stem: str = "per_combination") -> tuple[Path, Path]:
+        """Write ``stem.csv`` and ``stem.md``; returns their paths."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        csv_path, md_path = directory / f"{stem}.csv", directory / f"{stem}.md"
+        with csv_path.open("w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(self.header())
+            writer.writerows(self.records())
+        md_path.write_text(self.to_markdown() + "\n")
+        return csv_path, md_path
+
+    @classmethod
+    def read_csv(cls, path: str | Path, spec: ModalitySpec, metric: str) -> ResultTable:
+        with Path(path).open() as fh:
+            reader = csv.DictReader(fh)
+            rows = []
+            for rec in reader:
+                if rec["combination"] == AVERAGE:
+                    continue
+                combo = spec.combination(rec["combination"])
+                values = {k: float(v) for k, v in rec.items() if k not in spec.names and k != "combination"}
+                rows.append((combo, values))
+        return cls(spec, rows, metric)
+
+    def ordered_like(self, combos: Sequence[Combination] | None = None) -> ResultTable:
+        combos = list(combos) if combos is not None else all_combinations(self.spec)
+        by_name = {c.name: v for c, v in self.rows}
+        return ResultTable(self.spec, [(c, by_name[c.name]) for c in combos if c.name in by_name], self.metric)
+
+
+def _nanmean(values: Sequence[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return sum(finite) / len(finite) if finite else math.nan
+
+
+def _fmt(value: float) -> str:
+    return "nan" if math.isnan(value) else f"{value:.2f}"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) if rows else len(str(h)) for i, h in enumerate(header)]
+    line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"  # noqa: E731
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(header), sep, *(line(r) for r in rows)])

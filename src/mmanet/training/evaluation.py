@@ -1,0 +1,85 @@
+"""Per-combination evaluation of trained models: tables for a bundle, a checkpoint or an SF run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mmanet.config import RunConfig
+from mmanet.data import DataBundle
+from mmanet.deploy import net_from_checkpoint
+from mmanet.deploy.checkpoint import CheckpointError
+from mmanet.modality import Combination
+from mmanet.models.network import MultimodalNet
+from mmanet.results import ResultTable
+from mmanet.task import TaskInfo
+from mmanet.training.factory import load_bundle, make_loader, quiet_lightning, task_info
+
+
+def evaluate_tables(
+    net: MultimodalNet,
+    bundle: DataBundle,
+    config: RunConfig,
+    combinations: list[Combination] | None = None,
+    splits: tuple[str, ...] = ("val", "test"),
+) -> dict[str, ResultTable]:
+    info = task_info(bundle)
+    tables = {}
+    for split in splits:
+        evaluator = info.evaluator(combinations)
+        tables[split] = evaluator.evaluate(net, make_loader(bundle.split(split), config, train=False))
+    return tables
+
+
+def evaluate_checkpoint(
+    path: str | Path, split: str = "test", out_dir: str | Path | None = None, data_root: str | None = None
+) -> ResultTable:
+    """Evaluate a trained model on every combination of a split (or, for an SF run directory, each
+    customized model on its own combination)."""
+    quiet_lightning()
+    path = Path(path)
+    if path.is_dir():
+        if (path / "sf").is_dir():
+            return _evaluate_customized_dir(path, split, out_dir, data_root)
+        path = path / "checkpoints" / "best.ckpt"
+    net, config, info, meta = net_from_checkpoint(path)
+    if data_root is not None:
+        config = config.model_copy(update={"data": config.data.model_copy(update={"root": data_root})})
+    bundle = load_bundle(config)
+    _check_data_matches(info, bundle, path)
+    combos = None
+    if meta.get("combination"):
+        combos = [bundle.spec.combination(meta["combination"])]
+    elif meta.get("stage") == "teacher":
+        combos = [bundle.spec.full]
+    table = evaluate_tables(net, bundle, config, combos, splits=(split,))[split]
+    if out_dir is not None:
+        table.write(out_dir)
+    return table
+
+
+def _check_data_matches(info: TaskInfo, bundle: DataBundle, path: Path) -> None:
+    if tuple(info.spec.names) != tuple(bundle.spec.names) or info.num_classes != bundle.num_classes:
+        raise CheckpointError(
+            f"checkpoint {path} expects modalities {list(info.spec.names)} and {info.num_classes} classes; "
+            f"the data has {list(bundle.spec.names)} and {bundle.num_classes}"
+        )
+    if dict(info.input_shapes) != dict(bundle.input_shapes):
+        raise CheckpointError(
+            f"checkpoint {path} expects input shapes {info.input_shapes}; the data has {bundle.input_shapes}"
+        )
+
+
+def _evaluate_customized_dir(run_dir: Path, split: str, out_dir, data_root) -> ResultTable:
+    rows = []
+    spec = None
+    metric = "error"
+    for ckpt in sorted((run_dir / "sf").glob("*/checkpoints/best.ckpt")):
+        table = evaluate_checkpoint(ckpt, split, None, data_root)
+        rows += table.rows
+        spec, metric = table.spec, table.metric
+    if spec is None:
+        raise CheckpointError(f"{run_dir / 'sf'} holds no trained customized model")
+    table = ResultTable(spec, rows, metric).ordered_like()
+    if out_dir is not None:
+        table.write(out_dir)
+    return table

@@ -1,0 +1,123 @@
+"""Build the training objects a run configuration describes: data bundle, loaders, trainer."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from torch.utils.data import DataLoader, DistributedSampler
+
+from mmanet.config import RunConfig
+from mmanet.data import DataBundle, collate_samples, load_dataset
+from mmanet.task import TaskInfo
+from mmanet.training.checkpointing import AtomicCheckpointIO, RNGStateCallback
+from mmanet.training.sampling import EpochShuffleSampler
+
+
+def quiet_lightning() -> None:
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*number of training batches.*log_every_n_steps.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*Checkpoint directory.*exists and is not empty.*")
+
+
+def task_info(bundle: DataBundle) -> TaskInfo:
+    return TaskInfo(
+        spec=bundle.spec,
+        num_classes=bundle.num_classes,
+        input_shapes=bundle.input_shapes,
+        task=bundle.task,
+        bona_fide_class=bundle.bona_fide_class,
+        ignore_index=bundle.ignore_index,
+    )
+
+
+def load_bundle(config: RunConfig) -> DataBundle:
+    return load_dataset(config.data.name, root=config.data.root, seed=config.data.split_seed, **config.data.options)
+
+
+def make_loader(dataset, config: RunConfig, train: bool) -> DataLoader:
+    """Training: shuffled by (seed, epoch); otherwise in order. In-memory datasets fetch whole batches."""
+    sampler = EpochShuffleSampler(len(dataset), seed=config.seed) if train else None
+    workers = config.data.num_workers
+    return DataLoader(
+        dataset,
+        batch_size=config.data.batch_size,
+        sampler=sampler,
+        shuffle=False,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        collate_fn=collate_samples,
+    )
+
+
+def mining_loader(bundle: DataBundle, config: RunConfig) -> DataLoader:
+    """The MAR mining split in order (sharded across processes under DDP)."""
+    split = bundle.train if config.mar.mining_split == "train" else bundle.val
+    sampler = None
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        sampler = DistributedSampler(split, shuffle=False)
+    return DataLoader(split, batch_size=config.data.batch_size, sampler=sampler, collate_fn=collate_samples)
+
+
+def make_trainer(
+    config: RunConfig,
+    out_dir: Path,
+    monitor: str,
+    mode: str,
+    max_epochs: int,
+    extra_callbacks: list[L.Callback] | None = None,
+) -> L.Trainer:
+    best = ModelCheckpoint(
+        dirpath=out_dir / "checkpoints",
+        filename="best",
+        monitor=monitor,
+        mode=mode,
+        save_top_k=1,
+        save_on_train_epoch_end=True,
+        enable_version_counter=False,
+    )
+    # A separate every-epoch checkpoint for resuming: Lightning's save_last only writes when the
+    # monitored checkpoint was also written in that step.
+    last = ModelCheckpoint(
+        dirpath=out_dir / "checkpoints",
+        filename="last",
+        monitor=None,
+        save_top_k=1,
+        every_n_epochs=1,
+        save_on_train_epoch_end=True,
+        enable_version_counter=False,
+    )
+    callbacks: list[L.Callback] = [*(extra_callbacks or []), best, last, RNGStateCallback()]
+    if config.train.progress_bar:
+        callbacks.append(TQDMProgressBar(leave=False))
+    t = config.train
+    return L.Trainer(
+        max_epochs=max_epochs,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=t.strategy,
+        precision=t.precision,
+        deterministic=t.deterministic,
+        gradient_clip_val=t.gradient_clip,
+        check_val_every_n_epoch=t.check_val_every_n_epoch,
+        callbacks=callbacks,
+        logger=[
+            # a new version_N per attempt: resuming never overwrites earlier logs
+            CSVLogger(save_dir=str(out_dir), name="logs"),
+            TensorBoardLogger(save_dir=str(out_dir), name="tb", default_hp_metric=False),
+        ],
+        plugins=[AtomicCheckpointIO()],
+        enable_progress_bar=t.progress_bar,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        log_every_n_steps=1,
+    )

@@ -1,0 +1,85 @@
+"""Train one model of a stage (resuming exactly from its last checkpoint) and the MMANet teacher."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from mmanet.config import RunConfig, dump_config
+from mmanet.data import DataBundle, collate_samples
+from mmanet.deploy import net_from_checkpoint
+from mmanet.deploy.checkpoint import load_checkpoint, sha256_of
+from mmanet.modality import Combination
+from mmanet.models.factory import build_net, check_feature_name
+from mmanet.models.network import MultimodalNet
+from mmanet.training.factory import make_loader, make_trainer, mining_loader, task_info
+from mmanet.training.mining import MARMiningCallback
+from mmanet.training.module import MultimodalModule
+from mmanet.training.teacher import FrozenTeacher, TeacherMismatchError
+
+
+def load_net_weights(net: MultimodalNet, checkpoint: dict) -> MultimodalNet:
+    state = {k[len("net.") :]: v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
+    net.load_state_dict(state)
+    return net
+
+
+def fit_stage(
+    config: RunConfig,
+    bundle: DataBundle,
+    out_dir: Path,
+    *,
+    combination: Combination | None = None,
+    teacher: FrozenTeacher | None = None,
+    max_epochs: int | None = None,
+    extra_callbacks: list[L.Callback] | None = None,
+) -> tuple[MultimodalNet, Path]:
+    """Train one model (resuming from ``out_dir/checkpoints/last.ckpt`` if present); returns the best net."""
+    info = task_info(bundle)
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    net = build_net(config.model, info)
+    train_loader = make_loader(bundle.train, config, train=True)
+    val_loader = make_loader(bundle.val, config, train=False)
+    callbacks = list(extra_callbacks or [])
+    if teacher is not None:
+        if config.mad.variant != "off":
+            check_feature_name(net, config.mad.feature)
+        sample_inputs = next(iter(DataLoader(bundle.train, batch_size=2, collate_fn=collate_samples)))[0]
+        teacher.check_compatible(net, sample_inputs, config.mad.feature)
+    module = MultimodalModule(net, config, info, combination=combination, teacher=teacher)
+    if module.miner is not None:
+        callbacks.append(MARMiningCallback(lambda: mining_loader(bundle, config), config.mar.warmup_epochs))
+    trainer = make_trainer(
+        config, out_dir, module.monitor, module.monitor_mode, max_epochs or config.train.max_epochs, callbacks
+    )
+    last = out_dir / "checkpoints" / "last.ckpt"
+    trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if last.exists() else None)
+    best = out_dir / "checkpoints" / "best.ckpt"
+    if not best.exists():
+        best = last
+    load_net_weights(net, load_checkpoint(best))
+    return net.eval(), best
+
+
+def train_teacher(config: RunConfig, bundle: DataBundle, out_dir: Path) -> FrozenTeacher:
+    """Load ``teacher.checkpoint`` or train the teacher stage in ``out_dir/teacher``."""
+    if config.teacher.checkpoint:
+        path = Path(config.teacher.checkpoint)
+        net, _, t_info, _ = net_from_checkpoint(path)
+        info = task_info(bundle)
+        if t_info.num_classes != info.num_classes or tuple(t_info.spec.names) != tuple(info.spec.names):
+            raise TeacherMismatchError(
+                f"teacher checkpoint {path} was trained on modalities {list(t_info.spec.names)} with "
+                f"{t_info.num_classes} classes; this data has {list(info.spec.names)} and {info.num_classes}"
+            )
+        return FrozenTeacher(net, path=path, sha256=sha256_of(path))
+    teacher_config = config.model_copy(update={"stage": "teacher", "method": "teacher"})
+    teacher_dir = out_dir / "teacher"
+    teacher_dir.mkdir(parents=True, exist_ok=True)
+    dump_config(teacher_config, teacher_dir / "config.yaml")
+    net, best = fit_stage(
+        teacher_config, bundle, teacher_dir, max_epochs=config.teacher.max_epochs or config.train.max_epochs
+    )
+    return FrozenTeacher(net, path=best, sha256=sha256_of(best))
