@@ -38,8 +38,16 @@ def _fail(err: BaseException) -> None:
 def _user_errors():
     from mmanet.deploy.checkpoint import CheckpointError
     from mmanet.training.run_dir import RunDirectoryError
+    from mmanet.training.teacher import TeacherChangedError, TeacherMismatchError
 
-    return (*USER_ERRORS, CheckpointError, RunDirectoryError, FileNotFoundError)
+    return (
+        *USER_ERRORS,
+        CheckpointError,
+        RunDirectoryError,
+        TeacherChangedError,
+        TeacherMismatchError,
+        FileNotFoundError,
+    )
 
 
 def _print_table(table, title: str) -> None:

@@ -113,6 +113,8 @@ class CustomizedConfig(Section):
 class TeacherConfig(Section):
     #: a trained teacher checkpoint; when absent the teacher stage trains one first
     checkpoint: str | None = None
+    #: the expected content hash of ``checkpoint`` (weights + model definition); a mismatch is an error
+    sha256: str | None = None
     max_epochs: int | None = Field(None, gt=0)
 
 

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from mmanet.data import load_dataset
+from mmanet.deploy.checkpoint import model_hash_of_checkpoint
 from mmanet.models.factory import build_net
 from mmanet.training import net_from_checkpoint, run
-from mmanet.training.checkpointing import load_checkpoint, sha256_of
+from mmanet.training.checkpointing import load_checkpoint
 from mmanet.training.factory import load_bundle, task_info
 from mmanet.training.fit import train_teacher
 from mmanet.training.module import MultimodalModule
@@ -30,7 +31,7 @@ def test_teacher_is_trained_first_and_referenced_not_stored(mmanet_run):
     teacher_ckpt = out / "teacher" / "checkpoints" / "best.ckpt"
     assert teacher_ckpt.exists()
     ckpt = load_checkpoint(out / "checkpoints" / "best.ckpt")
-    assert ckpt["mmanet"]["teacher"] == {"path": str(teacher_ckpt), "sha256": sha256_of(teacher_ckpt)}
+    assert ckpt["mmanet"]["teacher"] == {"path": str(teacher_ckpt), "sha256": model_hash_of_checkpoint(teacher_ckpt)}
     assert not any("teacher" in k for k in ckpt["state_dict"])  # the teacher's weights are not in it
     assert any(k.startswith("reg_head.") for k in ckpt["state_dict"])  # regularization head: training only
     net, _, _, _ = net_from_checkpoint(out / "checkpoints" / "best.ckpt")
@@ -87,7 +88,7 @@ def test_teacher_checkpoint_is_loaded_instead_of_trained(tiny_config, tmp_path):
     path = tmp_path / "teacher" / "checkpoints" / "best.ckpt"
     result = run(tiny_config("mad", train__max_epochs=1, teacher__checkpoint=str(path)), tmp_path / "mad")
     assert not (tmp_path / "mad" / "teacher").exists()
-    assert result.extras["teacher"]["sha256"] == sha256_of(path)
+    assert result.extras["teacher"]["sha256"] == model_hash_of_checkpoint(path)
 
 
 def test_teacher_with_other_modalities_is_a_clear_error(tiny_config, tmp_path):

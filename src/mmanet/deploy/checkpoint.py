@@ -51,3 +51,30 @@ def sha256_of(path: str | Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def content_hash(state_dict: dict[str, Any], definition: Any) -> str:
+    """sha256 of what defines a model: its weights (names, dtypes, shapes, values) and a JSON-able
+    definition (configuration and data description) — not the file's bytes, which also hold run
+    paths, optimizer state and timestamps. Two identical models in different run directories
+    hash the same; any changed weight or setting changes the hash."""
+    import json
+
+    digest = hashlib.sha256()
+    digest.update(json.dumps(definition, sort_keys=True, default=str).encode())
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def model_hash_of_checkpoint(path: str | Path) -> str:
+    """:func:`content_hash` of the network stored in an mmanet training checkpoint."""
+    ckpt = load_checkpoint(path)
+    meta = ckpt.get("mmanet")
+    if not isinstance(meta, dict) or "state_dict" not in ckpt:
+        raise CheckpointError(f"{path} is not an mmanet checkpoint (no 'mmanet' metadata)")
+    net_state = {k: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+    definition = {"model": meta.get("config", {}).get("model"), "info": meta.get("info")}
+    return content_hash(net_state, definition)

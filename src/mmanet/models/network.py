@@ -218,7 +218,8 @@ class MultimodalNet(nn.Module):
         # batch statistics must not see absent rows: run on the present rows, scatter into zeros
         index = rows.nonzero().flatten()
         if index.numel() == 0:  # keep every parameter in the graph (DDP) without mixing absent rows in
-            out = encoder(x[:1], None if lengths is None else lengths[:1])
+            n = min(2, x.shape[0])  # two rows: BatchNorm cannot normalise a single value per channel
+            out = encoder(x[:n], None if lengths is None else lengths[:n])
             return [
                 torch.zeros((x.shape[0], *o.shape[1:]), dtype=o.dtype, device=o.device) + 0.0 * o.sum() for o in out
             ]

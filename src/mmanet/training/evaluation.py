@@ -7,12 +7,13 @@ from pathlib import Path
 from mmanet.config import RunConfig
 from mmanet.data import DataBundle
 from mmanet.deploy import net_from_checkpoint
-from mmanet.deploy.checkpoint import CheckpointError
+from mmanet.deploy.checkpoint import CheckpointError, model_hash_of_checkpoint
 from mmanet.modality import Combination
 from mmanet.models.network import MultimodalNet
 from mmanet.results import ResultTable
 from mmanet.task import TaskInfo
 from mmanet.training.factory import load_bundle, make_loader, quiet_lightning, task_info
+from mmanet.training.teacher import check_teacher_hash
 
 
 def evaluate_tables(
@@ -42,6 +43,7 @@ def evaluate_checkpoint(
             return _evaluate_customized_dir(path, split, out_dir, data_root)
         path = path / "checkpoints" / "best.ckpt"
     net, config, info, meta = net_from_checkpoint(path)
+    check_student_teacher(meta)
     if data_root is not None:
         config = config.model_copy(update={"data": config.data.model_copy(update={"root": data_root})})
     bundle = load_bundle(config)
@@ -55,6 +57,14 @@ def evaluate_checkpoint(
     if out_dir is not None:
         table.write(out_dir)
     return table
+
+
+def check_student_teacher(meta: dict) -> None:
+    """A student's recorded teacher must still hash the same (when its checkpoint is still there)."""
+    recorded = meta.get("teacher") or {}
+    path = recorded.get("path")
+    if path and recorded.get("sha256") and Path(path).is_file():
+        check_teacher_hash(recorded["sha256"], model_hash_of_checkpoint(path), "the student's checkpoint", path)
 
 
 def _check_data_matches(info: TaskInfo, bundle: DataBundle, path: Path) -> None:

@@ -10,14 +10,14 @@ from torch.utils.data import DataLoader
 from mmanet.config import RunConfig, dump_config
 from mmanet.data import DataBundle, collate_samples
 from mmanet.deploy import net_from_checkpoint
-from mmanet.deploy.checkpoint import load_checkpoint, sha256_of
+from mmanet.deploy.checkpoint import load_checkpoint, model_hash_of_checkpoint
 from mmanet.modality import Combination
 from mmanet.models.factory import build_net, check_feature_name
 from mmanet.models.network import MultimodalNet
 from mmanet.training.factory import make_loader, make_trainer, mining_loader, task_info
 from mmanet.training.mining import MARMiningCallback
 from mmanet.training.module import MultimodalModule
-from mmanet.training.teacher import FrozenTeacher, TeacherMismatchError
+from mmanet.training.teacher import FrozenTeacher, TeacherMismatchError, check_teacher_hash
 
 
 def load_net_weights(net: MultimodalNet, checkpoint: dict) -> MultimodalNet:
@@ -74,7 +74,9 @@ def train_teacher(config: RunConfig, bundle: DataBundle, out_dir: Path) -> Froze
                 f"teacher checkpoint {path} was trained on modalities {list(t_info.spec.names)} with "
                 f"{t_info.num_classes} classes; this data has {list(info.spec.names)} and {info.num_classes}"
             )
-        return FrozenTeacher(net, path=path, sha256=sha256_of(path))
+        digest = model_hash_of_checkpoint(path)
+        check_teacher_hash(config.teacher.sha256, digest, "the configuration (teacher.sha256)", path)
+        return FrozenTeacher(net, path=path, sha256=digest)
     teacher_config = config.model_copy(update={"stage": "teacher", "method": "teacher"})
     teacher_dir = out_dir / "teacher"
     teacher_dir.mkdir(parents=True, exist_ok=True)
@@ -82,4 +84,12 @@ def train_teacher(config: RunConfig, bundle: DataBundle, out_dir: Path) -> Froze
     net, best = fit_stage(
         teacher_config, bundle, teacher_dir, max_epochs=config.teacher.max_epochs or config.train.max_epochs
     )
-    return FrozenTeacher(net, path=best, sha256=sha256_of(best))
+    return FrozenTeacher(net, path=best, sha256=model_hash_of_checkpoint(best))
+
+
+def check_resumed_teacher(out_dir: Path, teacher: FrozenTeacher) -> None:
+    """On resume, the teacher must be the one the interrupted deployment run was trained against."""
+    last = out_dir / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        recorded = load_checkpoint(last).get("mmanet", {}).get("teacher", {})
+        check_teacher_hash(recorded.get("sha256"), teacher.sha256, f"the run's checkpoint {last}", teacher.path)

@@ -32,7 +32,7 @@ from mmanet.modality import Combination, all_combinations
 from mmanet.results import ResultTable
 from mmanet.training.evaluation import evaluate_tables
 from mmanet.training.factory import load_bundle, quiet_lightning
-from mmanet.training.fit import fit_stage, train_teacher
+from mmanet.training.fit import check_resumed_teacher, fit_stage, train_teacher
 from mmanet.training.run_dir import RunDirectory
 
 
@@ -96,6 +96,8 @@ def _run_stages(config: RunConfig, out_dir: Path, bundle: DataBundle) -> RunResu
             extras["teacher"] = teacher.reference()
             full = evaluate_tables(teacher.net, bundle, config, [bundle.spec.full])
             extras["teacher_full"] = {s: t.average()[t.metric] for s, t in full.items()}
+        if teacher is not None:
+            check_resumed_teacher(out_dir, teacher)
         net, best = fit_stage(config, bundle, out_dir, teacher=teacher)
         combos = [bundle.spec.full] if config.stage == "teacher" else None
         result_tables = evaluate_tables(net, bundle, config, combos)

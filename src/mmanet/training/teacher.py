@@ -2,7 +2,8 @@
 
 The teacher stays in eval mode (also when the parent's ``.train()`` is called), has no
 gradients, is not a registered submodule (so it is neither wrapped by DDP nor saved in the
-deployment checkpoint, which stores its path and sha256 instead).
+deployment checkpoint, which stores its path and content hash instead — weights and model
+definition, :func:`~mmanet.deploy.checkpoint.content_hash`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,20 @@ from mmanet.models.network import MultimodalNet, NetOutput
 
 class TeacherMismatchError(ValueError):
     """The teacher does not fit the deployment network (modalities, classes or feature shape)."""
+
+
+class TeacherChangedError(ValueError):
+    """The teacher's content hash differs from the one a run or a configuration recorded."""
+
+
+def check_teacher_hash(expected: str | None, actual: str, where: str, path: str | Path | None) -> None:
+    """A clear error when a recorded teacher hash does not match the teacher in use."""
+    if expected is not None and expected != actual:
+        raise TeacherChangedError(
+            f"the teacher at {path} has changed: {where} recorded content hash {expected[:12]}…, the teacher "
+            f"now hashes to {actual[:12]}…; restore the original teacher, or start a new run (another --out or "
+            "--overwrite) to train against this one"
+        )
 
 
 class FrozenTeacher:

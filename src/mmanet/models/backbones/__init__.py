@@ -1,0 +1,51 @@
+"""Backbone building blocks in plain ``torch.nn`` (no torchvision/timm): ResNet-18/34 pieces with
+torchvision-compatible names and a weight loader (:mod:`.resnet`), and ESANet decoder/context pieces
+(:mod:`.esanet`)."""
+
+from mmanet.models.backbones.esanet import (
+    ConvBNReLU,
+    DecoderModule,
+    LearnedUpsample,
+    NonBottleneck1D,
+    PyramidPoolingContext,
+    SkipAdapter,
+    adaptive_avg_pool2d,
+    resize_bilinear,
+)
+from mmanet.models.backbones.resnet import (
+    RESNET_LAYERS,
+    TORCHVISION_PREFIX_MAP,
+    BasicBlock,
+    LoadSummary,
+    SqueezeExcitation,
+    StateDictMismatchError,
+    init_resnet_weights,
+    load_state_dict_file,
+    load_torchvision_resnet,
+    make_layer,
+    resnet_stem,
+    resnet_widths,
+)
+
+__all__ = [
+    "RESNET_LAYERS",
+    "TORCHVISION_PREFIX_MAP",
+    "BasicBlock",
+    "ConvBNReLU",
+    "DecoderModule",
+    "LearnedUpsample",
+    "LoadSummary",
+    "NonBottleneck1D",
+    "PyramidPoolingContext",
+    "SkipAdapter",
+    "SqueezeExcitation",
+    "StateDictMismatchError",
+    "adaptive_avg_pool2d",
+    "init_resnet_weights",
+    "load_state_dict_file",
+    "load_torchvision_resnet",
+    "make_layer",
+    "resnet_stem",
+    "resnet_widths",
+    "resize_bilinear",
+]

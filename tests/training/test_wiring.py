@@ -1,0 +1,132 @@
+"""Wiring: what each loss term of a training step IS, computed independently of the module.
+
+A loss function can be correct and never applied; these tests pin the terms a step adds up:
+the MAD term is α · mad_loss(student feature, teacher feature, teacher logits) with the teacher
+fed the COMPLETE presence mask, the MAR term is β · mar_loss on the weak samples only (and
+zero before ω), the fusions' auxiliary losses enter with ``train.aux_weight``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmanet.losses import mad_loss, mar_loss
+from mmanet.models.factory import build_net
+from mmanet.training.factory import load_bundle, task_info
+from mmanet.training.module import MultimodalModule
+from mmanet.training.teacher import FrozenTeacher
+
+
+class SpyTeacher(FrozenTeacher):
+    """Records the presence mask the teacher is given."""
+
+    seen: list[torch.Tensor]
+
+    def forward_all(self, inputs, present):
+        self.seen.append(present.clone())
+        return super().forward_all(inputs, present)
+
+
+def setup(tiny_config, method: str, **updates):
+    cfg = tiny_config(method, model__dropout=0.0, **updates)
+    bundle = load_bundle(cfg)
+    info = task_info(bundle)
+    torch.manual_seed(0)
+    teacher = None
+    if cfg.stage == "mmanet":
+        teacher = SpyTeacher(build_net(cfg, info))
+        teacher.seen = []
+    module = MultimodalModule(build_net(cfg, info), cfg, info, teacher=teacher)
+    module.train()
+    loader = torch.utils.data.DataLoader(bundle.train, batch_size=16)
+    inputs, present, target = next(iter(loader))
+    present = present.clone()
+    present[:4, 0] = False  # some genuinely missing data: the teacher must see exactly this
+    return cfg, module, (inputs, present, target)
+
+
+def step_and_mask(module, batch, seed: int = 7):
+    """The step's total loss and the dropout mask it drew (reproduced from the same seed)."""
+    torch.manual_seed(seed)
+    total = module.training_step(batch, 0)
+    torch.manual_seed(seed)
+    mask = module.dropout(batch[1])
+    return total, mask
+
+
+@pytest.fixture
+def at_epoch(monkeypatch):
+    def set_epoch(epoch: int) -> None:
+        monkeypatch.setattr(MultimodalModule, "current_epoch", property(lambda self: epoch))
+
+    return set_epoch
+
+
+def test_mmanet_step_is_task_plus_alpha_mad_plus_beta_mar(tiny_config, at_epoch):
+    cfg, module, batch = setup(tiny_config, "sr", mad__alpha=0.7, mar__beta=0.3, mar__warmup_epochs=1)
+    inputs, present, target = batch
+    at_epoch(1)  # ω = 1: MAR active
+    total, mask = step_and_mask(module, batch)
+    # independently: the student's pass under the drawn mask, the teacher's under the COMPLETE mask
+    out = module.net.forward_all(inputs, mask)
+    t_out = module.teacher.net.forward_all(inputs, present)
+    assert all(torch.equal(seen, present) for seen in module.teacher.seen) and module.teacher.seen
+    task = F.cross_entropy(out.logits, target)
+    mad = mad_loss(out.feature(cfg.mad.feature), t_out.feature(cfg.mad.feature), t_out.logits, variant="paper")
+    weak = mask.sum(dim=1) == 1  # SR: the single-modality combinations
+    assert weak.any() and not weak.all()
+    mar = mar_loss(module.reg_head(out.fused).logits, target, weak)
+    assert mad > 0 and mar > 0
+    torch.testing.assert_close(total, task + 0.7 * mad + 0.3 * mar)
+
+
+def test_mar_term_is_zero_before_omega_and_only_weak_samples_get_gradient(tiny_config, at_epoch):
+    cfg, module, batch = setup(tiny_config, "sr", mad__variant="off", mar__warmup_epochs=2)
+    at_epoch(1)  # before ω
+    total, mask = step_and_mask(module, batch)
+    out = module.net.forward_all(batch[0], mask)
+    torch.testing.assert_close(total, F.cross_entropy(out.logits, batch[2]))
+    at_epoch(2)
+    total, mask = step_and_mask(module, batch)
+    module.zero_grad()
+    weak = mask.sum(dim=1) == 1
+    reg_logits = module.reg_head(module.net.forward_all(batch[0], mask).fused).logits
+    reg_logits.retain_grad()
+    mar_loss(reg_logits, batch[2], weak).backward()
+    assert torch.all(reg_logits.grad[~weak] == 0) and torch.any(reg_logits.grad[weak] != 0)
+    assert total > F.cross_entropy(module.net.forward_all(batch[0], mask).logits, batch[2])
+
+
+def test_mad_weight_is_applied_from_its_start_epoch(tiny_config, at_epoch):
+    cfg, module, batch = setup(tiny_config, "mad", mad__alpha=2.0, mad__start_epoch=1)
+    at_epoch(0)
+    total0, mask = step_and_mask(module, batch)
+    out = module.net.forward_all(batch[0], mask)
+    torch.testing.assert_close(total0, F.cross_entropy(out.logits, batch[2]))
+    at_epoch(1)
+    total1, mask = step_and_mask(module, batch)
+    out = module.net.forward_all(batch[0], mask)
+    t_out = module.teacher.net.forward_all(batch[0], batch[1])
+    mad = mad_loss(out.embedding, t_out.embedding, t_out.logits)
+    torch.testing.assert_close(total1, F.cross_entropy(out.logits, batch[2]) + 2.0 * mad)
+
+
+@pytest.mark.parametrize("method", ["lcr", "rfnet", "mmformer", "shaspec"])
+def test_fusion_auxiliary_losses_enter_with_their_weight(tiny_config, method):
+    cfg, module, batch = setup(tiny_config, method, train__aux_weight=0.5)
+    total, mask = step_and_mask(module, batch)
+    features = module.net.encode(batch[0], mask)
+    out = module.net.fuse_predict(features, mask)
+    aux = module.net.auxiliary_losses(features, mask, batch[2], module.task_loss)
+    assert aux and all(v > 0 for v in aux.values())
+    expected = F.cross_entropy(out.logits, batch[2]) + 0.5 * sum(aux.values())
+    torch.testing.assert_close(total, expected)
+
+
+def test_teacher_and_customized_stages_use_their_masks(tiny_config):
+    _, module, batch = setup(tiny_config, "teacher")
+    inputs, present, target = batch
+    total = module.training_step(batch, 0)
+    torch.testing.assert_close(total, F.cross_entropy(module.net(inputs, present), target))
