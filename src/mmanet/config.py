@@ -67,6 +67,10 @@ class ModelConfig(Section):
     #: the head: ``{type: auto|classification|segmentation|…, <options>}`` (auto follows the task)
     head: ComponentSection = Field(default_factory=lambda: ComponentSection(type="auto", hidden=128))
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    #: base width of image backbones (64 = ResNet-18); given to every encoder and head that takes ``width``
+    width: int | None = Field(None, gt=0)
+    #: a torchvision-format ResNet state_dict file (.pth/.pt/.safetensors) loaded into ResNet backbones
+    pretrained: str | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -1,6 +1,6 @@
 """Datasets: registry, the sample contract and loaders (one module per dataset)."""
 
-from mmanet.data import casia_surf, cefa, mfeat, npz, toy  # noqa: F401  (register the datasets)
+from mmanet.data import av_digits, casia_surf, cefa, mfeat, npz, toy  # noqa: F401  (register the datasets)
 from mmanet.data.base import (
     ArrayMultimodalDataset,
     DataBundle,
