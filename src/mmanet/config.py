@@ -58,7 +58,8 @@ class ComponentSection(BaseModel):
 
 
 class ModelConfig(Section):
-    channels: int = Field(64, gt=0, description="feature channels C of every modality encoder's fused level")
+    #: feature channels C of every modality encoder's fused level (null: each encoder's own width)
+    channels: int | None = Field(64, gt=0)
     #: the default encoder section of every modality: ``{type: auto|mlp|gru|tcn|cnn|…, <options>}``
     encoder: ComponentSection = Field(default_factory=lambda: ComponentSection(type="auto", hidden=128))
     #: per-modality encoder sections (override the default's type and options)

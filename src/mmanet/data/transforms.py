@@ -8,6 +8,8 @@ before :class:`Normalize`) and an optional ``(H, W)`` long label map. Every op i
   :class:`RandomHorizontalFlip`) draw ONE random parameter per sample and apply it
   identically to every modality and to the label; images are resampled bilinearly, labels
   with nearest neighbour, so a label map only ever holds its own values plus the void fill.
+  :class:`Resize` and :class:`RandomScale` resample the modalities they name in ``nearest``
+  with nearest neighbour too (depth with 0 = invalid: holes are never blended into valid values).
 * Photometric ops (:class:`ColorJitter`) touch only the modalities they name.
 * All randomness comes from the ``generator`` argument, never the global RNG;
   :func:`sample_generator` derives it from ``(seed, epoch, index)`` so augmentation does not
@@ -91,12 +93,33 @@ def resize_image(x: Tensor, size: tuple[int, int], antialias: bool = True) -> Te
     return F.interpolate(x[None].float(), size=size, mode="bilinear", align_corners=False, antialias=antialias)[0]
 
 
+def resize_nearest(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """Nearest-neighbour resize of a ``(C, H, W)`` tensor (pixel-centre aligned, like PIL); values stay exact."""
+    if tuple(x.shape[-2:]) == size:
+        return x
+    out = F.interpolate(x[None].double(), size=size, mode="nearest-exact")[0]
+    return out.to(x.dtype)
+
+
 def resize_label(label: Tensor, size: tuple[int, int]) -> Tensor:
     """Nearest-neighbour resize of an ``(H, W)`` label map (pixel-centre aligned, like PIL)."""
-    if tuple(label.shape[-2:]) == size:
-        return label
-    out = F.interpolate(label[None, None].double(), size=size, mode="nearest-exact")[0, 0]
-    return out.to(label.dtype)
+    return resize_nearest(label[None], size)[0]
+
+
+def _resize_sample(
+    sample: PairedSample,
+    size_of: Callable[[Tensor], tuple[int, int]],
+    antialias: bool,
+    nearest: Iterable[str],
+) -> PairedSample:
+    """Every modality to ``size_of(x)``: bilinear, or nearest for the names in ``nearest``; the label nearest."""
+    nearest = set(nearest)
+    images = {
+        name: resize_nearest(x, size_of(x)) if name in nearest else resize_image(x, size_of(x), antialias)
+        for name, x in sample.images.items()
+    }
+    label = None if sample.label is None else resize_label(sample.label, size_of(sample.label))
+    return PairedSample(images, label)
 
 
 def _rotation_grid(height: int, width: int, degrees: float) -> Tensor:
@@ -157,38 +180,51 @@ class Compose:
 
 @dataclass
 class Resize:
-    """Every modality (bilinear) and the label (nearest) to ``size`` (int or ``(H, W)``)."""
+    """Every modality (bilinear; nearest for those in ``nearest``) and the label (nearest) to ``size``."""
 
     size: Size
     antialias: bool = True
+    #: modalities resampled with nearest neighbour (e.g. depth with 0 = invalid)
+    nearest: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.size = as_size(self.size)
 
     def __call__(self, sample: PairedSample, generator: torch.Generator) -> PairedSample:
         size = as_size(self.size)
-        return sample.map(lambda x: resize_image(x, size, self.antialias), lambda y: resize_label(y, size))
+        return _resize_sample(sample, lambda x: size, self.antialias, self.nearest)
 
 
 @dataclass
 class RandomScale:
-    """Scale by one factor drawn uniformly from ``[min_scale, max_scale]`` (each tensor keeps its aspect)."""
+    """Scale by one factor drawn uniformly from ``[min_scale, max_scale]`` (each tensor keeps its aspect).
+
+    ``base_size``: scale ``(H, W)`` instead of each tensor's own size, so every output has the
+    size ``round(base_size · factor)`` (a resize to ``base_size`` and the random scale in one
+    resampling). ``nearest``: modalities resampled with nearest neighbour instead of bilinear.
+    """
 
     min_scale: float
     max_scale: float
     antialias: bool = True
+    base_size: Size | None = None
+    nearest: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not 0 < self.min_scale <= self.max_scale:
             raise ValueError(f"need 0 < min_scale <= max_scale, got {self.min_scale}, {self.max_scale}")
+        if self.base_size is not None:
+            self.base_size = as_size(self.base_size)
 
     def __call__(self, sample: PairedSample, generator: torch.Generator) -> PairedSample:
         factor = _uniform(self.min_scale, self.max_scale, generator)
+        base = None if self.base_size is None else as_size(self.base_size)
 
         def scaled(x: Tensor) -> tuple[int, int]:
-            return max(1, round(x.shape[-2] * factor)), max(1, round(x.shape[-1] * factor))
+            h, w = base if base is not None else x.shape[-2:]
+            return max(1, round(h * factor)), max(1, round(w * factor))
 
-        return sample.map(lambda x: resize_image(x, scaled(x), self.antialias), lambda y: resize_label(y, scaled(y)))
+        return _resize_sample(sample, scaled, self.antialias, self.nearest)
 
 
 @dataclass
@@ -325,11 +361,16 @@ class ColorJitter:
 
 @dataclass
 class Normalize:
-    """``(x − mean) / std`` on the named modalities (``None``: all); mean/std scalar or per channel."""
+    """``(x − mean) / std`` on the named modalities (``None``: all); mean/std scalar or per channel.
+
+    ``keep_zero``: values that are exactly 0 before normalisation stay 0 (invalid depth keeps
+    one recognisable value instead of becoming ``−mean/std``).
+    """
 
     mean: float | Sequence[float]
     std: float | Sequence[float]
     modalities: Iterable[str] | None = None
+    keep_zero: bool = False
 
     def __post_init__(self) -> None:
         stds = [self.std] if isinstance(self.std, int | float) else list(self.std)
@@ -348,5 +389,6 @@ class Normalize:
         for name, x in images.items():
             if self.modalities is None or name in self.modalities:
                 x = x.float()
-                images[name] = (x - self._stat(self.mean, x)) / self._stat(self.std, x)
+                out = (x - self._stat(self.mean, x)) / self._stat(self.std, x)
+                images[name] = torch.where(x == 0, torch.zeros((), dtype=out.dtype), out) if self.keep_zero else out
         return PairedSample(images, sample.label)

@@ -25,7 +25,7 @@ def build_net(model: ModelConfig | RunConfig, info: TaskInfo) -> MultimodalNet:
     if head_cls.task != info.task:
         raise ConfigError(f"model.head.type {head!r} predicts for {head_cls.task}, but the data is {info.task}")
     try:
-        return build_network(
+        net = build_network(
             info.spec,
             info.input_shapes,
             info.num_classes,
@@ -36,9 +36,29 @@ def build_net(model: ModelConfig | RunConfig, info: TaskInfo) -> MultimodalNet:
             head=head,
             head_options=model.head.options(),
             dropout=model.dropout,
+            width=model.width,
         )
     except ValueError as err:
         raise ConfigError(f"invalid model configuration: {err}") from err
+    if model.pretrained:
+        load_pretrained(net, model.pretrained)
+    return net
+
+
+def load_pretrained(net: MultimodalNet, path: str) -> list[str]:
+    """Load a torchvision-format ResNet ``state_dict`` file into every module that can take it
+    (each per-modality ``sf_resnet`` stem and the shared ``resnet_trunk``); nothing is downloaded."""
+    from mmanet.models.backbones import load_state_dict_file
+
+    state = load_state_dict_file(path)
+    loaded = []
+    for name, module in [*net.encoders.items(), ("head", net.head)]:
+        if hasattr(module, "load_torchvision"):
+            module.load_torchvision(state)
+            loaded.append(name)
+    if not loaded:
+        raise ConfigError(f"model.pretrained={path}: no module of this network takes ResNet weights")
+    return loaded
 
 
 def check_feature_name(net: MultimodalNet, name: str, key: str = "mad.feature") -> None:

@@ -331,6 +331,7 @@ def resolve_encoder_section(
     default: Mapping[str, Any],
     override: Mapping[str, Any],
     dropout: float,
+    width: int | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """The encoder type and options of one modality from the default and its own section.
 
@@ -350,6 +351,8 @@ def resolve_encoder_section(
     options.update(own)
     if "dropout" in valid:
         options.setdefault("dropout", dropout)
+    if width is not None and "width" in valid:
+        options.setdefault("width", width)
     return kind, options
 
 
@@ -358,7 +361,7 @@ def build_network(
     input_shapes: Mapping[str, Sequence[int]],
     num_classes: int,
     *,
-    channels: int = 64,
+    channels: int | None = 64,
     fusion: str = "concat",
     encoder: str | Mapping[str, Any] = "auto",
     encoders: Mapping[str, str | Mapping[str, Any]] | None = None,
@@ -366,11 +369,13 @@ def build_network(
     head_options: Mapping[str, Any] | None = None,
     head_hidden: int = 128,
     dropout: float = 0.1,
+    width: int | None = None,
 ) -> MultimodalNet:
     """Build a :class:`MultimodalNet` from the data's per-sample shapes and the model config.
 
     ``encoder`` is the default encoder section of every modality (a type name or a mapping
-    ``{type: ..., <options>}``), ``encoders`` the per-modality sections.
+    ``{type: ..., <options>}``), ``encoders`` the per-modality sections. ``channels=None`` lets each
+    encoder keep its natural last-level width; ``width`` goes to every encoder and head that take it.
     """
     encoders = {k: _section(v) for k, v in (encoders or {}).items()}
     unknown = [m for m in encoders if m not in spec.names]
@@ -383,7 +388,7 @@ def build_network(
     modules = nn.ModuleDict()
     for name in spec.names:
         shape = tuple(input_shapes[name])
-        kind, options = resolve_encoder_section(name, shape, default, encoders.get(name, {}), dropout)
+        kind, options = resolve_encoder_section(name, shape, default, encoders.get(name, {}), dropout, width)
         modules[name] = build_encoder(kind, shape, channels, **options)
     head_cls = HEADS.get(head)
     plans = plan_levels(spec, {m: modules[m].feature_info for m in spec.names}, head_cls.levels)
@@ -397,6 +402,8 @@ def build_network(
         options.setdefault("hidden", head_hidden)
     if "dropout" in accepted:
         options.setdefault("dropout", dropout)
+    if width is not None and "width" in accepted:
+        options.setdefault("width", width)
     bad = sorted(set(options) - set(accepted))
     if bad:
         valid = [p for p in accepted if p not in ("self", "fused_info", "num_classes")]

@@ -45,7 +45,9 @@ def load_bundle(config: RunConfig) -> DataBundle:
 
 def make_loader(dataset, config: RunConfig, train: bool) -> DataLoader:
     """Training: shuffled by (seed, epoch); otherwise in order. In-memory datasets fetch whole batches."""
-    sampler = EpochShuffleSampler(len(dataset), seed=config.seed) if train else None
+    sampler = None
+    if train:
+        sampler = EpochShuffleSampler(len(dataset), seed=config.seed, on_epoch=getattr(dataset, "set_epoch", None))
     workers = config.data.num_workers
     return DataLoader(
         dataset,

@@ -1,12 +1,12 @@
 """Per-modality encoders (DESIGN §2): each returns a feature pyramid and declares its levels.
 
 The contract is in :mod:`mmanet.models.encoders.base`; one module per input kind registers
-its encoders in :data:`ENCODERS` (``vector``: mlp; ``sequence``: gru, tcn; ``image``: cnn).
+its encoders in :data:`ENCODERS` (``vector``: mlp; ``sequence``: gru, tcn; ``image``: cnn; ``resnet``: sf_resnet).
 A new encoder goes in a module here, subclasses :class:`Encoder` and is registered with
 ``@register_encoder("name")``.
 """
 
-from mmanet.models.encoders import image, sequence, vector  # noqa: F401  (register the encoders)
+from mmanet.models.encoders import image, resnet, sequence, vector  # noqa: F401  (register the encoders)
 from mmanet.models.encoders.base import (
     ENCODERS,
     Encoder,
@@ -18,6 +18,7 @@ from mmanet.models.encoders.base import (
     register_encoder,
 )
 from mmanet.models.encoders.image import SmallCNNEncoder
+from mmanet.models.encoders.resnet import SFResNetEncoder
 from mmanet.models.encoders.sequence import GRUEncoder, TemporalConvEncoder, masked_mean, reverse_valid, valid_steps
 from mmanet.models.encoders.vector import MLPEncoder
 
@@ -27,6 +28,7 @@ __all__ = [
     "FeatureInfo",
     "GRUEncoder",
     "MLPEncoder",
+    "SFResNetEncoder",
     "SmallCNNEncoder",
     "TemporalConvEncoder",
     "build_encoder",

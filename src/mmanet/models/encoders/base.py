@@ -85,9 +85,14 @@ def encoder_options(name: str) -> list[str]:
     return [p for p in params if p not in ("self", "input_shape", "out_channels")]
 
 
-def build_encoder(name: str, input_shape: Sequence[int], out_channels: int, **options) -> Encoder:
-    """Build encoder ``name``; an unknown option is a ``ValueError`` listing the valid ones."""
+def build_encoder(name: str, input_shape: Sequence[int], out_channels: int | None, **options) -> Encoder:
+    """Build encoder ``name``; an unknown option is a ``ValueError`` listing the valid ones.
+
+    ``out_channels=None`` keeps the encoder's natural width where it has one (e.g. ``sf_resnet``).
+    """
     cls = ENCODERS.get(name)
+    if out_channels is None and inspect.signature(cls.__init__).parameters["out_channels"].default is inspect._empty:
+        raise ValueError(f"encoder {name!r} needs model.channels (its output width)")
     valid = encoder_options(name)
     unknown = sorted(set(options) - set(valid))
     if unknown:
