@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from mmanet.config import resolve_run_config
+
+# The suite's networks are tiny: one intra-op thread is as fast as two on 2 cores, and it keeps
+# the suite from slowing down tenfold when another process competes for the cores (OpenMP spinning).
+torch.set_num_threads(1)
 
 
 def tiny_raw(method: str = "sf_md", **updates) -> dict:

@@ -131,7 +131,10 @@ def test_file_errors(tmp_path):
         load_run_config(write(tmp_path, "train: [unclosed\n"))
     with pytest.raises(ConfigError, match="mapping"):
         load_run_config(write(tmp_path, "- 1\n- 2\n"))
-    assert load_run_config(write(tmp_path, "")) == RunConfig()  # empty file = defaults
+    with pytest.raises(ConfigError, match="is empty"):  # issue 12: no longer silently the defaults
+        load_run_config(write(tmp_path, ""))
+    with pytest.raises(ConfigError, match="is a directory"):
+        load_run_config(tmp_path)
 
 
 # ----------------------------------------------------------------------------- overrides

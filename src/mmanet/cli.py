@@ -1,19 +1,26 @@
-"""The ``mmanet`` command: train, evaluate, benchmark, export, datasets."""
+"""The ``mmanet`` command: train, evaluate, benchmark, export, predict, datasets.
+
+Every error mmanet raises for the user's input (:class:`~mmanet.errors.MMANetError`) is printed
+without a traceback and exits with code 2; Ctrl-C exits with 130 after saying where the run's
+last checkpoint is and that the same command resumes it.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from mmanet.config import ConfigError
-from mmanet.data import DATASETS, DataError
-from mmanet.modality import ModalityError
-from mmanet.registry import UnknownKeyError
+from mmanet.data import DATASETS
+from mmanet.errors import MMANetError
 
 app = typer.Typer(
     help="Incomplete multimodal learning: one model for every modality combination (MMANet).",
@@ -24,30 +31,40 @@ app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
 
-#: errors that are the user's input, printed without a traceback
-USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DataError, ModalityError, UnknownKeyError, ValueError)
+#: errors that are the user's input, printed without a traceback (exit code 2)
+USER_ERRORS: tuple[type[BaseException], ...] = (MMANetError, ValueError, FileNotFoundError)
+#: the exit code of a run stopped by Ctrl-C (128 + SIGINT, as shells report it)
+INTERRUPTED = 130
 
 
 def _fail(err: BaseException) -> None:
     if os.environ.get("MMANET_DEBUG"):
         raise err
-    err_console.print(f"[bold red]error:[/] {err}", highlight=False, markup=True)
+    err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)
     raise typer.Exit(code=2)
 
 
-def _user_errors():
-    from mmanet.deploy.checkpoint import CheckpointError
-    from mmanet.training.run_dir import RunDirectoryError
-    from mmanet.training.teacher import TeacherChangedError, TeacherMismatchError
+def _interrupted(err: KeyboardInterrupt, resume: str | None) -> None:
+    from mmanet.training.guards import TrainingInterrupted, describe_checkpoint
 
-    return (
-        *USER_ERRORS,
-        CheckpointError,
-        RunDirectoryError,
-        TeacherChangedError,
-        TeacherMismatchError,
-        FileNotFoundError,
-    )
+    message = "interrupted (Ctrl-C)"
+    if isinstance(err, TrainingInterrupted):
+        message += f": training stopped. Last checkpoint: {describe_checkpoint(err.checkpoint)}"
+    if resume:
+        message += f". {resume}"
+    err_console.print(f"[bold yellow]{escape(message)}[/]", highlight=False)
+    raise typer.Exit(code=INTERRUPTED)
+
+
+@contextmanager
+def _handled(resume: str | None = None) -> Iterator[None]:
+    """User errors → message + exit 2; Ctrl-C → where to resume + exit 130."""
+    try:
+        yield
+    except KeyboardInterrupt as err:
+        _interrupted(err, resume)
+    except USER_ERRORS as err:
+        _fail(err)
 
 
 def _print_table(table, title: str) -> None:
@@ -71,13 +88,11 @@ def train(
     from mmanet.config import load_run_config
     from mmanet.training import run
 
-    try:
+    with _handled():
         cfg = load_run_config(config, set_)
         out_dir = out or Path("runs") / cfg.name
+    with _handled(f"The run directory {out_dir} keeps every finished epoch: run the same command again to resume it"):
         result = run(cfg, out_dir, overwrite=overwrite)
-    except _user_errors() as err:
-        _fail(err)
-        return
     split = cfg.evaluate.split
     _print_table(result.table, f"{cfg.name} ({cfg.method}) — {split} split, {result.table.metric} (%)")
     console.print(f"run directory: {out_dir}  ({result.train_seconds:.1f} s, {result.num_parameters:,} parameters)")
@@ -90,17 +105,18 @@ def evaluate(
     out: Path | None = typer.Option(None, "--out", help="where to write per_combination.{csv,md}"),
     data_root: str | None = typer.Option(None, "--data-root", help="override the data root stored in the checkpoint"),
 ) -> None:
-    """Evaluate a trained model on every modality combination."""
+    """Evaluate a trained model on every modality combination (inputs standardised with its stored statistics)."""
+    from mmanet.deploy import resolve_checkpoint
+    from mmanet.outputs import writable_directory
     from mmanet.training import evaluate_checkpoint
 
     if split not in ("val", "test"):
         _fail(ValueError(f"unknown split {split!r}; valid: ['test', 'val']"))
-    try:
-        out_dir = out or (checkpoint if checkpoint.is_dir() else checkpoint.parent.parent) / f"eval_{split}"
-        table = evaluate_checkpoint(checkpoint, split, out_dir, data_root)
-    except _user_errors() as err:
-        _fail(err)
-        return
+    with _handled("Nothing was written; run the command again"):
+        is_sf_run = checkpoint.is_dir() and (checkpoint / "sf").is_dir()
+        model = checkpoint if is_sf_run else resolve_checkpoint(checkpoint)
+        out_dir = writable_directory(out or _default_eval_dir(model, split), "--out")
+        table = evaluate_checkpoint(model, split, out_dir, data_root)
     _print_table(table, f"{checkpoint} — {split} split, {table.metric} (%)")
     console.print(f"written to {out_dir}/per_combination.csv and .md")
 
@@ -117,22 +133,29 @@ def benchmark(
     from mmanet.benchmark import run_benchmark
     from mmanet.config import load_benchmark_config
 
-    try:
+    with _handled():
         bench = load_benchmark_config(config, set_)
         if seeds is not None:
             if seeds < 1:
                 raise ValueError("--seeds must be at least 1")
             bench = bench.model_copy(update={"seeds": seeds})
         out_dir = out or Path("runs") / bench.name
+    resume = "Run the same command again: finished runs are reused and the interrupted one resumes"
+    with _handled(resume):
         report = run_benchmark(bench, out_dir, only=only or None, console=console)
-    except _user_errors() as err:
-        _fail(err)
-        return
     console.print(f"\n[bold]Per combination[/] ({bench.seeds} seed(s), mean ± std) — {out_dir / 'table.csv'}")
     console.print(report.table_markdown(), highlight=False, soft_wrap=True)
     console.print("\n[bold]Summary[/]")
     console.print(report.summary_markdown(), highlight=False, soft_wrap=True)
     console.print(f"report: {out_dir / 'report.md'}")
+
+
+def _default_eval_dir(model: Path, split: str) -> Path:
+    """``RUN/eval_<split>`` for a run directory or its checkpoint; beside any other checkpoint file."""
+    if model.is_dir():
+        return model / f"eval_{split}"
+    run_dir = model.parent.parent if model.parent.name == "checkpoints" else model.parent
+    return run_dir / f"eval_{split}"
 
 
 @app.command()
@@ -141,24 +164,41 @@ def export(
     out: Path | None = typer.Option(None, "--out", help="the .onnx file (default: next to the checkpoint)"),
     opset: int = typer.Option(17, "--opset"),
 ) -> None:
-    """Export the deployment network to ONNX and check it against PyTorch on every combination."""
-    from mmanet.deploy import load_model, resolve_checkpoint
-    from mmanet.deploy.onnx import check_parity, export_onnx
+    """Export the model: .onnx (raw inputs, normalisation in the graph), .safetensors and model_card.json."""
+    from mmanet.deploy.export import export_model
 
-    try:
-        path = resolve_checkpoint(checkpoint)
-        net, metadata = load_model(path)
-        info = metadata.info
-        sequences = tuple(m for m, shape in info.input_shapes.items() if len(shape) == 2)
-        target = out or path.with_suffix(".onnx")
-        export_onnx(net, info.input_shapes, target, lengths_modalities=sequences, opset=opset)
-        worst = check_parity(net, info.input_shapes, target)
-    except _user_errors() as err:
-        _fail(err)
-        return
-    inputs = ", ".join([*info.spec.names, *(f"lengths_{m}" for m in sequences), "present"])
-    console.print(f"exported {target} (inputs: {inputs}; output: logits)")
-    console.print(f"onnxruntime parity over {2 ** len(info.spec) - 1} combinations: max |Δ logit| = {worst:.1e}")
+    with _handled("Run the command again"):
+        result = export_model(checkpoint, out, opset)
+    console.print(f"exported {result.onnx} (inputs: {', '.join(result.inputs)} — raw values; output: logits)")
+    console.print(f"onnxruntime parity over {result.combinations} combinations: max |Δ logit| = {result.parity:.1e}")
+    console.print(f"weights: {result.safetensors}; model card: {result.card}")
+
+
+@app.command()
+def predict(
+    model: Path = typer.Argument(..., help="a run directory, a .ckpt, an exported .safetensors or .onnx"),
+    input_: list[str] = typer.Option(
+        [], "--input", help="an .npz of raw arrays (one per modality, any subset) or modality=IMAGE (repeatable)"
+    ),
+    out: Path | None = typer.Option(None, "--out", help="write the JSON lines here (and segmentation PNGs beside it)"),
+) -> None:
+    """Predict with any subset of modalities: one JSON line per sample (present modalities, probabilities, class)."""
+    from mmanet.deploy.predict import predict as run_predict
+    from mmanet.outputs import writable_file
+
+    with _handled():
+        target = writable_file(out, "--out", "predictions.jsonl") if out is not None else None
+        records = run_predict(model, input_, label_map_dir=target.parent if target is not None else None)
+        lines = [json.dumps(r) for r in records]
+        if target is None:
+            for line in lines:
+                print(line)
+            return
+        try:
+            target.write_text("".join(f"{line}\n" for line in lines))
+        except OSError as err:
+            raise MMANetError(f"cannot write {target}: {err.strerror}") from None
+    console.print(f"{len(records)} prediction(s) written to {target}")
 
 
 @app.command()

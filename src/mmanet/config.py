@@ -13,15 +13,25 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+from mmanet.config_checks import check_strict_scalars, non_finite_keys
+from mmanet.errors import MMANetError
 
 
-class ConfigError(ValueError):
+class ConfigError(MMANetError):
     """A configuration problem, with the key path and the valid choices in the message."""
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    """A config section: unknown keys, NaN/infinite floats and booleans given for numbers are errors."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _strict_scalars(cls, value: Any, info: ValidationInfo) -> Any:
+        return check_strict_scalars(value, cls.model_fields[info.field_name].annotation)
 
 
 class DataConfig(Section):
@@ -92,11 +102,14 @@ class DropoutConfig(Section):
 
 class TrainConfig(Section):
     max_epochs: int = Field(40, gt=0)
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(1e-4, ge=0)
+    #: above 10 no optimizer here converges; such a value is a typo (1e1 for 1e-1 …)
+    lr: float = Field(1e-3, gt=0, le=10)
+    weight_decay: float = Field(1e-4, ge=0, le=1)
     optimizer: Literal["adamw", "sgd"] = "adamw"
     scheduler: Literal["cosine", "none"] = "cosine"
-    gradient_clip: float | None = None
+    gradient_clip: float | None = Field(None, gt=0)
+    #: segmentation loss class weights: none | median_frequency (computed on the training labels)
+    class_weights: Literal["none", "median_frequency"] = "none"
     #: weight of a fusion's auxiliary losses (RFNet, mmFormer, LCR)
     aux_weight: float = Field(1.0, ge=0)
     accelerator: str = "cpu"
@@ -131,6 +144,8 @@ class MADConfig(Section):
     #: checked against the network when it is built)
     feature: str = "embedding"
     start_epoch: int = Field(0, ge=0)
+    #: segmentation: the feature map is average-pooled to this [H, W] before per-pixel MAD (null: as is)
+    pool_size: list[int] | None = None
 
 
 class MARConfig(Section):
@@ -202,6 +217,8 @@ class BenchmarkConfig(Section):
         return next((m.display for m in self.methods if m.method == "sf_md"), self.methods[0].display)
 
 
+_ESANET = {"fusion": "se_add", "channels": None, "encoder": {"type": "resnet"}, "head": {"type": "esanet_decoder"}}
+
 #: method name → preset applied before the user's YAML (the user's values win).
 METHOD_PRESETS: dict[str, dict[str, Any]] = {
     "sf": {"stage": "customized", "model": {"fusion": "concat"}},
@@ -218,6 +235,9 @@ METHOD_PRESETS: dict[str, dict[str, Any]] = {
     "sp": {"stage": "mmanet", "model": {"fusion": "concat"}, "mad": {"variant": "sp"}, "mar": {"mode": "off"}},
     "mad": {"stage": "mmanet", "model": {"fusion": "concat"}, "mad": {"variant": "paper"}, "mar": {"mode": "off"}},
     "sr": {"stage": "mmanet", "model": {"fusion": "concat"}, "mad": {"variant": "paper"}, "mar": {"mode": "single"}},
+    # RGB-D segmentation (ESANet, Seichter et al. 2021): one model per combination / modality dropout
+    "esanet": {"stage": "customized", "model": _ESANET},
+    "esanet_md": {"stage": "unified", "model": _ESANET},
 }
 
 
@@ -240,7 +260,14 @@ def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
         key, raw = pair.split("=", 1)
         if not key or any(part == "" for part in key.split(".")):
             raise ConfigError(f"override {pair!r} has an empty key")
-        value = yaml.safe_load(raw) if raw != "" else None
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError as err:
+            reason = str(getattr(err, "problem", None) or err).strip()
+            raise ConfigError(
+                f"override {pair!r}: the value {raw!r} is not valid YAML ({reason}); quote it to pass a string, "
+                f"e.g. --set '{key}=\"{raw}\"'"
+            ) from None
         set_dotted(nested, key, value)
     return nested
 
@@ -285,24 +312,36 @@ def _format_errors(err: ValidationError, model: type[BaseModel], source: str) ->
     for e in err.errors():
         loc = tuple(str(p) for p in e["loc"])
         key = ".".join(loc)
-        if e["type"] == "extra_forbidden":
+        if not loc:
+            lines.append(f"  {e['msg']}")
+        elif e["type"] == "extra_forbidden":
             valid = _valid_keys(model, loc)
             hint = difflib.get_close_matches(loc[-1], valid, n=1)
             suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
             lines.append(f"  unknown key {key!r}{suggestion}; valid keys here: {valid}")
         else:
-            lines.append(f"  {key}: {e['msg']} (got {e.get('input')!r})")
+            message = e["msg"].removeprefix("Value error, ")
+            lines.append(f"  {key}: {message} (got {e.get('input')!r})")
     return "\n".join(lines)
 
 
 def _read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config path {path} is a directory; pass a YAML file (for example one in configs/)")
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"config file {path} cannot be read: {err}") from err
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
+    if raw is None or raw == {}:
+        raise ConfigError(
+            f"config file {path} is empty; write at least the method and the data (see configs/, e.g. "
+            "configs/mfeat/sf_md.yaml) — an empty file would silently run the defaults"
+        )
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
     return raw
@@ -316,6 +355,9 @@ def resolve_run_config(raw: Mapping[str, Any], source: str = "config") -> RunCon
             f"invalid configuration ({source}): unknown method {method!r}; valid: {sorted(METHOD_PRESETS)}"
         )
     merged = deep_merge(METHOD_PRESETS[method], raw)
+    bad = next(non_finite_keys(merged), None)
+    if bad is not None:
+        raise ConfigError(f"invalid configuration ({source}): {bad[0]} is {bad[1]}; every number must be finite")
     try:
         return RunConfig.model_validate(merged)
     except ValidationError as err:

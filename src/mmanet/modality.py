@@ -15,11 +15,13 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from mmanet.errors import MMANetError
+
 PRESENT_MARK = "●"
 MISSING_MARK = "○"
 
 
-class ModalityError(ValueError):
+class ModalityError(MMANetError):
     """Raised for an unknown modality, an empty combination or an all-missing sample."""
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from mmanet.errors import MMANetError
+
 T = TypeVar("T")
 
 
-class UnknownKeyError(KeyError):
+class UnknownKeyError(MMANetError, KeyError):
     """An unknown registry key; the message lists the valid keys."""
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable

@@ -5,17 +5,19 @@ Lightning-free: :mod:`mmanet.deploy` rebuilds a network from a checkpoint with i
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from mmanet.metrics import PerCombinationEvaluator, primary_metric
 from mmanet.modality import Combination, ModalitySpec
+from mmanet.normalization import Normalization, normalizations_from_dict, normalizations_to_dict
 from mmanet.results import monitor_mode
 
 
 @dataclass(frozen=True)
 class TaskInfo:
-    """Modalities, classes, per-sample input shapes and label conventions of a dataset."""
+    """Modalities, classes, per-sample input shapes, label conventions and input normalisation of a dataset."""
 
     spec: ModalitySpec
     num_classes: int
@@ -23,6 +25,17 @@ class TaskInfo:
     task: str = "classification"
     bona_fide_class: int | None = None
     ignore_index: int | None = None
+    #: class index → name (empty: the indices)
+    class_names: tuple[str, ...] = ()
+    #: per modality, the ``(x − mean) / std`` the data was standardised with (None: inputs used as they are)
+    normalization: Mapping[str, Normalization] | None = None
+
+    @property
+    def names_of_classes(self) -> list[str]:
+        """Class names, falling back to ``"0"``, ``"1"`` … where none were given."""
+        if len(self.class_names) == self.num_classes:
+            return list(self.class_names)
+        return [str(k) for k in range(self.num_classes)]
 
     @property
     def metric(self) -> str:
@@ -41,6 +54,8 @@ class TaskInfo:
             "task": self.task,
             "bona_fide_class": self.bona_fide_class,
             "ignore_index": self.ignore_index,
+            "class_names": list(self.class_names),
+            "normalization": normalizations_to_dict(self.normalization),
         }
 
     def evaluator(self, combinations: list[Combination] | None = None) -> PerCombinationEvaluator:
@@ -63,4 +78,6 @@ class TaskInfo:
             task=d.get("task", "classification"),
             bona_fide_class=d.get("bona_fide_class"),
             ignore_index=d.get("ignore_index"),
+            class_names=tuple(str(n) for n in d.get("class_names") or ()),
+            normalization=normalizations_from_dict(d.get("normalization")),
         )

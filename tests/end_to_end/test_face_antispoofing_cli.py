@@ -57,7 +57,8 @@ def test_missing_image_is_a_named_error(tmp_path):
     first = (root / "train_list.txt").read_text().split()[1]  # a depth image of the first line
     (root / first).unlink()
     result = runner.invoke(
-        app, ["train", "configs/casia_surf/sf_md.yaml", "--out", str(tmp_path / "r"), "--set", f"data.root={root}", *TINY]
+        app,
+        ["train", "configs/casia_surf/sf_md.yaml", "--out", str(tmp_path / "r"), "--set", f"data.root={root}", *TINY],
     )
     assert result.exit_code == 2
     assert first.split("/")[-1] in result.output and "train_list.txt line 1" in result.output

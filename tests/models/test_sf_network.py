@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_backbones import fabricated_state_dict
 
 from mmanet.config import resolve_run_config
 from mmanet.modality import ModalitySpec, all_combinations
@@ -11,7 +12,6 @@ from mmanet.models.factory import build_net
 from mmanet.models.fusion import FUSIONS
 from mmanet.models.network import build_network
 from mmanet.task import TaskInfo
-from test_backbones import fabricated_state_dict
 
 SPEC = ModalitySpec(("rgb", "depth", "ir"))
 

@@ -130,3 +130,54 @@ def test_teacher_and_customized_stages_use_their_masks(tiny_config):
     inputs, present, target = batch
     total = module.training_step(batch, 0)
     torch.testing.assert_close(total, F.cross_entropy(module.net(inputs, present), target))
+
+
+def test_segmentation_mmanet_step_per_pixel_mad_mar_and_deep_supervision(at_epoch):
+    """ESANet-style network on rooms: task + multi-scale side losses + α·per-pixel MAD + β·MAR."""
+    from mmanet.config import resolve_run_config
+
+    cfg = resolve_run_config(
+        {
+            "method": "sr",
+            "data": {
+                "name": "rooms",
+                "options": {"num_train": 8, "num_val": 4, "num_test": 4, "height": 32, "width": 48, "augment": False},
+                "batch_size": 8,
+            },
+            "model": {"width": 4, "channels": None, "encoder": {"type": "resnet"}, "head": {"type": "esanet_decoder"},
+                      "fusion": "se_add", "dropout": 0.0},
+            "mad": {"alpha": 3.0, "feature": "decoder", "pool_size": [4, 6]},
+            "mar": {"beta": 0.5, "warmup_epochs": 1},
+        }
+    )  # fmt: skip
+    bundle = load_bundle(cfg)
+    info = task_info(bundle)
+    torch.manual_seed(0)
+    teacher = SpyTeacher(build_net(cfg, info))
+    teacher.seen = []
+    weights = torch.linspace(0.5, 2.0, info.num_classes)
+    module = MultimodalModule(build_net(cfg, info), cfg, info, teacher=teacher, class_weights=weights).train()
+    inputs, present, target = next(iter(torch.utils.data.DataLoader(bundle.train, batch_size=8)))
+    at_epoch(1)
+    total, mask = step_and_mask(module, (inputs, present, target))
+    out = module.net.forward_all(inputs, mask)
+    t_out = module.teacher.net.forward_all(inputs, present)
+
+    def ce(logits):
+        y = target
+        if logits.shape[2:] != y.shape[1:]:
+            y = F.interpolate(y[:, None].float(), size=logits.shape[2:], mode="nearest")[:, 0].long()
+        return F.cross_entropy(logits, y, weight=weights, ignore_index=255)
+
+    assert len(out.aux_logits) == 3  # side outputs at 1/32, 1/16, 1/8
+    pool = (4, 6)
+    mad = mad_loss(
+        F.adaptive_avg_pool2d(out.feature("decoder"), pool),
+        F.adaptive_avg_pool2d(t_out.feature("decoder"), pool),
+        t_out.logits,
+        per_pixel=True,
+    )
+    weak = mask.sum(dim=1) == 1
+    mar = mar_loss(module.reg_head(out.fused).logits, target, weak, ignore_index=255)
+    expected = ce(out.logits) + sum(ce(side) for side in out.aux_logits) + 3.0 * mad + 0.5 * mar
+    torch.testing.assert_close(total, expected)

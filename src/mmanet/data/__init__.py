@@ -1,6 +1,8 @@
 """Datasets: registry, the sample contract and loaders (one module per dataset)."""
 
-from mmanet.data import av_digits, casia_surf, cefa, mfeat, npz, toy  # noqa: F401  (register the datasets)
+import inspect
+
+from mmanet.data import av_digits, casia_surf, cefa, cityscapes, mfeat, npz, nyuv2, rooms, toy  # noqa: F401  (register the datasets)
 from mmanet.data.base import (
     ArrayMultimodalDataset,
     DataBundle,
@@ -29,6 +31,26 @@ __all__ = [
 ]
 
 
-def load_dataset(name: str, root: str | None = None, seed: int = 0, **options) -> DataBundle:
-    """Load a registered dataset by name (an unknown name lists the valid ones)."""
-    return DATASETS.get(name).load(root=root, seed=seed, **options)
+def load_dataset(name: str, root: str | None = None, seed: int = 0, normalization=None, **options) -> DataBundle:
+    """Load a registered dataset by name (an unknown name lists the valid ones).
+
+    ``normalization``: a trained model's stored input statistics (``TaskInfo.normalization``).
+    Loaders that fit statistics take them instead of refitting on this data; for any other
+    loader the statistics it applies must be the same (a DataError otherwise).
+    """
+    entry = DATASETS.get(name)
+    parameters = inspect.signature(entry.load).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        valid = sorted(p for p in parameters if p not in ("root", "seed", "normalization"))
+        unknown = sorted(k for k in options if k not in valid)
+        if unknown:
+            raise DataError(f"unknown {name} option(s) {unknown} (data.options); valid: {valid}")
+    if normalization is not None and "normalization" in parameters:
+        options["normalization"] = normalization
+    bundle = entry.load(root=root, seed=seed, **options)
+    if normalization is not None and bundle.normalization != dict(normalization):
+        raise DataError(
+            f"the {name} loader standardises its inputs differently from the model (which stores the statistics "
+            "it was trained with) and cannot take the stored ones; evaluate it on data loaded the same way"
+        )
+    return bundle

@@ -18,7 +18,7 @@ its valid lengths (batches hold ``lengths_audio``), which the ``gru`` and ``tcn`
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from mmanet.data.base import (
 from mmanet.data.npz import read_npz
 from mmanet.data.registry import DatasetEntry, register_dataset
 from mmanet.modality import ModalitySpec
+from mmanet.normalization import Normalization, check_normalizations
 
 NAME = "av_digits"
 MODALITIES = ("image", "audio")
@@ -263,6 +264,7 @@ def load(
     protocol: str = "standard",
     labels_per_class: int = 20,
     modalities: Sequence[str] | None = None,
+    normalization: Mapping[str, Normalization] | None = None,
     **unknown: Any,
 ) -> DataBundle:
     """AV-digits as a :class:`DataBundle` (classification, 10 classes named "0".."9").
@@ -277,7 +279,8 @@ def load(
     * ``modalities``: a subset of ``["image", "audio"]`` (default both).
 
     Standardised with statistics of the (final) training split only: image by one global
-    mean/std over all pixels, audio per MFCC coefficient over valid frames (padding stays 0).
+    mean/std over all pixels, audio per MFCC coefficient over valid frames (padding stays 0);
+    ``normalization`` (a trained model's stored statistics) replaces them when given.
     """
     if unknown:
         raise DataError(f"unknown {NAME} option(s) {sorted(unknown)}; valid: {list(OPTIONS)}")
@@ -302,6 +305,8 @@ def load(
     if protocol == "low_label":
         train_idx = train_idx[per_class_subset(labels[train_idx], labels_per_class, seed)]
     stats = fit_statistics(image[train_idx], audio[train_idx], lengths[train_idx])
+    if normalization is not None:
+        stats.update(_stored_statistics(normalization, names, {"image": image.shape[1:], "audio": audio.shape[1:]}))
     image, audio = standardize(image, audio, lengths, stats)
 
     spec = ModalitySpec(names)
@@ -326,7 +331,18 @@ def load(
         val=dataset(val_idx),
         test=dataset(test_idx),
         class_names=[str(d) for d in range(NUM_CLASSES)],
+        normalization={m: Normalization.from_arrays(*stats[m]) for m in names},
     )
+
+
+def _stored_statistics(
+    normalization: Mapping[str, Normalization], names: tuple[str, ...], shapes: Mapping[str, tuple[int, ...]]
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    try:
+        checked = check_normalizations(normalization, names, {m: tuple(shapes[m]) for m in names})
+    except ValueError as err:
+        raise DataError(str(err)) from None
+    return {m: checked[m].arrays() for m in names}
 
 
 register_dataset(

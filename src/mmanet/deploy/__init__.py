@@ -13,6 +13,8 @@ from typing import Any
 
 from mmanet.config import RunConfig, resolve_run_config
 from mmanet.deploy.checkpoint import CheckpointError, load_checkpoint
+from mmanet.deploy.locate import resolve_checkpoint
+from mmanet.deploy.weights import net_from_safetensors
 from mmanet.models.factory import build_net
 from mmanet.models.network import MultimodalNet
 from mmanet.task import TaskInfo
@@ -55,31 +57,21 @@ class DeployedModel:
         return iter((self.net, self.metadata))
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file, or a run directory's ``checkpoints/best.ckpt``, with a clear error otherwise."""
-    path = Path(path)
-    if path.is_dir():
-        best = path / "checkpoints" / "best.ckpt"
-        if best.is_file():
-            return best
-        if (path / "sf").is_dir():
-            raise CheckpointError(
-                f"{path} is a customized (SF) run: one model per combination; pass one of "
-                f"{path / 'sf'}/<combination>/checkpoints/best.ckpt"
-            )
-        raise CheckpointError(f"{path} is not an mmanet run directory (no checkpoints/best.ckpt)")
-    return path
-
-
 def net_from_checkpoint(path: str | Path) -> tuple[MultimodalNet, RunConfig, TaskInfo, dict[str, Any]]:
-    """Rebuild the network stored in a training checkpoint: (net in eval mode, config, info, metadata)."""
+    """Rebuild the network stored in a training checkpoint (or an exported ``.safetensors`` file):
+    (net in eval mode, config, info, metadata)."""
     path = resolve_checkpoint(path)
+    if path.suffix == ".safetensors":
+        return net_from_safetensors(path)
     ckpt = load_checkpoint(path)
     meta = ckpt.get("mmanet")
     if not isinstance(meta, dict) or "config" not in meta or "state_dict" not in ckpt:
         raise CheckpointError(f"{path} is not an mmanet checkpoint (no 'mmanet' metadata)")
     config = resolve_run_config(meta["config"], source=f"checkpoint {path}")
-    info = TaskInfo.from_dict(meta["info"])
+    try:
+        info = TaskInfo.from_dict(meta["info"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: its data description is damaged ({err})") from None
     net = build_net(config.model, info)
     state = {k[len("net.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
     try:

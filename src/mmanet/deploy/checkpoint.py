@@ -4,26 +4,31 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from mmanet.errors import MMANetError
 
-class CheckpointError(ValueError):
+
+class CheckpointError(MMANetError):
     """A checkpoint that is missing, corrupt, or not one of ours."""
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """Write to a temporary file in the same directory, fsync, then rename over ``path``.
 
-    A crash leaves either the old file or the new one, never a truncated checkpoint.
+    A crash leaves either the old file or the new one, never a truncated checkpoint. The file
+    gets the permissions of any newly created file (``0o666`` less the umask), not ``mkstemp``'s 0600.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, new_file_mode())
         with os.fdopen(fd, "wb") as fh:
             torch.save(obj, fh)
             fh.flush()
@@ -34,15 +39,49 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
         raise
 
 
+def new_file_mode() -> int:
+    """The mode ``open()`` gives a new file under the current umask (``0o666 & ~umask``)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+#: torch's advice that comes with a refused ``weights_only`` load; never repeated to the user
+_UNSAFE_ADVICE = re.compile(
+    r"weights.only|safe_globals|trust|documentation of torch\.load|two options|file an issue|In PyTorch 2\.6",
+    re.IGNORECASE,
+)
+
+
+def load_failure_reason(err: BaseException) -> str:
+    """What torch says went wrong, without its suggestions to load the file unsafely."""
+    sentences = re.split(r"(?<=[.!?:])\s+|\n+", str(err))
+    kept = []
+    for sentence in sentences:
+        sentence = sentence.strip().removeprefix("WeightsUnpickler error:").strip()
+        if sentence and not _UNSAFE_ADVICE.search(sentence) and not sentence.startswith("(2)"):
+            kept.append(sentence)
+    return " ".join(kept).strip() or type(err).__name__
+
+
 def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
-    """``torch.load(weights_only=True)`` with errors that name the file and the problem."""
+    """``torch.load(weights_only=True)`` with errors that name the file and the problem.
+
+    Nothing in the file is ever executed: a file that needs more than tensors and plain
+    containers is refused (and the error never suggests ``weights_only=False``).
+    """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a directory; pass a .ckpt file or a run directory")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises several types for truncated / foreign files
-        raise CheckpointError(f"checkpoint {path} is corrupt or not a checkpoint: {err}") from err
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or not a checkpoint ({load_failure_reason(err)}); mmanet only loads "
+            "plain tensors and containers, so no code in it was run. Use a checkpoint written by mmanet train"
+        ) from None
 
 
 def sha256_of(path: str | Path) -> str:

@@ -45,6 +45,7 @@ class NetOutput:
     fused: list[Tensor]  # per fused level: the fusion output (B, C_f, *S_l)
     logits: Tensor  # (B, K) or (B, K, H, W)
     named: dict[str, Tensor] = field(default_factory=dict)  # "fused" + the head's named features
+    aux_logits: list[Tensor] = field(default_factory=list)  # the head's training-only side outputs
 
     def feature(self, name: str) -> Tensor:
         """A named feature (``"fused"``, ``"embedding"``, …) — what ``mad.feature`` selects."""
@@ -244,7 +245,7 @@ class MultimodalNet(nn.Module):
         fused = self.fuse(features, mask)
         head_out = self.head(fused)
         named = {"fused": fused[-1], **head_out.features}
-        return NetOutput(list(features), fused, head_out.logits, named)
+        return NetOutput(list(features), fused, head_out.logits, named, head_out.aux_logits)
 
     def forward_all(self, inputs: Mapping[str, Tensor], mask: Tensor) -> NetOutput:
         return self.fuse_predict(self.encode(inputs, mask), mask)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from mmanet.config import RunConfig
 from mmanet.data import DataBundle
-from mmanet.deploy import net_from_checkpoint
+from mmanet.deploy import net_from_checkpoint, resolve_checkpoint
 from mmanet.deploy.checkpoint import CheckpointError, model_hash_of_checkpoint
 from mmanet.modality import Combination
 from mmanet.models.network import MultimodalNet
@@ -35,18 +35,21 @@ def evaluate_checkpoint(
     path: str | Path, split: str = "test", out_dir: str | Path | None = None, data_root: str | None = None
 ) -> ResultTable:
     """Evaluate a trained model on every combination of a split (or, for an SF run directory, each
-    customized model on its own combination)."""
+    customized model on its own combination).
+
+    The inputs are standardised with the statistics stored in the checkpoint (the training
+    split's), never with statistics refitted on the data evaluated (``data_root``).
+    """
     quiet_lightning()
     path = Path(path)
-    if path.is_dir():
-        if (path / "sf").is_dir():
-            return _evaluate_customized_dir(path, split, out_dir, data_root)
-        path = path / "checkpoints" / "best.ckpt"
+    if path.is_dir() and (path / "sf").is_dir():
+        return _evaluate_customized_dir(path, split, out_dir, data_root)
+    path = resolve_checkpoint(path)
     net, config, info, meta = net_from_checkpoint(path)
     check_student_teacher(meta)
     if data_root is not None:
         config = config.model_copy(update={"data": config.data.model_copy(update={"root": data_root})})
-    bundle = load_bundle(config)
+    bundle = load_bundle(config, normalization=info.normalization)
     _check_data_matches(info, bundle, path)
     combos = None
     if meta.get("combination"):
@@ -56,7 +59,23 @@ def evaluate_checkpoint(
     table = evaluate_tables(net, bundle, config, combos, splits=(split,))[split]
     if out_dir is not None:
         table.write(out_dir)
+        if info.task == "segmentation":
+            write_prediction_grid(net, bundle, combos, Path(out_dir) / "predictions.png")
     return table
+
+
+def write_prediction_grid(net, bundle: DataBundle, combos, path: Path, samples: int = 4) -> Path:
+    """The rgb/depth/ground-truth/prediction-per-combination picture of the first validation samples."""
+    from mmanet.data import collate_samples
+    from mmanet.modality import all_combinations
+    from mmanet.pictures import segmentation_grid
+
+    n = min(samples, len(bundle.val))
+    inputs, present, target = collate_samples([bundle.val[i] for i in range(n)])
+    names = bundle.class_names or [str(k) for k in range(bundle.num_classes)]
+    return segmentation_grid(
+        net, inputs, present, target, combos or all_combinations(bundle.spec), names, path, bundle.ignore_index
+    )
 
 
 def check_student_teacher(meta: dict) -> None:

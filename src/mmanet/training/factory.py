@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
 import lightning as L
@@ -12,8 +13,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader, DistributedSampler
 
-from mmanet.config import RunConfig
+from mmanet.config import ConfigError, RunConfig
 from mmanet.data import DataBundle, collate_samples, load_dataset
+from mmanet.normalization import Normalization
 from mmanet.task import TaskInfo
 from mmanet.training.checkpointing import AtomicCheckpointIO, RNGStateCallback
 from mmanet.training.sampling import EpochShuffleSampler
@@ -36,11 +38,17 @@ def task_info(bundle: DataBundle) -> TaskInfo:
         task=bundle.task,
         bona_fide_class=bundle.bona_fide_class,
         ignore_index=bundle.ignore_index,
+        class_names=tuple(bundle.class_names),
+        normalization=bundle.normalization,
     )
 
 
-def load_bundle(config: RunConfig) -> DataBundle:
-    return load_dataset(config.data.name, root=config.data.root, seed=config.data.split_seed, **config.data.options)
+def load_bundle(config: RunConfig, normalization: Mapping[str, Normalization] | None = None) -> DataBundle:
+    """The configured dataset; ``normalization`` (a trained model's statistics) replaces refitted ones."""
+    data = config.data
+    if "normalization" in data.options:
+        raise ConfigError("data.options.normalization is not an option (mmanet passes a trained model's statistics)")
+    return load_dataset(data.name, root=data.root, seed=data.split_seed, normalization=normalization, **data.options)
 
 
 def make_loader(dataset, config: RunConfig, train: bool) -> DataLoader:
@@ -49,11 +57,14 @@ def make_loader(dataset, config: RunConfig, train: bool) -> DataLoader:
     if train:
         sampler = EpochShuffleSampler(len(dataset), seed=config.seed, on_epoch=getattr(dataset, "set_epoch", None))
     workers = config.data.num_workers
+    # a last training batch of ONE sample cannot pass BatchNorm in training mode: drop only that one
+    drop_last = train and len(dataset) % config.data.batch_size == 1
     return DataLoader(
         dataset,
         batch_size=config.data.batch_size,
         sampler=sampler,
         shuffle=False,
+        drop_last=drop_last,
         num_workers=workers,
         persistent_workers=workers > 0,
         collate_fn=collate_samples,

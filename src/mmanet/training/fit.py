@@ -15,6 +15,7 @@ from mmanet.modality import Combination
 from mmanet.models.factory import build_net, check_feature_name
 from mmanet.models.network import MultimodalNet
 from mmanet.training.factory import make_loader, make_trainer, mining_loader, task_info
+from mmanet.training.guards import NonFiniteGuard, interrupts_as_exception
 from mmanet.training.mining import MARMiningCallback
 from mmanet.training.module import MultimodalModule
 from mmanet.training.teacher import FrozenTeacher, TeacherMismatchError, check_teacher_hash
@@ -42,20 +43,27 @@ def fit_stage(
     net = build_net(config.model, info)
     train_loader = make_loader(bundle.train, config, train=True)
     val_loader = make_loader(bundle.val, config, train=False)
-    callbacks = list(extra_callbacks or [])
+    last = out_dir / "checkpoints" / "last.ckpt"
+    callbacks = [*(extra_callbacks or []), NonFiniteGuard(last)]
     if teacher is not None:
         if config.mad.variant != "off":
             check_feature_name(net, config.mad.feature)
         sample_inputs = next(iter(DataLoader(bundle.train, batch_size=2, collate_fn=collate_samples)))[0]
         teacher.check_compatible(net, sample_inputs, config.mad.feature)
-    module = MultimodalModule(net, config, info, combination=combination, teacher=teacher)
+    weights = None
+    if config.train.class_weights == "median_frequency":
+        from mmanet.data.class_weights import class_weights
+
+        weights = class_weights(bundle)
+    module = MultimodalModule(net, config, info, combination=combination, teacher=teacher, class_weights=weights)
     if module.miner is not None:
         callbacks.append(MARMiningCallback(lambda: mining_loader(bundle, config), config.mar.warmup_epochs))
     trainer = make_trainer(
         config, out_dir, module.monitor, module.monitor_mode, max_epochs or config.train.max_epochs, callbacks
     )
-    last = out_dir / "checkpoints" / "last.ckpt"
-    trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if last.exists() else None)
+    resume = str(last) if last.exists() else None
+    with interrupts_as_exception(trainer, last):
+        trainer.fit(module, train_loader, val_loader, ckpt_path=resume)
     best = out_dir / "checkpoints" / "best.ckpt"
     if not best.exists():
         best = last

@@ -32,8 +32,11 @@ class MultimodalModule(L.LightningModule):
         info: TaskInfo,
         combination: Combination | None = None,
         teacher: FrozenTeacher | None = None,
+        class_weights: Tensor | None = None,
     ) -> None:
         super().__init__()
+        #: per-class weights of the segmentation loss (median frequency), or None
+        self.class_weights = class_weights
         self.net = net
         self.config = config
         self.info = info
@@ -64,8 +67,13 @@ class MultimodalModule(L.LightningModule):
 
     # ------------------------------------------------------------------ training
     def task_loss(self, logits: Tensor, target: Tensor) -> Tensor:
+        """Cross-entropy; segmentation: per pixel, void ignored, optional class weights, and logits at
+        another scale than the labels meet nearest-resized labels (side outputs)."""
         if self.info.task == "segmentation":
-            return F.cross_entropy(logits, target, ignore_index=self.ignore_index)
+            if logits.dim() == 4 and tuple(logits.shape[2:]) != tuple(target.shape[1:]):
+                target = F.interpolate(target[:, None].float(), size=logits.shape[2:], mode="nearest")[:, 0].long()
+            weight = self.class_weights.to(logits.device) if self.class_weights is not None else None
+            return F.cross_entropy(logits, target, weight=weight, ignore_index=self.ignore_index)
         return F.cross_entropy(logits, target)
 
     def on_train_epoch_start(self) -> None:
@@ -81,6 +89,8 @@ class MultimodalModule(L.LightningModule):
         features = self.net.encode(inputs, mask)
         out = self.net.fuse_predict(features, mask)
         losses: dict[str, Tensor] = {"task": self.task_loss(out.logits, target)}
+        if out.aux_logits:  # multi-scale supervision of a decoder's side outputs (ESANet)
+            losses["deep_supervision"] = sum(self.task_loss(side, target) for side in out.aux_logits)
         for name, value in self.net.auxiliary_losses(features, mask, target, self.task_loss).items():
             losses[name] = self.config.train.aux_weight * value
         losses.update(self.stage.extra_losses(StepBatch(inputs, present, mask, target, out)))

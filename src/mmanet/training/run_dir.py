@@ -19,12 +19,13 @@ import yaml
 from filelock import FileLock, Timeout
 
 from mmanet.config import RunConfig, dump_config
+from mmanet.errors import MMANetError
 
 LOCK_NAME = ".lock"
 PID_NAME = ".lock.pid"
 
 
-class RunDirectoryError(ValueError):
+class RunDirectoryError(MMANetError):
     """The output directory cannot be used for this run (and why)."""
 
 

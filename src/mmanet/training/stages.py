@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from mmanet.losses import FixedWeakSet, WeakCombinationMiner, mad_loss, mar_loss, single_modality_weak_set
@@ -148,7 +149,14 @@ class MMANetStage(Stage):
             weight = cfg.mad.alpha if module.current_epoch >= cfg.mad.start_epoch else 0.0
             student_f = step.out.feature(cfg.mad.feature)
             teacher_f = teacher_out.feature(cfg.mad.feature)
-            losses["mad"] = weight * mad_loss(student_f, teacher_f, teacher_out.logits, variant=cfg.mad.variant)
+            if module.info.task == "segmentation":  # every pixel of the pooled map is a sample
+                size = tuple(cfg.mad.pool_size) if cfg.mad.pool_size else tuple(student_f.shape[2:])
+                student_f, teacher_f = F.adaptive_avg_pool2d(student_f, size), F.adaptive_avg_pool2d(teacher_f, size)
+                losses["mad"] = weight * mad_loss(
+                    student_f, teacher_f, teacher_out.logits, variant=cfg.mad.variant, per_pixel=True
+                )
+            else:
+                losses["mad"] = weight * mad_loss(student_f, teacher_f, teacher_out.logits, variant=cfg.mad.variant)
         if module.reg_head is not None:
             reg_logits = module.reg_head(step.out.fused).logits
             weak = self.weak_mask(step.mask)

@@ -15,14 +15,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from mmanet.errors import MMANetError
 from mmanet.models.network import MultimodalNet, NetOutput
 
 
-class TeacherMismatchError(ValueError):
+class TeacherMismatchError(MMANetError):
     """The teacher does not fit the deployment network (modalities, classes or feature shape)."""
 
 
-class TeacherChangedError(ValueError):
+class TeacherChangedError(MMANetError):
     """The teacher's content hash differs from the one a run or a configuration recorded."""
 
 

@@ -60,3 +60,56 @@ class SFResNetEncoder(Encoder):
         """Load a torchvision ResNet's stem, layer1 and layer2 (conv1 adapted to the input channels)."""
         modules = {"stem": self.stem, "layer1": self.layer1, "layer2": self.layer2}
         return load_torchvision_resnet(state_dict, modules, strict=True)
+
+
+@register_encoder("resnet")
+class ResNetEncoder(Encoder):
+    """A ResNet-18/34 image encoder with the four stage outputs as its pyramid (He et al. 2016).
+
+    Levels ``layer1 (w, /4)``, ``layer2 (2w, /8)``, ``layer3 (4w, /16)``, ``layer4 (8w, /32)`` for the
+    RGB-D segmentation network (ESANet's encoders: one per modality; ``depth: 18 | 34``). With
+    ``out_channels`` other than ``8·width`` a 1×1 conv + BN projects the last level.
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        out_channels: int | None = None,
+        width: int = 64,
+        depth: int = 18,
+        stem_kernel: int = 7,
+    ) -> None:
+        super().__init__()
+        from mmanet.models.backbones import RESNET_LAYERS
+
+        if len(input_shape) != 3:
+            raise ValueError(f"the resnet encoder needs (C, H, W) images, got per-sample shape {tuple(input_shape)}")
+        if depth not in RESNET_LAYERS:
+            raise ValueError(f"resnet depth must be one of {sorted(RESNET_LAYERS)}, got {depth}")
+        widths = resnet_widths(width)
+        blocks = RESNET_LAYERS[depth]
+        self.stem = resnet_stem(int(input_shape[0]), width, stem_kernel)
+        layers, in_ch = [], width
+        for i, (n, w) in enumerate(zip(blocks, widths, strict=True)):
+            layers.append(make_layer(in_ch, w, n, stride=1 if i == 0 else 2))
+            in_ch = w
+        self.layer1, self.layer2, self.layer3, self.layer4 = layers
+        out = out_channels or widths[3]
+        self.project = (
+            nn.Sequential(nn.Conv2d(widths[3], out, 1, bias=False), nn.BatchNorm2d(out))
+            if out != widths[3]
+            else nn.Identity()
+        )
+        self.feature_info = [FeatureInfo(widths[0], 4), FeatureInfo(widths[1], 8), FeatureInfo(widths[2], 16)]
+        self.feature_info.append(FeatureInfo(out, 32))
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> list[Tensor]:
+        c1 = self.layer1(self.stem(x))
+        c2 = self.layer2(c1)
+        c3 = self.layer3(c2)
+        return [c1, c2, c3, self.project(self.layer4(c3))]
+
+    def load_torchvision(self, state_dict: Mapping[str, Tensor]) -> LoadSummary:
+        modules = {"stem": self.stem, "layer1": self.layer1, "layer2": self.layer2, "layer3": self.layer3}
+        modules["layer4"] = self.layer4
+        return load_torchvision_resnet(state_dict, modules, strict=True)

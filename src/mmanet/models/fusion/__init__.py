@@ -1,6 +1,7 @@
 """Mask-aware fusion modules, one per file, registered by name in :data:`FUSIONS`."""
 
-from mmanet.models.fusion import concat, dmrnet, hemis, lcr, mmformer, rfnet, shaspec  # noqa: F401  (register the fusions)
+# register the fusions
+from mmanet.models.fusion import concat, dmrnet, hemis, lcr, mmformer, rfnet, se_add, shaspec  # noqa: F401
 from mmanet.models.fusion.base import FUSIONS, Fusion, mask_like, register_fusion
 
 __all__ = ["FUSIONS", "Fusion", "build_fusion", "mask_like", "register_fusion"]

@@ -28,6 +28,8 @@ from mmanet.registry import Registry
 class HeadOutput:
     logits: Tensor
     features: dict[str, Tensor] = field(default_factory=dict)
+    #: extra predictions supervised in training only (e.g. a decoder's side outputs at coarser scales)
+    aux_logits: list[Tensor] = field(default_factory=list)
 
 
 class Head(nn.Module):

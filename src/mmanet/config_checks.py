@@ -1,0 +1,65 @@
+"""Type and value checks the configuration sections apply before pydantic's own validation.
+
+pydantic's lax mode turns ``true`` into ``1`` for an integer field and ``1`` into ``true`` for a
+boolean one, so ``--set train.max_epochs=true`` would train for one epoch. Here a boolean is
+accepted only where the field's type names ``bool``, and a boolean field accepts only booleans.
+Numeric strings stay accepted for numbers (YAML reads ``1e-3`` as a string).
+
+:func:`non_finite_keys` finds NaN/infinite floats anywhere in a raw configuration — also in the
+free-form sections (``data.options``, component options) that no typed field covers.
+"""
+
+from __future__ import annotations
+
+import math
+import types
+import typing
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+
+def _leaf_types(annotation: Any) -> set[Any]:
+    """Every type an annotation admits, looking through ``X | Y``, ``Optional``, ``list[...]``, ``Literal``."""
+    origin = typing.get_origin(annotation)
+    if annotation is Any:
+        return {Any}
+    if origin is typing.Literal:
+        return {type(arg) for arg in typing.get_args(annotation)}
+    if origin in (typing.Union, types.UnionType, list, tuple, set, dict):
+        found: set[Any] = set()
+        for arg in typing.get_args(annotation):
+            found |= _leaf_types(arg)
+        return found | ({origin} if origin in (list, tuple, set, dict) else set())
+    return {annotation}
+
+
+def _contains_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return True
+    return isinstance(value, list | tuple) and any(_contains_bool(v) for v in value)
+
+
+def check_strict_scalars(value: Any, annotation: Any) -> Any:
+    """``value`` unchanged, or a ``ValueError`` when a boolean meets a number (or a number a boolean)."""
+    leaves = _leaf_types(annotation)
+    if Any in leaves or value is None:
+        return value
+    if bool not in leaves and _contains_bool(value):
+        numeric = leaves & {int, float}
+        expected = "an integer" if numeric == {int} else "a number" if numeric else "not a boolean"
+        raise ValueError(f"must be {expected}, not a boolean (true/false)")
+    if leaves <= {bool, type(None)} and not isinstance(value, bool):
+        raise ValueError("must be true or false")
+    return value
+
+
+def non_finite_keys(raw: Any, prefix: str = "") -> Iterator[tuple[str, float]]:
+    """``(dotted key, value)`` of every NaN or infinite float in a nested mapping/list."""
+    if isinstance(raw, float) and not math.isfinite(raw):
+        yield prefix or "(top level)", raw
+    elif isinstance(raw, Mapping):
+        for key, value in raw.items():
+            yield from non_finite_keys(value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(raw, list | tuple):
+        for i, value in enumerate(raw):
+            yield from non_finite_keys(value, f"{prefix}.{i}")

@@ -1,0 +1,192 @@
+"""``mmanet predict``: class probabilities (or label maps) for raw inputs with any subset of modalities.
+
+The model is a run directory, a ``.ckpt``, an exported ``.safetensors`` (PyTorch, with the
+stored input normalisation applied before the network) or an exported ``.onnx`` file
+(onnxruntime; the normalisation is in the graph, and the model card in its metadata says
+which modalities, shapes and classes it has). Nothing here imports Lightning.
+
+One record per sample: its source, index, present modalities, and for classification the
+class probabilities and the predicted class; for segmentation the label map, written as a
+PNG next to the output file, and the pixel count per class.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mmanet.deploy.checkpoint import CheckpointError
+from mmanet.deploy.inputs import InputError, ModelInputs, RawBatch, batch_from_arrays, read_inputs, to_tensors
+from mmanet.deploy.model_card import ONNX_KEY, card_spec
+from mmanet.normalization import InputNormalizer
+
+#: samples per forward pass
+CHUNK = 256
+
+
+@dataclass
+class Predictor:
+    """A loaded model: what it takes, its classes and task, and ``logits(batch)``."""
+
+    inputs: ModelInputs
+    class_names: list[str]
+    task: str
+    _run: Any  # (RawBatch) -> np.ndarray logits
+    #: a customized (SF) model's combination: it only ever uses these modalities
+    combination: str | None = None
+
+    def restrict(self, batch: RawBatch) -> RawBatch:
+        """An SF model sees only its combination's modalities (as in its evaluation); others are dropped."""
+        if self.combination is None:
+            return batch
+        mask = self.inputs.spec.combination(self.combination).mask().numpy()
+        present = batch.present & mask[None, :]
+        empty = np.flatnonzero(~present.any(axis=1))
+        if empty.size:
+            raise InputError(
+                f"{batch.source}: sample {int(empty[0])} has none of the modalities of this customized (SF) model "
+                f"({self.combination}); give at least one of them"
+            )
+        return RawBatch(batch.source, batch.arrays, present, batch.lengths)
+
+    def logits(self, batch: RawBatch) -> np.ndarray:
+        chunks = [self._run(_rows(batch, start, start + CHUNK)) for start in range(0, len(batch), CHUNK)]
+        return np.concatenate(chunks)
+
+
+def _rows(batch: RawBatch, start: int, stop: int) -> RawBatch:
+    return RawBatch(
+        batch.source,
+        {m: v[start:stop] for m, v in batch.arrays.items()},
+        batch.present[start:stop],
+        {m: v[start:stop] for m, v in batch.lengths.items()},
+    )
+
+
+def load_predictor(model: str | Path) -> Predictor:
+    """A :class:`Predictor` for a run directory, ``.ckpt``, ``.safetensors`` or ``.onnx`` file."""
+    path = Path(model)
+    if path.suffix == ".onnx":
+        return _onnx_predictor(path)
+    return _torch_predictor(path)
+
+
+def _torch_predictor(path: Path) -> Predictor:
+    from mmanet.deploy import net_from_checkpoint
+
+    net, config, info, meta = net_from_checkpoint(path)
+    lengths = tuple(m for m, shape in info.input_shapes.items() if len(shape) == 2)
+    inputs = ModelInputs(info.spec, dict(info.input_shapes), lengths)
+    normalizer = InputNormalizer(info.spec, info.normalization)
+
+    def run(batch: RawBatch) -> np.ndarray:
+        x, present = to_tensors(batch, inputs)
+        with torch.no_grad():
+            return net(normalizer(x, present), present).numpy()
+
+    return Predictor(inputs, info.names_of_classes, info.task, run, meta.get("combination"))
+
+
+def _onnx_predictor(path: Path) -> Predictor:
+    import onnxruntime as ort
+
+    from mmanet.deploy.onnx import read_metadata
+
+    if not path.is_file():
+        raise CheckpointError(f"model {path} does not exist")
+    try:
+        metadata = read_metadata(path)
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnx/onnxruntime raise their own types for damaged files
+        raise CheckpointError(f"{path} is not a readable ONNX model ({str(err).splitlines()[0]})") from None
+    if ONNX_KEY not in metadata:
+        raise CheckpointError(
+            f"{path} has no mmanet model card in its metadata (exported by an older mmanet?); export it again "
+            "with `mmanet export`"
+        )
+    try:
+        card = json.loads(metadata[ONNX_KEY])
+        spec, shapes, lengths = card_spec(card)
+        classes, task = [str(c) for c in card["classes"]], str(card["task"])
+        if card.get("combination") is not None:
+            spec.combination(card["combination"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: its model card is damaged ({err})") from None
+    inputs = ModelInputs(spec, shapes, lengths)
+    wanted = {i.name for i in session.get_inputs()}
+
+    def run(batch: RawBatch) -> np.ndarray:
+        feeds: dict[str, np.ndarray] = {m: batch.arrays[m] for m in spec.names}
+        feeds.update({f"lengths_{m}": v for m, v in batch.lengths.items()})
+        feeds["present"] = batch.present
+        return session.run(["logits"], {k: v for k, v in feeds.items() if k in wanted})[0]
+
+    return Predictor(inputs, classes, task, run, card.get("combination"))
+
+
+# ----------------------------------------------------------------------------- records
+
+
+def softmax(logits: np.ndarray, axis: int = 1) -> np.ndarray:
+    z = logits.astype(np.float64) - logits.max(axis=axis, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def predict_batch(predictor: Predictor, batch: RawBatch, label_map_dir: Path | None = None) -> list[dict[str, Any]]:
+    """One record per sample (module docstring); segmentation label maps go to ``label_map_dir``."""
+    batch = predictor.restrict(batch)
+    logits = predictor.logits(batch)
+    probs = softmax(logits)
+    spec = predictor.inputs.spec
+    records = []
+    for i in range(len(batch)):
+        record: dict[str, Any] = {"source": batch.source, "index": i, "present": batch.present_names(i, spec)}
+        if predictor.task == "classification":
+            k = int(probs[i].argmax())
+            pairs = zip(predictor.class_names, probs[i], strict=True)
+            record["probabilities"] = {name: round(float(p), 6) for name, p in pairs}
+            record.update(predicted=k, predicted_class=predictor.class_names[k])
+        else:
+            label_map = probs[i].argmax(axis=0)
+            counts = np.bincount(label_map.ravel(), minlength=len(predictor.class_names))
+            record["pixels_per_class"] = {n: int(c) for n, c in zip(predictor.class_names, counts, strict=True) if c}
+            if label_map_dir is not None:
+                record["label_map"] = str(_write_label_map(label_map, label_map_dir, batch.source, i))
+        records.append(record)
+    return records
+
+
+def _write_label_map(label_map: np.ndarray, directory: Path, source: str, index: int) -> Path:
+    from PIL import Image
+
+    stem = Path(source.split("=")[-1].split()[0]).stem or "input"
+    path = directory / f"{stem}_{index:05d}_labels.png"
+    dtype = np.uint8 if label_map.max(initial=0) < 256 else np.uint16
+    Image.fromarray(label_map.astype(dtype)).save(path)
+    return path
+
+
+def predict(
+    model: str | Path | Predictor,
+    inputs: Mapping[str, Any] | Iterable[str],
+    label_map_dir: str | Path | None = None,
+) -> list[dict[str, Any]]:
+    """Records for raw ``inputs``: a dict of arrays (``.npz`` layout) or ``--input`` strings (files, ``m=IMAGE``)."""
+    predictor = model if isinstance(model, Predictor) else load_predictor(model)
+    if isinstance(inputs, Mapping):
+        batches = [batch_from_arrays(inputs, predictor.inputs)]
+    elif isinstance(inputs, str | bytes) or not isinstance(inputs, Iterable):
+        raise InputError(f"inputs must be a mapping of arrays or a list of --input values, got {type(inputs).__name__}")
+    else:
+        batches = read_inputs([str(s) for s in inputs], predictor.inputs)
+    if predictor.task != "classification" and label_map_dir is None:
+        raise InputError("a segmentation model predicts label maps: pass --out FILE.jsonl (the PNGs go next to it)")
+    directory = Path(label_map_dir) if label_map_dir is not None else None
+    return [record for batch in batches for record in predict_batch(predictor, batch, directory)]

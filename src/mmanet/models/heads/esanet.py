@@ -1,0 +1,68 @@
+"""ESANet's decoder as a head over the fused RGB-D pyramid (Seichter et al., ICRA 2021; BASELINES.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mmanet.models.backbones import DecoderModule, PyramidPoolingContext, SkipAdapter
+from mmanet.models.encoders.base import FeatureInfo
+from mmanet.models.heads.base import Head, HeadOutput, register_head
+
+
+@register_head("esanet_decoder")
+class ESANetDecoderHead(Head):
+    """Fused maps at 1/4, 1/8, 1/16, 1/32 → context module → 3 decoder modules with skips → logits.
+
+    * Context: pyramid pooling (bins 1 and 5) on the 1/32 map.
+    * Decoder module i: 3×3 conv-BN-ReLU, ``blocks`` NonBottleneck-1D blocks, learned ×2 upsampling,
+      plus the fused skip at the next finer scale through a 1×1 conv-BN-ReLU adapter.
+    * Output: 1×1 conv to the classes at 1/4, bilinear ×4 to the input size.
+    * Training only: side outputs (1×1 conv) on each decoder module's features before its
+      upsampling — at 1/32, 1/16, 1/8 — supervised with the same loss (multi-scale supervision).
+
+    Named feature ``"decoder"``: the last decoder module's output at 1/4 (what per-pixel MAD may
+    distil besides the fused 1/32 map ``"fused"``). Decoder widths follow the skip levels.
+    """
+
+    levels = "all"
+    feature_names = ("decoder",)
+    task = "segmentation"
+
+    def __init__(
+        self,
+        fused_info: list[FeatureInfo],
+        num_classes: int,
+        blocks: int = 1,
+        context_bins: Sequence[int] = (1, 5),
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if len(fused_info) != 4 or any(info.is_global for info in fused_info):
+            raise ValueError(
+                f"the esanet_decoder head needs four feature-map levels (1/4 … 1/32), got {fused_info}; "
+                "use the resnet encoder"
+            )
+        c4, c8, c16, c32 = (info.channels for info in fused_info)
+        self.context = PyramidPoolingContext(c32, c32, bins=tuple(context_bins))
+        widths = (c16, c8, c4)
+        ins = (c32, c16, c8)
+        self.decoders = nn.ModuleList(DecoderModule(i, o, blocks, dropout) for i, o in zip(ins, widths, strict=True))
+        self.skips = nn.ModuleList(SkipAdapter(c, c) for c in widths)
+        self.side = nn.ModuleList(nn.Conv2d(o, num_classes, 1) for o in widths)
+        self.classifier = nn.Conv2d(c4, num_classes, 1)
+        self.stride = int(fused_info[0].stride)
+        self.num_classes = num_classes
+
+    def forward(self, fused: list[Tensor]) -> HeadOutput:
+        x = self.context(fused[3])
+        skips = (fused[2], fused[1], fused[0])
+        side_logits = []
+        for decoder, adapter, side, skip in zip(self.decoders, self.skips, self.side, skips, strict=True):
+            x, before_upsample = decoder.forward_features(x, adapter(skip))
+            if self.training:
+                side_logits.append(side(before_upsample))
+        logits = F.interpolate(self.classifier(x), scale_factor=self.stride, mode="bilinear", align_corners=False)
+        return HeadOutput(logits, {"decoder": x}, side_logits)

@@ -1,0 +1,140 @@
+"""Input normalisation that travels with a trained model: ``x ↦ (x − mean) / std`` per modality.
+
+Datasets standardise their inputs with statistics of the training split (mfeat, npz,
+AV-digits) or with fixed constants (face images: ``(x − 127.5) / 128``) and record them in
+``DataBundle.normalization``. From there they go into :class:`~mmanet.task.TaskInfo`, hence
+into every checkpoint, the ONNX graph (:class:`InputNormalizer`) and the model card — so a
+trained model is evaluated with its training statistics (never statistics refitted on new
+data) and deployed on RAW inputs.
+
+``mean``/``std`` broadcast against one sample: shape ``()`` (one value), ``(F,)`` (per
+feature; a sequence ``(T, F)`` per feature over time) or ``(C, 1, 1)`` (per image channel).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from mmanet.modality import ModalitySpec
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """One modality's statistics as float32 values (flattened) and their broadcast shape."""
+
+    shape: tuple[int, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @classmethod
+    def from_arrays(cls, mean: Any, std: Any) -> Normalization:
+        """From array-likes (scalars, lists, arrays, tensors); ``std`` must be positive, both finite."""
+        try:
+            m = np.asarray(mean, dtype=np.float32)
+            s = np.asarray(std, dtype=np.float32)
+            shape = np.broadcast_shapes(m.shape, s.shape)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"normalisation mean/std must be numbers or equal-shaped lists: {err}") from None
+        m, s = np.broadcast_to(m, shape), np.broadcast_to(s, shape)
+        if not (np.isfinite(m).all() and np.isfinite(s).all()) or (s <= 0).any():
+            raise ValueError("normalisation mean/std must be finite with std > 0")
+        return cls(tuple(int(d) for d in shape), tuple(float(v) for v in m.ravel()), tuple(float(v) for v in s.ravel()))
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Normalization:
+        if not isinstance(d, Mapping) or set(d) != {"mean", "std"}:
+            raise ValueError(f"a normalisation is {{mean: …, std: …}}, got {d!r}")
+        return cls.from_arrays(d["mean"], d["std"])
+
+    def to_dict(self) -> dict[str, Any]:
+        mean, std = self.arrays()
+        return {"mean": mean.tolist(), "std": std.tolist()}
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(mean, std)`` as float32 arrays of :attr:`shape`."""
+        return (
+            np.asarray(self.mean, dtype=np.float32).reshape(self.shape),
+            np.asarray(self.std, dtype=np.float32).reshape(self.shape),
+        )
+
+    def fits(self, sample_shape: tuple[int, ...]) -> bool:
+        """Whether the statistics broadcast against one sample of ``sample_shape`` without changing it."""
+        try:
+            return np.broadcast_shapes(self.shape, tuple(sample_shape)) == tuple(sample_shape)
+        except ValueError:
+            return False
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """``(x − mean) / std`` in float32."""
+        mean, std = self.arrays()
+        return ((np.asarray(x, dtype=np.float32) - mean) / std).astype(np.float32)
+
+
+Normalizations = Mapping[str, Normalization]
+
+
+def normalizations_to_dict(norms: Normalizations | None) -> dict[str, dict[str, Any]] | None:
+    return None if norms is None else {m: n.to_dict() for m, n in norms.items()}
+
+
+def normalizations_from_dict(d: Any) -> dict[str, Normalization] | None:
+    if d is None:
+        return None
+    if not isinstance(d, Mapping):
+        raise ValueError(f"normalization must map modality names to {{mean, std}}, got {d!r}")
+    return {str(m): Normalization.from_dict(v) for m, v in d.items()}
+
+
+def check_normalizations(norms: Any, names: tuple[str, ...], shapes: Mapping[str, tuple[int, ...]]) -> dict:
+    """Stored statistics validated against a dataset's modalities and per-sample shapes (ValueError otherwise)."""
+    if isinstance(norms, Mapping) and all(isinstance(v, Normalization) for v in norms.values()):
+        parsed = dict(norms)
+    else:
+        parsed = normalizations_from_dict(norms) or {}
+    if set(parsed) != set(names):
+        raise ValueError(f"the stored normalisation covers modalities {sorted(parsed)}, the data has {sorted(names)}")
+    for m in names:
+        if not parsed[m].fits(tuple(shapes[m])):
+            raise ValueError(
+                f"the stored normalisation of {m!r} has shape {parsed[m].shape}, which does not fit its per-sample "
+                f"shape {tuple(shapes[m])}"
+            )
+    return parsed
+
+
+class InputNormalizer(nn.Module):
+    """Raw inputs → what the network was trained on (the datasets' conventions).
+
+    ``(x − mean) / std`` for modalities with statistics; zeros for absent modalities (a NaN
+    in a missing modality never reaches the network) and for sequence steps past
+    ``lengths_<m>``. Traceable into an ONNX graph.
+    """
+
+    def __init__(self, spec: ModalitySpec, normalization: Normalizations | None = None) -> None:
+        super().__init__()
+        self.spec = spec
+        self.normalized = tuple(m for m in spec.names if normalization and m in normalization)
+        for m in self.normalized:
+            mean, std = normalization[m].arrays()  # type: ignore[index]
+            self.register_buffer(f"mean_{m}", torch.from_numpy(mean.copy()), persistent=False)
+            self.register_buffer(f"std_{m}", torch.from_numpy(std.copy()), persistent=False)
+
+    def forward(self, inputs: Mapping[str, Tensor], present: Tensor) -> dict[str, Tensor]:
+        out = dict(inputs)
+        for i, m in enumerate(self.spec.names):
+            x = inputs[m].float()
+            if m in self.normalized:
+                x = (x - getattr(self, f"mean_{m}")) / getattr(self, f"std_{m}")
+            valid = present[:, i].reshape((-1,) + (1,) * (x.dim() - 1))
+            lengths = inputs.get(f"lengths_{m}")
+            if lengths is not None and x.dim() == 3:
+                steps = torch.arange(x.shape[1], device=x.device)
+                valid = valid & (steps.reshape(1, -1, 1) < lengths.reshape(-1, 1, 1))
+            out[m] = torch.where(valid, x, torch.zeros((), dtype=x.dtype, device=x.device))
+        return out
