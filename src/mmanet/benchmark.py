@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from mmanet.config import BenchmarkConfig, BenchmarkMethod, RunConfig, method_config
 from mmanet.data import DataBundle
 from mmanet.modality import Combination
@@ -91,16 +93,14 @@ def _run_one(cfg: RunConfig, run_dir: Path, bundle: DataBundle) -> tuple[ResultT
     done = run_dir / "results.json"
     if done.exists() and (run_dir / "per_combination.csv").exists():
         try:
-            import yaml
-
             if yaml.safe_load((run_dir / "config.yaml").read_text()) == cfg.model_dump(mode="json"):
                 summary = json.loads(done.read_text())
                 metric = summary[cfg.evaluate.split]["metric"]
                 test = ResultTable.read_csv(run_dir / "per_combination.csv", bundle.spec, metric)
                 val = ResultTable.read_csv(run_dir / "per_combination_val.csv", bundle.spec, metric)
                 return test, val, summary
-        except (OSError, KeyError, ValueError):
-            pass  # incomplete or foreign: run it again below
+        except (OSError, KeyError, ValueError, TypeError, yaml.YAMLError):
+            pass  # incomplete, damaged or foreign: run it again below
     try:
         result = run(cfg, run_dir, bundle=bundle)
     except RunDirectoryError:

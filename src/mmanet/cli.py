@@ -115,7 +115,7 @@ def evaluate(
     with _handled("Nothing was written; run the command again"):
         is_sf_run = checkpoint.is_dir() and (checkpoint / "sf").is_dir()
         model = checkpoint if is_sf_run else resolve_checkpoint(checkpoint)
-        out_dir = writable_directory(out or _default_eval_dir(model, split), "--out")
+        out_dir = writable_directory(out or _default_eval_dir(model, split), "--out", create=False)
         table = evaluate_checkpoint(model, split, out_dir, data_root)
     _print_table(table, f"{checkpoint} — {split} split, {table.metric} (%)")
     console.print(f"written to {out_dir}/per_combination.csv and .md")

@@ -404,3 +404,34 @@ def test_train_evaluate_end_to_end_and_missing_content_never_matters(tmp_path):
     edited["img"][~edited["present_img"]] = np.nan
     write(data, {"test": edited})
     assert torch.allclose(predict(load_bundle(config)), reference, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------- issue 12 (cases 8 and 11)
+
+
+def test_a_label_outside_the_training_labels_is_an_error_naming_split_label_and_count(tmp_path):
+    splits = default_splits()  # labels 0..2 everywhere
+    splits["test"]["label"][[3, 8, 11]] = 7  # a typo would silently make an 8-class model
+    write(tmp_path, splits)
+    with pytest.raises(DataError) as err:
+        load(tmp_path)
+    message = str(err.value)
+    assert "test.npz (the test split): label 7 is not a training label" in message
+    assert "3 test sample(s) have labels [7]" in message and "are 0..2 (3 classes)" in message
+    assert "num_classes" in message
+    # declaring the classes makes it legal (some classes may be absent from training)
+    write(tmp_path, splits, meta="num_classes: 8\n")
+    assert load(tmp_path).num_classes == 8
+
+
+def test_an_npz_header_claiming_an_impossible_shape_is_a_clear_error(tmp_path):
+    import io
+    import zipfile
+
+    write(tmp_path, default_splits())
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (10**12, 6)})
+    with zipfile.ZipFile(tmp_path / "val.npz", "w") as archive:
+        archive.writestr("vec.npy", header.getvalue() + b"\0" * 64)
+    with pytest.raises(DataError, match=r"'vec' in .*val.npz is damaged: its header claims shape \(1000000000000, 6\)"):
+        load(tmp_path)

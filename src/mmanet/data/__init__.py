@@ -45,6 +45,8 @@ def load_dataset(name: str, root: str | None = None, seed: int = 0, normalizatio
         unknown = sorted(k for k in options if k not in valid)
         if unknown:
             raise DataError(f"unknown {name} option(s) {unknown} (data.options); valid: {valid}")
+    for key, value in options.items():
+        _check_option_type(name, key, value, parameters.get(key))
     if normalization is not None and "normalization" in parameters:
         options["normalization"] = normalization
     bundle = entry.load(root=root, seed=seed, **options)
@@ -54,3 +56,22 @@ def load_dataset(name: str, root: str | None = None, seed: int = 0, normalizatio
             "it was trained with) and cannot take the stored ones; evaluate it on data loaded the same way"
         )
     return bundle
+
+
+def _check_option_type(dataset: str, key: str, value, parameter: inspect.Parameter | None) -> None:
+    """An option must have the type of the loader's default (bool, int, float or str) when it has one."""
+    default = parameter.default if parameter is not None else inspect.Parameter.empty
+    if default is inspect.Parameter.empty or default is None or value is None:
+        return
+    if isinstance(default, bool):
+        ok, expected = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, expected = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif isinstance(default, float):
+        ok, expected = isinstance(value, int | float) and not isinstance(value, bool), "a number"
+    elif isinstance(default, str):
+        ok, expected = isinstance(value, str), "a string"
+    else:
+        return
+    if not ok:
+        raise DataError(f"the {dataset} option {key!r} (data.options.{key}) must be {expected}, got {value!r}")

@@ -1,8 +1,10 @@
-"""Deployment without Lightning: load a trained model, export it to ONNX.
+"""Deployment without Lightning: load a trained model, export it, predict with it.
 
-``load_model(path)`` rebuilds the deployment network from a training checkpoint (or a run
-directory) with only torch, pydantic and the model code — the training stack (Lightning) is
-never imported, so a deployed service needs none of it.
+``load_model(path)`` rebuilds the deployment network from a training checkpoint, a run
+directory or an exported ``.safetensors`` file with only torch, pydantic and the model code —
+the training stack (Lightning) is never imported, so a deployed service needs none of it.
+:mod:`.export` writes ONNX + safetensors + the model card, :mod:`.predict` runs any of them on
+raw inputs (:mod:`.inputs`), :mod:`.locate` says what a path holds.
 """
 
 from __future__ import annotations
@@ -63,6 +65,11 @@ def net_from_checkpoint(path: str | Path) -> tuple[MultimodalNet, RunConfig, Tas
     path = resolve_checkpoint(path)
     if path.suffix == ".safetensors":
         return net_from_safetensors(path)
+    if path.suffix == ".onnx":
+        raise CheckpointError(
+            f"{path} is an ONNX export: `mmanet predict` runs it; evaluate and export take the run directory, "
+            "its .ckpt or the exported .safetensors"
+        )
     ckpt = load_checkpoint(path)
     meta = ckpt.get("mmanet")
     if not isinstance(meta, dict) or "config" not in meta or "state_dict" not in ckpt:

@@ -44,7 +44,7 @@ def fit_stage(
     train_loader = make_loader(bundle.train, config, train=True)
     val_loader = make_loader(bundle.val, config, train=False)
     last = out_dir / "checkpoints" / "last.ckpt"
-    callbacks = [*(extra_callbacks or []), NonFiniteGuard(last)]
+    callbacks = [*(extra_callbacks or []), NonFiniteGuard(last, lr=config.train.lr)]
     if teacher is not None:
         if config.mad.variant != "off":
             check_feature_name(net, config.mad.feature)

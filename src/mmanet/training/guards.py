@@ -6,10 +6,13 @@
 covers the weights (an update can turn them NaN in the epoch's last step, whose loss was still
 finite). It runs in ``on_train_epoch_end`` before the checkpoint callbacks (Lightning calls
 those last), so a non-finite epoch is never saved: ``last.ckpt`` stays the last good epoch.
+Under DDP every process checks at the same steps and the decision is OR-ed across them, so
+all processes stop together.
 
 Lightning turns Ctrl-C inside ``trainer.fit`` into ``sys.exit(1)`` (and ignores SIGINT from
-then on); :func:`interrupts_as_exception` turns that back into :class:`TrainingInterrupted`,
-which names the last checkpoint, and restores the SIGINT handler.
+then on; some versions instead return from ``fit`` with ``trainer.interrupted`` set);
+:func:`interrupts_as_exception` turns either back into :class:`TrainingInterrupted`, which
+names the last checkpoint, and restores the SIGINT handler.
 """
 
 from __future__ import annotations
@@ -73,10 +76,16 @@ def _loss_of(outputs: Any) -> Tensor | None:
 class NonFiniteGuard(L.Callback):
     """Raise :class:`TrainingDivergedError` as soon as a non-finite loss (or weight) is seen (module docstring)."""
 
-    def __init__(self, last_checkpoint: Path, check_every_n_steps: int = DEFAULT_CHECK_EVERY_N_STEPS) -> None:
+    def __init__(
+        self,
+        last_checkpoint: Path,
+        lr: float | None = None,
+        check_every_n_steps: int = DEFAULT_CHECK_EVERY_N_STEPS,
+    ) -> None:
         if check_every_n_steps < 1:
             raise ValueError(f"check_every_n_steps must be at least 1, got {check_every_n_steps}")
         self.last_checkpoint = Path(last_checkpoint)
+        self.lr = lr
         self.every = check_every_n_steps
         self._seen_bad: Tensor | None = None
 
@@ -97,17 +106,15 @@ class NonFiniteGuard(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._check_loss(trainer, "")
         flags = [~torch.isfinite(p.detach()).all() for p in pl_module.parameters()]
-        if flags and bool(torch.stack(flags).any()):
+        if _any_rank(trainer, bool(flags) and bool(torch.stack(flags).any())):
             self._fail(trainer, "the weights became NaN or infinite", "at its end")
 
     def _check_loss(self, trainer: L.Trainer, when: str) -> None:
-        if self._seen_bad is not None and bool(self._seen_bad):
+        if _any_rank(trainer, self._seen_bad is not None and bool(self._seen_bad)):
             self._fail(trainer, "the training loss became NaN or infinite", when)
 
     def _fail(self, trainer: L.Trainer, what: str, when: str) -> None:
-        lr = ""
-        if trainer.optimizers:
-            lr = f" (now {trainer.optimizers[0].param_groups[0]['lr']:g})"
+        lr = f" (now {self.lr:g})" if self.lr is not None else ""
         where = f"epoch {trainer.current_epoch + 1}" + (f", {when}" if when else "")
         raise TrainingDivergedError(
             f"training diverged: {what} in {where}; stopped without saving these weights. "
@@ -116,16 +123,24 @@ class NonFiniteGuard(L.Callback):
         )
 
 
+def _any_rank(trainer: L.Trainer, decision: bool) -> bool:
+    """True when any process says so (every process checks at the same steps, so all stop together under DDP)."""
+    return bool(trainer.strategy.reduce_boolean_decision(decision, all=False))
+
+
 @contextmanager
 def interrupts_as_exception(trainer: L.Trainer, last_checkpoint: Path) -> Iterator[None]:
     """Inside: Lightning's ``sys.exit(1)`` after Ctrl-C becomes :class:`TrainingInterrupted` (module docstring)."""
     main = threading.current_thread() is threading.main_thread()
     handler = signal.getsignal(signal.SIGINT) if main else None
+    last = Path(last_checkpoint)
     try:
         yield
+        if trainer.interrupted:  # Lightning versions that swallow Ctrl-C and return as if fit had finished
+            raise TrainingInterrupted(last if last.is_file() else None)
     except SystemExit:
         if trainer.interrupted:
-            raise TrainingInterrupted(Path(last_checkpoint) if Path(last_checkpoint).is_file() else None) from None
+            raise TrainingInterrupted(last if last.is_file() else None) from None
         raise
     finally:
         if main and handler is not None:

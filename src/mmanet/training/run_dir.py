@@ -20,6 +20,7 @@ from filelock import FileLock, Timeout
 
 from mmanet.config import RunConfig, dump_config
 from mmanet.errors import MMANetError
+from mmanet.outputs import OutputPathError, writable_directory
 
 LOCK_NAME = ".lock"
 PID_NAME = ".lock.pid"
@@ -60,11 +61,9 @@ class RunDirectory:
         if self.overwrite and path.exists():
             self._check_deletable()
         try:
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise RunDirectoryError(f"cannot create the run directory {path}: {err.strerror}") from err
-        if not os.access(path, os.W_OK):
-            raise RunDirectoryError(f"the run directory {path} is not writable")
+            writable_directory(path, "--out")
+        except OutputPathError as err:
+            raise RunDirectoryError(f"cannot use {path} as the run directory: {err}") from None
         self._acquire()
         try:
             if self.overwrite:
@@ -100,9 +99,17 @@ class RunDirectory:
             return
         try:
             previous = yaml.safe_load(saved.read_text())
-        except yaml.YAMLError:
-            previous = None
-        if previous != self.config.model_dump(mode="json") and has_checkpoints(self.path):
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
+            previous = err
+        if not has_checkpoints(self.path):
+            return  # never trained: its config is simply replaced
+        if not isinstance(previous, dict):
+            reason = "is not valid YAML" if isinstance(previous, Exception) else "does not hold a configuration"
+            raise RunDirectoryError(
+                f"{saved} {reason} (damaged?), so this run cannot be resumed safely; restore the file, or pass "
+                "--overwrite to start the run again (or choose another --out)"
+            )
+        if previous != self.config.model_dump(mode="json"):
             raise RunDirectoryError(
                 f"{self.path} holds a run with a different configuration; choose another --out "
                 "or pass --overwrite to start it again"

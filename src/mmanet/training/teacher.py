@@ -38,7 +38,13 @@ def check_teacher_hash(expected: str | None, actual: str, where: str, path: str 
 
 
 class FrozenTeacher:
-    """Wraps a trained :class:`MultimodalNet`: eval mode, ``requires_grad=False``, ``no_grad`` forward."""
+    """Wraps a trained :class:`MultimodalNet`: eval mode, ``requires_grad=False``, inference-mode forward.
+
+    :meth:`forward_all` runs under ``torch.inference_mode()``: its outputs are inference tensors,
+    which never need grad but must not be saved for backward nor changed in place outside inference
+    mode. MAD only reads them (detached, in no-grad relations; per-pixel maps are pooled first, which
+    makes normal tensors), so the student's autograd never saves one.
+    """
 
     def __init__(self, net: MultimodalNet, path: str | Path | None = None, sha256: str | None = None) -> None:
         self.net = net.eval()
@@ -55,7 +61,7 @@ class FrozenTeacher:
         self.net.eval()
         return self
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def forward_all(self, inputs: Mapping[str, Tensor], present: Tensor) -> NetOutput:
         self.net.eval()  # guard against a parent that toggled modes
         return self.net.forward_all(inputs, present)
