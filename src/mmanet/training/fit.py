@@ -18,6 +18,7 @@ from mmanet.training.factory import make_loader, make_trainer, mining_loader, ta
 from mmanet.training.guards import NonFiniteGuard, interrupts_as_exception
 from mmanet.training.mining import MARMiningCallback
 from mmanet.training.module import MultimodalModule
+from mmanet.training.run_dir import process_rank
 from mmanet.training.teacher import FrozenTeacher, TeacherMismatchError, check_teacher_hash
 
 
@@ -88,7 +89,8 @@ def train_teacher(config: RunConfig, bundle: DataBundle, out_dir: Path) -> Froze
     teacher_config = config.model_copy(update={"stage": "teacher", "method": "teacher"})
     teacher_dir = out_dir / "teacher"
     teacher_dir.mkdir(parents=True, exist_ok=True)
-    dump_config(teacher_config, teacher_dir / "config.yaml")
+    if process_rank() == 0:
+        dump_config(teacher_config, teacher_dir / "config.yaml")
     net, best = fit_stage(
         teacher_config, bundle, teacher_dir, max_epochs=config.teacher.max_epochs or config.train.max_epochs
     )

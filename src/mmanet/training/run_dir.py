@@ -7,6 +7,7 @@
   training started): then it is simply started again.
 * An exclusive lock (``.lock``, with the holder's pid in ``.lock.pid``) is held for the whole run;
   a second run on the same directory gets an error naming the first run's pid.
+* Under DDP only rank 0 does any of this (:func:`process_rank`); the other ranks train beside it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,20 @@ from mmanet.outputs import OutputPathError, writable_directory
 
 LOCK_NAME = ".lock"
 PID_NAME = ".lock.pid"
+
+
+def process_rank() -> int:
+    """This process's global rank from the launcher's environment (0 when not distributed).
+
+    Lightning's DDP launcher starts ranks > 0 as subprocesses with ``LOCAL_RANK``/``NODE_RANK``;
+    torchrun and SLURM set ``RANK``/``SLURM_PROCID``. Rank 0 owns the run directory.
+    """
+    for key in ("RANK", "SLURM_PROCID"):
+        if key in os.environ:
+            return int(os.environ[key])
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    node = int(os.environ.get("NODE_RANK", 0))
+    return node * int(os.environ.get("LOCAL_WORLD_SIZE", 1)) + local if node else local
 
 
 class RunDirectoryError(MMANetError):
@@ -56,6 +71,8 @@ class RunDirectory:
 
     def __enter__(self) -> RunDirectory:
         path = self.path
+        if process_rank() != 0:  # DDP: rank 0 guards, locks and writes; the other ranks only train
+            return self
         if path.exists() and not path.is_dir():
             raise RunDirectoryError(f"--out {path} is an existing file, not a directory; choose a directory")
         if self.overwrite and path.exists():

@@ -33,7 +33,7 @@ from mmanet.results import ResultTable
 from mmanet.training.evaluation import evaluate_tables
 from mmanet.training.factory import load_bundle, quiet_lightning
 from mmanet.training.fit import check_resumed_teacher, fit_stage, train_teacher
-from mmanet.training.run_dir import RunDirectory
+from mmanet.training.run_dir import RunDirectory, process_rank
 
 
 @dataclass
@@ -106,11 +106,14 @@ def _run_stages(config: RunConfig, out_dir: Path, bundle: DataBundle) -> RunResu
         if "miner" in meta:
             extras["miner"] = meta["miner"]
     seconds = time.perf_counter() - start
+    writes = process_rank() == 0  # DDP: every rank evaluates (metrics are all-reduced), rank 0 writes
     for split, table in result_tables.items():
         stem = "per_combination" if split == config.evaluate.split else f"per_combination_{split}"
-        table.write(out_dir, stem)
+        if writes:
+            table.write(out_dir, stem)
     result = RunResult(out_dir, config, result_tables, seconds, num_parameters, extras)
-    write_summary(result)
+    if writes:
+        write_summary(result)
     return result
 
 
