@@ -69,7 +69,7 @@ class ComponentSection(BaseModel):
 
 class ModelConfig(Section):
     #: feature channels C of every modality encoder's fused level (null: each encoder's own width)
-    channels: int | None = Field(64, gt=0)
+    channels: int | None = Field(64, gt=0, le=65536)
     #: the default encoder section of every modality: ``{type: auto|mlp|gru|tcn|cnn|…, <options>}``
     encoder: ComponentSection = Field(default_factory=lambda: ComponentSection(type="auto", hidden=128))
     #: per-modality encoder sections (override the default's type and options)
@@ -79,7 +79,7 @@ class ModelConfig(Section):
     head: ComponentSection = Field(default_factory=lambda: ComponentSection(type="auto", hidden=128))
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     #: base width of image backbones (64 = ResNet-18); given to every encoder and head that takes ``width``
-    width: int | None = Field(None, gt=0)
+    width: int | None = Field(None, gt=0, le=4096)
     #: a torchvision-format ResNet state_dict file (.pth/.pt/.safetensors) loaded into ResNet backbones
     pretrained: str | None = None
 

@@ -129,3 +129,16 @@ def test_batchnorm_encoder_runs_on_present_rows_only():
     mask[:, 0] = False
     net.fuse_predict(net.encode(inputs, mask), mask).logits.sum().backward()
     assert all(p.grad is not None for p in net.parameters())
+
+
+def test_component_options_of_the_wrong_type_are_config_errors():
+    from mmanet.config import ConfigError
+    from mmanet.models.factory import build_net
+    from mmanet.task import TaskInfo
+
+    info = TaskInfo(SPEC, 3, SHAPES)
+    for bad in ({"encoder": {"type": "mlp", "hidden": [1, 2]}}, {"head": {"type": "classification", "hidden": {}}}):
+        with pytest.raises(ConfigError, match="wrong type or size"):
+            build_net(resolve_run_config({"model": {"encoders": {"img": "cnn"}, **bad}}), info)
+    with pytest.raises(ConfigError, match="less than or equal"):
+        resolve_run_config({"model": {"channels": 10**16}})

@@ -40,6 +40,11 @@ def build_net(model: ModelConfig | RunConfig, info: TaskInfo) -> MultimodalNet:
         )
     except ValueError as err:
         raise ConfigError(f"invalid model configuration: {err}") from err
+    except (TypeError, RuntimeError) as err:  # an option of the wrong type or an impossible size
+        raise ConfigError(
+            f"invalid model configuration: a component option has the wrong type or size ({err}); "
+            "check the options of model.encoder, model.encoders and model.head"
+        ) from err
     if model.pretrained:
         load_pretrained(net, model.pretrained)
     return net
