@@ -142,3 +142,26 @@ def test_component_options_of_the_wrong_type_are_config_errors():
             build_net(resolve_run_config({"model": {"encoders": {"img": "cnn"}, **bad}}), info)
     with pytest.raises(ConfigError, match="less than or equal"):
         resolve_run_config({"model": {"channels": 10**16}})
+
+
+@pytest.mark.parametrize("fusion", ["se_add", "concat", "hemis", "lcr", "rfnet", "mmformer", "shaspec", "dmrnet"])
+def test_every_fusion_runs_at_every_level_of_the_segmentation_network(fusion):
+    from mmanet.models.fusion import FUSIONS
+
+    assert fusion in FUSIONS
+    spec = ModalitySpec(("rgb", "depth"))
+    torch.manual_seed(0)
+    net = build_network(
+        spec, {"rgb": (3, 64, 64), "depth": (1, 64, 64)}, 5, channels=None, encoder="resnet",
+        head="esanet_decoder", fusion=fusion, width=4,
+    )  # fmt: skip
+    assert len(net.fusions) == 4  # one fusion per pyramid level
+    inputs = {"rgb": torch.randn(3, 3, 64, 64), "depth": torch.randn(3, 1, 64, 64)}
+    mask = torch.tensor([[True, False], [False, True], [True, True]])
+    out = net.train().forward_all(inputs, mask)
+    loss = out.logits.square().mean() + sum(a.square().mean() for a in out.aux_logits)
+    loss = loss + sum(net.auxiliary_losses(out.features, mask, torch.zeros(3, 64, 64, dtype=torch.long),
+                                           torch.nn.functional.cross_entropy).values(), torch.zeros(()))  # fmt: skip
+    loss.backward()
+    assert out.logits.shape == (3, 5, 64, 64) and torch.isfinite(out.logits).all()
+    assert all(p.grad is not None for p in net.parameters())
