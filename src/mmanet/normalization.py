@@ -31,9 +31,11 @@ class Normalization:
     shape: tuple[int, ...]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    #: an input value of exactly 0 stays 0 (depth sensors: 0 = no reading), as the datasets do
+    keep_zero: bool = False
 
     @classmethod
-    def from_arrays(cls, mean: Any, std: Any) -> Normalization:
+    def from_arrays(cls, mean: Any, std: Any, keep_zero: bool = False) -> Normalization:
         """From array-likes (scalars, lists, arrays, tensors); ``std`` must be positive, both finite."""
         try:
             m = np.asarray(mean, dtype=np.float32)
@@ -44,17 +46,21 @@ class Normalization:
         m, s = np.broadcast_to(m, shape), np.broadcast_to(s, shape)
         if not (np.isfinite(m).all() and np.isfinite(s).all()) or (s <= 0).any():
             raise ValueError("normalisation mean/std must be finite with std > 0")
-        return cls(tuple(int(d) for d in shape), tuple(float(v) for v in m.ravel()), tuple(float(v) for v in s.ravel()))
+        shape_t = tuple(int(d) for d in shape)
+        return cls(shape_t, tuple(float(v) for v in m.ravel()), tuple(float(v) for v in s.ravel()), bool(keep_zero))
 
     @classmethod
     def from_dict(cls, d: Any) -> Normalization:
-        if not isinstance(d, Mapping) or set(d) != {"mean", "std"}:
-            raise ValueError(f"a normalisation is {{mean: …, std: …}}, got {d!r}")
-        return cls.from_arrays(d["mean"], d["std"])
+        if not isinstance(d, Mapping) or not {"mean", "std"} <= set(d) <= {"mean", "std", "keep_zero"}:
+            raise ValueError(f"a normalisation is {{mean: …, std: …[, keep_zero: …]}}, got {d!r}")
+        return cls.from_arrays(d["mean"], d["std"], bool(d.get("keep_zero", False)))
 
     def to_dict(self) -> dict[str, Any]:
         mean, std = self.arrays()
-        return {"mean": mean.tolist(), "std": std.tolist()}
+        out: dict[str, Any] = {"mean": mean.tolist(), "std": std.tolist()}
+        if self.keep_zero:
+            out["keep_zero"] = True
+        return out
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """``(mean, std)`` as float32 arrays of :attr:`shape`."""
@@ -71,9 +77,11 @@ class Normalization:
             return False
 
     def apply(self, x: np.ndarray) -> np.ndarray:
-        """``(x − mean) / std`` in float32."""
+        """``(x − mean) / std`` in float32 (zeros kept as zeros with :attr:`keep_zero`)."""
         mean, std = self.arrays()
-        return ((np.asarray(x, dtype=np.float32) - mean) / std).astype(np.float32)
+        x = np.asarray(x, dtype=np.float32)
+        y = ((x - mean) / std).astype(np.float32)
+        return np.where(x == 0, np.float32(0), y) if self.keep_zero else y
 
 
 Normalizations = Mapping[str, Normalization]
@@ -120,6 +128,7 @@ class InputNormalizer(nn.Module):
         super().__init__()
         self.spec = spec
         self.normalized = tuple(m for m in spec.names if normalization and m in normalization)
+        self.keep_zero = tuple(m for m in self.normalized if normalization[m].keep_zero)  # type: ignore[index]
         for m in self.normalized:
             mean, std = normalization[m].arrays()  # type: ignore[index]
             self.register_buffer(f"mean_{m}", torch.from_numpy(mean.copy()), persistent=False)
@@ -130,7 +139,8 @@ class InputNormalizer(nn.Module):
         for i, m in enumerate(self.spec.names):
             x = inputs[m].float()
             if m in self.normalized:
-                x = (x - getattr(self, f"mean_{m}")) / getattr(self, f"std_{m}")
+                scaled = (x - getattr(self, f"mean_{m}")) / getattr(self, f"std_{m}")
+                x = torch.where(x == 0, torch.zeros_like(x), scaled) if m in self.keep_zero else scaled
             valid = present[:, i].reshape((-1,) + (1,) * (x.dim() - 1))
             lengths = inputs.get(f"lengths_{m}")
             if lengths is not None and x.dim() == 3:

@@ -194,7 +194,8 @@ def load(
         records = {"train": train, "val": official_val, "test": official_val}
     reader = CityscapesReader()
     splits = {split: (reader, items) for split, items in records.items()}
-    return segmentation_bundle("cityscapes", lazy_datasets(splits, options, DEPTH, seed, "Cityscapes"), CLASS_NAMES)
+    datasets = lazy_datasets(splits, options, DEPTH, seed, "Cityscapes")
+    return segmentation_bundle("cityscapes", datasets, CLASS_NAMES, depth=DEPTH)
 
 
 register_dataset(

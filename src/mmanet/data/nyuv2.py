@@ -357,7 +357,7 @@ def load(
         "test": official["test"],
     }
     splits = {split: (reader, items) for split, items in records.items()}
-    return segmentation_bundle("nyuv2", lazy_datasets(splits, options, DEPTH, seed, "NYUv2"), CLASS_NAMES)
+    return segmentation_bundle("nyuv2", lazy_datasets(splits, options, DEPTH, seed, "NYUv2"), CLASS_NAMES, depth=DEPTH)
 
 
 register_dataset(

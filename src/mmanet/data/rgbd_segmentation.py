@@ -47,6 +47,7 @@ from mmanet.data.transforms import (
     as_size,
 )
 from mmanet.modality import ModalitySpec
+from mmanet.normalization import Normalization
 
 MODALITIES = ("rgb", "depth")
 SPEC = ModalitySpec(MODALITIES)
@@ -305,8 +306,22 @@ def lazy_datasets(
     return datasets
 
 
-def segmentation_bundle(name: str, datasets: Mapping[str, MultimodalDataset], class_names: Sequence[str]) -> DataBundle:
-    """A segmentation DataBundle: ``num_classes = len(class_names)``, void = :data:`IGNORE_INDEX`."""
+def segmentation_normalization(depth) -> dict[str, Normalization]:
+    """What the pipeline applies to RAW inputs (rgb 0..255, depth in ``depth.unit`` with 0 = invalid),
+    recorded with the model so exports and ``predict`` take raw images."""
+    rgb_mean = [[[255.0 * m]] for m in IMAGENET_MEAN]
+    rgb_std = [[[255.0 * s]] for s in IMAGENET_STD]
+    return {
+        "rgb": Normalization.from_arrays(rgb_mean, rgb_std),
+        "depth": Normalization.from_arrays(depth.mean, depth.std, keep_zero=True),
+    }
+
+
+def segmentation_bundle(
+    name: str, datasets: Mapping[str, MultimodalDataset], class_names: Sequence[str], depth=None
+) -> DataBundle:
+    """A segmentation DataBundle: ``num_classes = len(class_names)``, void = :data:`IGNORE_INDEX`;
+    with ``depth`` statistics, the input normalisation is recorded (:func:`segmentation_normalization`)."""
     return DataBundle(
         name=name,
         spec=SPEC,
@@ -317,4 +332,5 @@ def segmentation_bundle(name: str, datasets: Mapping[str, MultimodalDataset], cl
         test=datasets["test"],
         class_names=list(class_names),
         ignore_index=IGNORE_INDEX,
+        normalization=segmentation_normalization(depth) if depth is not None else None,
     )

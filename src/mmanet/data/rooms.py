@@ -120,7 +120,7 @@ def load(
         reader = RoomArrays(arrays["rgb"], arrays["depth"], arrays["label"], split)
         lazy = RGBDSegmentationDataset(range(count), reader, size, DEPTH, augment and split == "train", seed)
         datasets[split] = lazy if lazy.augment else materialise(lazy)
-    return segmentation_bundle("rooms", datasets, CLASS_NAMES)
+    return segmentation_bundle("rooms", datasets, CLASS_NAMES, depth=DEPTH)
 
 
 register_dataset(
