@@ -229,3 +229,10 @@ def task_info_of(bundle):
     from mmanet.training.factory import task_info
 
     return task_info(bundle)
+
+
+def test_num_threads_is_applied(tiny_config, tmp_path):
+    import torch
+
+    run(tiny_config("sf_md", train__max_epochs=1, train__num_threads=1), tmp_path / "run")
+    assert torch.get_num_threads() == 1

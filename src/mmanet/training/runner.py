@@ -63,6 +63,8 @@ def count_parameters(net: torch.nn.Module) -> int:
 def run(config: RunConfig, out_dir: str | Path, overwrite: bool = False, bundle: DataBundle | None = None) -> RunResult:
     """Train according to ``config.stage`` and write the per-combination tables into ``out_dir``."""
     quiet_lightning()
+    if config.train.num_threads is not None:
+        torch.set_num_threads(config.train.num_threads)
     out_dir = Path(out_dir)
     with RunDirectory(out_dir, config, overwrite):
         bundle = bundle if bundle is not None else load_bundle(config)
