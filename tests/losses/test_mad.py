@@ -307,3 +307,17 @@ def test_per_pixel_errors_and_teacher_detached():
         mad_loss(fs, ft, logits[:, :, 0, 0], per_pixel=True)
     with pytest.raises(ValueError, match="feature maps"):
         mad_loss(fs.flatten(1), ft.flatten(1), logits, per_pixel=True)
+
+
+@pytest.mark.parametrize("per_pixel", [False, True])
+def test_teacher_outputs_from_inference_mode_are_accepted(per_pixel):
+    """The frozen teacher runs under torch.inference_mode; its tensors must not break the backward."""
+    g = torch.Generator().manual_seed(0)
+    shape = (3, 1, 1, 1) if per_pixel else (3, 4)
+    student = torch.randn(*shape, generator=g, requires_grad=True)
+    with torch.inference_mode():
+        teacher = torch.randn(*shape, generator=g)
+        logits = torch.randn(3, 2, 1, 1, generator=g) if per_pixel else torch.randn(3, 2, generator=g)
+    loss = mad_loss(student, teacher, logits, per_pixel=per_pixel)
+    loss.backward()
+    assert student.grad is not None and torch.isfinite(student.grad).all()

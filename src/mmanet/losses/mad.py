@@ -228,6 +228,9 @@ def mad_loss(
         fs = _as_float(student_features)
         ft = _as_float(teacher_features.detach())
         logits = teacher_logits.detach()
+        # a teacher run under torch.inference_mode gives inference tensors, which autograd may not save
+        ft = ft.clone() if ft.is_inference() else ft
+        logits = logits.clone() if logits.is_inference() else logits
         if per_pixel:
             if fs.dim() != 4 or ft.dim() != 4:
                 raise ValueError(
