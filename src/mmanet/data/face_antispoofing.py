@@ -25,6 +25,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from mmanet.data.base import DataBundle, DataError, DataUnavailableError
+from mmanet.data.epoch import EpochSeeded
 from mmanet.data.image_io import read_image
 from mmanet.data.transforms import (
     Compose,
@@ -37,7 +38,6 @@ from mmanet.data.transforms import (
     Resize,
     Size,
     as_size,
-    sample_generator,
 )
 from mmanet.modality import ModalitySpec
 from mmanet.normalization import Normalization
@@ -176,7 +176,7 @@ def build_transform(image_size: tuple[int, int], augment: bool) -> Compose:
     return Compose([*ops, Normalize(PIXEL_MEAN, PIXEL_STD)])
 
 
-class FaceAntiSpoofingDataset(Dataset):
+class FaceAntiSpoofingDataset(EpochSeeded, Dataset):
     """Lazy on-disk face anti-spoofing dataset following the dataset protocol.
 
     ``__getitem__(i)`` → ``(inputs, present, target)``: ``inputs[m]`` a ``(3, H, W)`` float
@@ -200,26 +200,12 @@ class FaceAntiSpoofingDataset(Dataset):
                 raise DataError(f"{sample.context}: {len(sample.paths)} paths for modalities {list(spec.names)}")
         self.image_size = as_size(image_size)
         self.augment = augment
-        self.seed = seed
-        # in shared memory, so set_epoch also reaches persistent DataLoader workers
-        self._epoch = torch.zeros((), dtype=torch.long).share_memory_()
+        self.init_epoch(seed)  # the epoch in shared memory: set_epoch reaches persistent workers
         self.transform = build_transform(self.image_size, augment)
         self.targets = torch.tensor([s.label for s in self.samples], dtype=torch.long)
 
     def __len__(self) -> int:
         return len(self.samples)
-
-    @property
-    def epoch(self) -> int:
-        return int(self._epoch)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the augmentation draws of ``epoch`` (call before iterating each training epoch).
-
-        The epoch lives in shared memory, so DataLoader workers that persist across epochs
-        see the new value too.
-        """
-        self._epoch.fill_(int(epoch))
 
     def input_shapes(self) -> dict[str, tuple[int, ...]]:
         return {name: (3, *self.image_size) for name in self.spec.names}
@@ -234,7 +220,7 @@ class FaceAntiSpoofingDataset(Dataset):
             raise IndexError(f"index {index} out of range for a dataset of {len(self.samples)} samples")
         sample = self.samples[index]
         images = {m: read_image(p, "RGB", sample.context) for m, p in zip(self.spec.names, sample.paths, strict=True)}
-        out = self.transform(PairedSample(images), sample_generator(self.seed, self.epoch, index))
+        out = self.transform(PairedSample(images), self.generator(index))
         present = torch.ones(len(self.spec), dtype=torch.bool)
         return out.images, present, self.targets[index].clone()
 
