@@ -268,3 +268,28 @@ def test_benchmark_unknown_method_key_lists_valid_keys(tmp_path):
     text = BENCH.replace("    set: {mad.alpha: 2.0}", "    sett: {mad.alpha: 2.0}")
     with pytest.raises(ConfigError, match="'set'"):
         load_benchmark_config(write(tmp_path, text, "bench.yaml"))
+
+
+def test_fused_concat_distillation_is_an_error_unless_allowed():
+    raw = {"method": "mmanet", "model": {"fusion": "concat"}, "mad": {"feature": "fused"}}
+    with pytest.raises(ConfigError, match=r"mask overlap.*mad.allow_concat_fused: true"):
+        resolve_run_config(raw)
+    allowed = resolve_run_config({**raw, "mad": {"feature": "fused", "allow_concat_fused": True}})
+    assert allowed.mad.feature == "fused"
+    # not distilling (MAD off, or another fusion) is fine
+    assert resolve_run_config({**raw, "method": "kd"}).mad.variant == "off"
+    assert resolve_run_config({**raw, "model": {"fusion": "hemis"}}).model.fusion == "hemis"
+
+
+def test_distillation_presets_and_batch_free_mad_defaults():
+    kd = resolve_run_config({"method": "kd"})
+    assert kd.stage == "mmanet" and kd.kd.gamma == 1.0 and kd.mad.variant == "off" and kd.mar.mode == "off"
+    both = resolve_run_config({"method": "mmanet_kd"})
+    assert both.kd.gamma == 1.0 and both.mad.variant == "paper" and both.mar.mode == "mined"
+    plain = resolve_run_config({"method": "mmanet"})
+    assert plain.kd.gamma == 0.0 and plain.mad.reduction == "mean" and not plain.kd_active
+    assert plain.uses_unlabelled and not resolve_run_config({"method": "sf_md"}).uses_unlabelled
+    with pytest.raises(ConfigError, match="kd.temperature"):
+        resolve_run_config({"method": "kd", "kd": {"temperature": 0}})
+    with pytest.raises(ConfigError, match="train.unlabelled"):
+        resolve_run_config({"method": "kd", "train": {"unlabelled": "sometimes"}})

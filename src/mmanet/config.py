@@ -18,6 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from mmanet.config_checks import check_strict_scalars, non_finite_keys
 from mmanet.errors import MMANetError
 
+#: default MAD weight α (batch-size-free scale); chosen on the mfeat validation split (docs/results.md)
+ALPHA_DEFAULT = 6.4
+
 
 class ConfigError(MMANetError):
     """A configuration problem, with the key path and the valid choices in the message."""
@@ -123,6 +126,9 @@ class TrainConfig(Section):
     progress_bar: bool = True
     #: evaluate all combinations on the validation split every n epochs (model selection)
     check_val_every_n_epoch: int = Field(1, gt=0)
+    #: unlabelled training samples (label -1): ``keep`` (in every batch; only distillation terms use
+    #: them), ``drop`` (train on the labelled part), ``auto`` (keep for a stage with a distillation term)
+    unlabelled: Literal["auto", "keep", "drop"] = "auto"
 
 
 class CustomizedConfig(Section):
@@ -139,15 +145,30 @@ class TeacherConfig(Section):
 
 
 class MADConfig(Section):
-    #: chosen on the mfeat validation split (configs/mfeat/tune_mmanet.yaml, docs/results.md)
-    alpha: float = Field(0.1, ge=0)
+    #: weight α of the batch-size-free MAD (``reduction: mean``); chosen on the mfeat validation split
+    #: (docs/results.md). In the summed scale of the paper's code: α_sum = α / N (N rows of the relation)
+    alpha: float = Field(ALPHA_DEFAULT, ge=0)
     variant: Literal["paper", "sp", "official", "off"] = "paper"
+    #: ``mean``: batch-size free (DESIGN §4.1 step 6, α means the same for every batch size);
+    #: ``sum``: the summed form of the authors' code (their α = 30 / 4 / 10 are in this scale)
+    reduction: Literal["mean", "sum"] = "mean"
     #: the named network feature distilled (``fused`` or a head feature such as ``embedding``;
     #: checked against the network when it is built)
     feature: str = "embedding"
     start_epoch: int = Field(0, ge=0)
     #: segmentation: the feature map is average-pooled to this [H, W] before per-pixel MAD (null: as is)
     pool_size: list[int] | None = None
+    #: distil ``feature: fused`` of a concat fusion anyway (an error otherwise; see RunConfig)
+    allow_concat_fused: bool = False
+
+
+class KDConfig(Section):
+    """Logit distillation ``γ · T² · KL(softmax(p^t/T) ‖ softmax(p^d/T))`` (Hinton et al.; issue 13)."""
+
+    #: weight γ (0 = off)
+    gamma: float = Field(0.0, ge=0)
+    #: temperature T (> 0); the T² factor keeps the gradient scale independent of T
+    temperature: float = Field(4.0, gt=0, le=100)
 
 
 class MARConfig(Section):
@@ -178,6 +199,7 @@ class RunConfig(Section):
     customized: CustomizedConfig = Field(default_factory=CustomizedConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     mad: MADConfig = Field(default_factory=MADConfig)
+    kd: KDConfig = Field(default_factory=KDConfig)
     mar: MARConfig = Field(default_factory=MARConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
 
@@ -187,6 +209,34 @@ class RunConfig(Section):
         if value not in METHOD_PRESETS:
             raise ValueError(f"unknown method {value!r}; valid: {sorted(METHOD_PRESETS)}")
         return value
+
+    @property
+    def mad_active(self) -> bool:
+        return self.stage == "mmanet" and self.mad.variant != "off" and self.mad.alpha > 0
+
+    @property
+    def kd_active(self) -> bool:
+        return self.stage == "mmanet" and self.kd.gamma > 0
+
+    @property
+    def uses_unlabelled(self) -> bool:
+        """Whether unlabelled training samples reach the training batches (``train.unlabelled``)."""
+        if self.train.unlabelled == "auto":
+            return self.mad_active or self.kd_active
+        return self.train.unlabelled == "keep"
+
+    @model_validator(mode="after")
+    def _fused_concat_distillation(self) -> RunConfig:
+        concat_fused = self.mad.feature == "fused" and self.model.fusion == "concat"
+        if self.mad_active and concat_fused and not self.mad.allow_concat_fused:
+            raise ValueError(
+                "mad.feature: fused with model.fusion: concat distils the zero-filled concatenation, whose "
+                "sample-to-sample relations mostly copy which modalities two samples share under modality "
+                "dropout (the mask overlap), not class structure; distil a feature after the first layer "
+                "of the head (mad.feature: embedding, the default), or set mad.allow_concat_fused: true to "
+                "do it anyway"
+            )
+        return self
 
 
 class BenchmarkMethod(Section):
@@ -237,6 +287,21 @@ METHOD_PRESETS: dict[str, dict[str, Any]] = {
     "sp": {"stage": "mmanet", "model": {"fusion": "concat"}, "mad": {"variant": "sp"}, "mar": {"mode": "off"}},
     "mad": {"stage": "mmanet", "model": {"fusion": "concat"}, "mad": {"variant": "paper"}, "mar": {"mode": "off"}},
     "sr": {"stage": "mmanet", "model": {"fusion": "concat"}, "mad": {"variant": "paper"}, "mar": {"mode": "single"}},
+    # logit distillation KL(teacher ‖ student) at temperature T (issue 13): alone, and added to MMANet
+    "kd": {
+        "stage": "mmanet",
+        "model": {"fusion": "concat"},
+        "mad": {"variant": "off"},
+        "mar": {"mode": "off"},
+        "kd": {"gamma": 1.0},
+    },
+    "mmanet_kd": {
+        "stage": "mmanet",
+        "model": {"fusion": "concat"},
+        "mad": {"variant": "paper"},
+        "mar": {"mode": "mined"},
+        "kd": {"gamma": 1.0},
+    },
     # RGB-D segmentation (ESANet, Seichter et al. 2021): one model per combination / modality dropout
     "esanet": {"stage": "customized", "model": _ESANET},
     "esanet_md": {"stage": "unified", "model": _ESANET},

@@ -71,7 +71,7 @@ def test_official_matches_golden_loss_and_gradient():
     ft = torch.tensor(data["inputs"]["fm_t"], dtype=torch.float32)
     lt = torch.tensor(data["inputs"]["logit_t"], dtype=torch.float32)
     assert list(fs.shape) == data["shapes"]["fm_s"]
-    loss = mad_loss(fs, ft, lt, variant="official")
+    loss = mad_loss(fs, ft, lt, variant="official", reduction="sum")
     loss.backward()
     expected_loss = data["outputs"]["mad_loss"]
     expected_grad = torch.tensor(data["outputs"]["grad_fm_s"], dtype=torch.float32)
@@ -84,7 +84,8 @@ def test_official_matches_golden_loss_and_gradient():
 def test_paper_variant_differs_from_official_on_golden_inputs():
     data = json.loads(GOLDEN.read_text())
     fs, ft, lt = (torch.tensor(data["inputs"][k]) for k in ("fm_s", "fm_t", "logit_t"))
-    assert not math.isclose(mad_loss(fs, ft, lt, variant="paper").item(), data["outputs"]["mad_loss"], rel_tol=1e-3)
+    paper = mad_loss(fs, ft, lt, variant="paper", reduction="sum").item()
+    assert not math.isclose(paper, data["outputs"]["mad_loss"], rel_tol=1e-3)
 
 
 # ----------------------------------------------------------------------------- independent reference
@@ -93,7 +94,7 @@ def test_paper_variant_differs_from_official_on_golden_inputs():
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_matches_loop_reference(variant):
     fs, ft, logits = _inputs(b=4, c=6, k=3, seed=1)
-    got = mad_loss(fs, ft, logits, variant=variant).item()
+    got = mad_loss(fs, ft, logits, variant=variant, reduction="sum").item()
     want = _loop_reference(fs.numpy(), ft.numpy(), logits.numpy(), variant)
     assert got == pytest.approx(want, rel=1e-10, abs=1e-14)
 
@@ -109,8 +110,8 @@ def test_paper_hand_computed_two_samples():
     w0, w1 = u0 / (u0 + u1), u1 / (u0 + u1)
     # d_i = Σ_j (A^t_ij − A^d_ij)^2 = 0.25 for both rows (diag terms vanish up to ε)
     expected = w0 * 0.25 + w1 * 0.25
-    assert mad_loss(fs, ft, logits, variant="paper").item() == pytest.approx(expected, rel=1e-7)
-    assert mad_loss(fs, ft, logits, variant="sp").item() == pytest.approx(0.25, rel=1e-7)
+    assert mad_loss(fs, ft, logits, variant="paper", reduction="sum").item() == pytest.approx(expected, rel=1e-7)
+    assert mad_loss(fs, ft, logits, variant="sp", reduction="sum").item() == pytest.approx(0.25, rel=1e-7)
 
 
 def test_sp_is_mean_of_relation_gaps():
@@ -118,10 +119,11 @@ def test_sp_is_mean_of_relation_gaps():
     a_s = F.normalize(fs, dim=1) @ F.normalize(fs, dim=1).T
     a_t = F.normalize(ft, dim=1) @ F.normalize(ft, dim=1).T
     d = (a_t - a_s).pow(2).sum(dim=1)
-    assert mad_loss(fs, ft, logits, variant="sp").item() == pytest.approx(d.mean().item(), rel=1e-7)
-    assert sp_loss(fs, ft).item() == pytest.approx(d.mean().item(), rel=1e-7)
+    assert mad_loss(fs, ft, logits, variant="sp", reduction="sum").item() == pytest.approx(d.mean().item(), rel=1e-7)
+    assert sp_loss(fs, ft, reduction="sum").item() == pytest.approx(d.mean().item(), rel=1e-7)
     w = entropy_weights(logits)
-    assert mad_loss(fs, ft, logits, variant="paper").item() == pytest.approx((w * d).sum().item(), rel=1e-7)
+    paper = mad_loss(fs, ft, logits, variant="paper", reduction="sum").item()
+    assert paper == pytest.approx((w * d).sum().item(), rel=1e-7)
 
 
 def test_uncertain_samples_weigh_more():
@@ -131,8 +133,8 @@ def test_uncertain_samples_weigh_more():
     equal = torch.tensor([[3.0, -3.0], [3.0, -3.0], [3.0, -3.0]], dtype=torch.float64)
     uncertain_first = torch.tensor([[0.0, 0.0], [10.0, -10.0], [10.0, -10.0]], dtype=torch.float64)
     d = _row_gaps(fs, ft)
-    assert mad_loss(fs, ft, equal, variant="paper").item() == pytest.approx(d.mean().item(), rel=1e-6)
-    high = mad_loss(fs, ft, uncertain_first, variant="paper")
+    assert mad_loss(fs, ft, equal, variant="paper", reduction="sum").item() == pytest.approx(d.mean().item(), rel=1e-6)
+    high = mad_loss(fs, ft, uncertain_first, variant="paper", reduction="sum")
     assert high.item() == pytest.approx(d[0].item(), rel=1e-3)
 
 
@@ -276,7 +278,7 @@ def test_per_pixel_blocks_equal_dense(variant, block_size):
     logits = torch.randn(2, 4, 6, 8, generator=g, dtype=torch.float64)  # resized to 3×4
     fs_a = fs.clone().requires_grad_(True)
     fs_b = fs.clone().requires_grad_(True)
-    got = mad_loss(fs_a, ft, logits, variant=variant, per_pixel=True, block_size=block_size)
+    got = mad_loss(fs_a, ft, logits, variant=variant, per_pixel=True, block_size=block_size, reduction="sum")
     want = _dense_pixel_reference(fs_b, ft, logits, variant)
     assert got.item() == pytest.approx(want.item(), rel=1e-12)
     (got * 3.0).backward()
@@ -321,3 +323,60 @@ def test_teacher_outputs_from_inference_mode_are_accepted(per_pixel):
     loss = mad_loss(student, teacher, logits, per_pixel=per_pixel)
     loss.backward()
     assert student.grad is not None and torch.isfinite(student.grad).all()
+
+
+# ----------------------------------------------------------------------------- scale (DESIGN §4.1 step 6)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("per_pixel", [False, True])
+def test_mean_reduction_is_the_sum_over_the_number_of_rows(variant, per_pixel):
+    g = torch.Generator().manual_seed(11)
+    if per_pixel:  # N = 2·3·2 = 12 pixel rows
+        fs, ft = torch.randn(2, 3, 3, 2, generator=g, dtype=torch.float64), torch.randn(2, 4, 3, 2, generator=g)
+        logits, n = torch.randn(2, 3, 3, 2, generator=g, dtype=torch.float64), 12
+    else:
+        fs, ft, logits = _inputs(b=5, seed=11)
+        n = 5
+    ft = ft.to(fs.dtype)
+    total = mad_loss(fs, ft, logits, variant=variant, per_pixel=per_pixel, reduction="sum")
+    mean = mad_loss(fs, ft, logits, variant=variant, per_pixel=per_pixel, reduction="mean")
+    # the official relation divides each Gram row by its norm over the batch: its sum is already batch-free
+    expected = total.item() if variant == "official" else total.item() / n
+    assert mean.item() == pytest.approx(expected, rel=1e-12)
+    assert mad_loss(fs, ft, logits, variant=variant, per_pixel=per_pixel).item() == mean.item()  # the default
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("per_pixel", [False, True])
+def test_mean_value_does_not_change_when_the_batch_is_duplicated(variant, per_pixel):
+    """B → 2B with the same samples: the mean form is unchanged (the sum form doubles)."""
+    g = torch.Generator().manual_seed(12)
+    shape_s, shape_t = ((3, 4, 2, 2), (3, 5, 2, 2)) if per_pixel else ((6, 7), (6, 9))
+    fs = torch.randn(*shape_s, generator=g, dtype=torch.float64)
+    ft = torch.randn(*shape_t, generator=g, dtype=torch.float64)
+    logits = torch.randn(shape_s[0], 3, *shape_s[2:], generator=g, dtype=torch.float64) * 2
+    twice = [torch.cat([x, x]) for x in (fs, ft, logits)]
+    one = mad_loss(fs, ft, logits, variant=variant, per_pixel=per_pixel, eps=0.0)
+    two = mad_loss(*twice, variant=variant, per_pixel=per_pixel, eps=0.0)
+    assert two.item() == pytest.approx(one.item(), rel=1e-10)
+    one_sum = mad_loss(fs, ft, logits, variant=variant, per_pixel=per_pixel, eps=0.0, reduction="sum")
+    two_sum = mad_loss(*twice, variant=variant, per_pixel=per_pixel, eps=0.0, reduction="sum")
+    growth = 1.0 if variant == "official" else 2.0  # the paper/SP sums grow with the batch
+    assert two_sum.item() == pytest.approx(growth * one_sum.item(), rel=1e-10)
+
+
+def test_sp_mean_is_the_mean_over_the_relation_matrix():
+    fs, ft, _ = _inputs(b=6, seed=13)
+    a_s = F.normalize(fs, dim=1) @ F.normalize(fs, dim=1).T
+    a_t = F.normalize(ft, dim=1) @ F.normalize(ft, dim=1).T
+    assert sp_loss(fs, ft).item() == pytest.approx((a_t - a_s).pow(2).mean().item(), rel=1e-7)
+
+
+def test_unknown_reduction_is_an_error():
+    fs, ft, logits = _inputs(b=3, seed=14)
+    with pytest.raises(ValueError, match="reduction"):
+        mad_loss(fs, ft, logits, reduction="batchmean")
+    with pytest.raises(ValueError, match="reduction"):
+        MADLoss(reduction="none")
+    assert MADLoss(reduction="sum")(fs, ft, logits).item() == mad_loss(fs, ft, logits, reduction="sum").item()

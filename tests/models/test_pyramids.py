@@ -87,7 +87,7 @@ def test_one_training_epoch_and_evaluation_on_different_pyramids(task, tmp_path)
             "train": {"max_epochs": 2, "progress_bar": False},
             "mar": {"warmup_epochs": 1},
             "teacher": {"max_epochs": 1},
-            "mad": {"feature": "fused"},
+            "mad": {"feature": "fused", "allow_concat_fused": True},
         }
     )
     if task == "segmentation":  # per-pixel MAD and segmentation MAR are wired by the segmentation work

@@ -56,14 +56,6 @@ def step_and_mask(module, batch, seed: int = 7):
     return total, mask
 
 
-@pytest.fixture
-def at_epoch(monkeypatch):
-    def set_epoch(epoch: int) -> None:
-        monkeypatch.setattr(MultimodalModule, "current_epoch", property(lambda self: epoch))
-
-    return set_epoch
-
-
 def test_mmanet_step_is_task_plus_alpha_mad_plus_beta_mar(tiny_config, at_epoch):
     cfg, module, batch = setup(tiny_config, "sr", mad__alpha=0.7, mar__beta=0.3, mar__warmup_epochs=1)
     inputs, present, target = batch

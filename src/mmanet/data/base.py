@@ -34,6 +34,9 @@ class DataUnavailableError(DataError):
 
 Sample = tuple[dict[str, Tensor], Tensor, Tensor]
 
+#: the class label of an unlabelled training sample (classification; only the distillation terms use it)
+UNLABELLED = -1
+
 
 @runtime_checkable
 class MultimodalDataset(Protocol):
@@ -143,6 +146,45 @@ class ArrayMultimodalDataset(Dataset):
 
     def input_shapes(self) -> dict[str, tuple[int, ...]]:
         return {name: tuple(values.shape[1:]) for name, values in self.arrays.items()}
+
+    def subset(self, indices: Tensor) -> ArrayMultimodalDataset:
+        """The samples at ``indices`` (a new dataset sharing nothing mutable with this one)."""
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return ArrayMultimodalDataset(
+            self.spec,
+            {name: values[index] for name, values in self.arrays.items()},
+            self.targets[index],
+            present=self.present[index],
+            lengths={name: lengths[index] for name, lengths in self.lengths.items()},
+        )
+
+
+def unlabelled_rows(target: Tensor) -> Tensor:
+    """``BoolTensor[B]``: the classification samples whose label is :data:`UNLABELLED`."""
+    if target.dim() != 1:  # segmentation maps: unlabelled pixels are the void label, not whole samples
+        return torch.zeros(target.shape[0], dtype=torch.bool, device=target.device)
+    return target == UNLABELLED
+
+
+def labelled_part(dataset: MultimodalDataset) -> MultimodalDataset:
+    """The dataset without its unlabelled samples (itself when it has none or cannot say).
+
+    Only in-memory datasets (:class:`ArrayMultimodalDataset`: mfeat, npz, …) can hold unlabelled samples.
+    """
+    targets = getattr(dataset, "targets", None)
+    if not isinstance(dataset, ArrayMultimodalDataset) or targets is None:
+        return dataset
+    unlabelled = unlabelled_rows(targets)
+    if not bool(unlabelled.any()):
+        return dataset
+    if bool(unlabelled.all()):
+        raise DataError("the training split has no labelled sample (every label is -1)")
+    return dataset.subset((~unlabelled).nonzero().flatten())
+
+
+def count_unlabelled(dataset: MultimodalDataset) -> int:
+    targets = getattr(dataset, "targets", None)
+    return int(unlabelled_rows(targets).sum()) if isinstance(targets, Tensor) else 0
 
 
 @dataclass

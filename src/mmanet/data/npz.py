@@ -5,6 +5,8 @@ Each ``.npz`` file (written with ``numpy.savez``) holds, with a common first axi
 * one array per modality, named by the modality (``accel``, ``gyro``, ``rgb`` …); the
   per-sample shape is ``(F,)`` (vector), ``(T, F)`` (sequence) or ``(C, H, W)`` (image);
 * ``label``: integer class indices ``(N,)`` (classification) or ``(N, H, W)`` (segmentation);
+  in ``train.npz`` a classification label may be ``-1``: an unlabelled sample, used only by the
+  distillation terms of the mmanet stage (MAD, SP, KD), never by the task or MAR losses;
 * optional ``present_<modality>``: bool ``(N,)``, False where the modality is genuinely
   missing for that sample (its values are ignored and may even be NaN);
 * optional ``lengths_<modality>``: int ``(N,)`` valid lengths 1..T of a sequence padded to T
@@ -31,6 +33,7 @@ import torch
 import yaml
 
 from mmanet.data.base import (
+    UNLABELLED,
     ArrayMultimodalDataset,
     DataBundle,
     DataError,
@@ -476,7 +479,11 @@ def load(
         if isinstance(val_fraction, bool) or not isinstance(val_fraction, int | float) or not 0 < val_fraction < 1:
             raise DataError(f"the npz option 'val_fraction' must be between 0 and 1 (exclusive), got {val_fraction!r}")
         strata = train.label if task == "classification" else np.zeros(len(train), dtype=np.int64)
-        train_idx, val_idx = stratified_split(strata, (1.0 - val_fraction, val_fraction), seed)
+        # the validation part is scored: carve it from the labelled samples only
+        labelled_idx = np.flatnonzero(strata != UNLABELLED)
+        parts = stratified_split(strata[labelled_idx], (1.0 - val_fraction, val_fraction), seed)
+        train_idx, val_idx = (labelled_idx[part] for part in parts)
+        train_idx = np.sort(np.concatenate([train_idx, np.flatnonzero(strata == UNLABELLED)]))
         if len(train_idx) == 0 or len(val_idx) == 0:
             raise DataError(
                 f"{train.file} has too few samples ({len(train)}) to split off val_fraction={val_fraction}; "
@@ -540,9 +547,11 @@ def _label_convention(meta: DatasetMeta, splits: Mapping[str, _Split], directory
     if task == "segmentation" and meta.bona_fide_class is not None:
         raise DataError(f"{where}: bona_fide_class only applies to classification (ACER)")
     declared = meta.num_classes or (len(meta.class_names) if meta.class_names is not None else None)
+    if task == "classification":
+        _check_unlabelled(splits)
     highest = -1
     for split in splits.values():
-        labelled = split.label if meta.ignore_index is None else split.label[split.label != meta.ignore_index]
+        labelled = _labelled(split, meta.ignore_index)
         if labelled.size == 0:
             continue
         low, high = int(labelled.min()), int(labelled.max())
@@ -575,7 +584,27 @@ def _label_convention(meta: DatasetMeta, splits: Mapping[str, _Split], directory
 
 
 def _labelled(split: _Split, ignore_index: int | None) -> np.ndarray:
-    return split.label if ignore_index is None else split.label[split.label != ignore_index]
+    """The labels that name a class: without the void label (segmentation) and unlabelled samples (-1)."""
+    if ignore_index is not None:
+        return split.label[split.label != ignore_index]
+    return split.label[split.label != UNLABELLED] if split.label.ndim == 1 else split.label
+
+
+def _check_unlabelled(splits: Mapping[str, _Split]) -> None:
+    """Unlabelled samples (label -1) may only be in train.npz, which must keep some labelled ones."""
+    for name, split in splits.items():
+        unlabelled = int((split.label == UNLABELLED).sum())
+        if not unlabelled:
+            continue
+        if name != "train":
+            raise DataError(
+                f"array {LABEL!r} in {split.file}: {unlabelled} sample(s) are unlabelled (label {UNLABELLED}); only "
+                f"train.npz may hold unlabelled samples — the {name} split is scored, so every sample needs its label"
+            )
+        if unlabelled == len(split):
+            raise DataError(
+                f"array {LABEL!r} in {split.file}: every sample is unlabelled (label {UNLABELLED}); label some"
+            )
 
 
 def _check_labels_seen_in_training(splits: Mapping[str, _Split], ignore_index: int | None) -> None:

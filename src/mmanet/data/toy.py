@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mmanet.data.base import ArrayMultimodalDataset, DataBundle, DataError, stratified_split
+from mmanet.data.base import UNLABELLED, ArrayMultimodalDataset, DataBundle, DataError, stratified_split
 from mmanet.data.registry import DatasetEntry, register_dataset
 from mmanet.modality import ModalitySpec
 
@@ -23,10 +23,12 @@ def load(
     modalities: dict[str, int] | None = None,
     signal: dict[str, float] | None = None,
     missing_rate: float = 0.0,
+    unlabelled_fraction: float = 0.0,
 ) -> DataBundle:
     """``modalities``: name → feature width (default a: 8, b: 8, c: 8); ``signal``: name → class
     separation (default a strong, b medium, c weak); ``missing_rate``: fraction of genuinely
-    missing entries (never all of a sample's modalities)."""
+    missing entries (never all of a sample's modalities); ``unlabelled_fraction``: fraction of the
+    training samples whose label is hidden (label -1; validation and test keep theirs)."""
     if root is not None:
         raise DataError("the toy dataset is generated in memory; data.root must be empty")
     widths = modalities or {"a": 8, "b": 8, "c": 8}
@@ -35,6 +37,8 @@ def load(
     signal = {m: float((signal or {}).get(m, default_signal[i])) for i, m in enumerate(spec.names)}
     if not 0.0 <= missing_rate < 1.0:
         raise DataError(f"missing_rate must be in [0, 1), got {missing_rate}")
+    if not 0.0 <= unlabelled_fraction < 1.0:
+        raise DataError(f"unlabelled_fraction must be in [0, 1), got {unlabelled_fraction}")
     rng = np.random.default_rng(seed)
     labels = np.arange(num_samples) % num_classes
     arrays = {}
@@ -45,6 +49,10 @@ def load(
     present[~present.any(dim=1), 0] = True
     target = torch.from_numpy(labels)
     parts = stratified_split(labels, (0.6, 0.2, 0.2), seed)
+    if unlabelled_fraction > 0:  # hide the labels of a seeded part of the training split
+        hidden = rng.choice(parts[0], size=int(round(unlabelled_fraction * len(parts[0]))), replace=False)
+        target = target.clone()
+        target[torch.from_numpy(hidden)] = UNLABELLED
 
     def subset(idx: np.ndarray) -> ArrayMultimodalDataset:
         t = torch.from_numpy(idx)

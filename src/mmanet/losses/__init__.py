@@ -1,6 +1,7 @@
-"""Training losses of the method: MAD (DESIGN §4.1) and MAR (DESIGN §4.2)."""
+"""Training losses of the method: MAD (DESIGN §4.1), MAR (DESIGN §4.2) and logit distillation (KD)."""
 
-from mmanet.losses.mad import VARIANTS, MADLoss, entropy_weights, mad_loss, sp_loss
+from mmanet.losses.kd import KDLoss, kd_loss
+from mmanet.losses.mad import REDUCTIONS, VARIANTS, MADLoss, entropy_weights, mad_loss, sp_loss
 from mmanet.losses.mar import (
     FixedWeakSet,
     MARLoss,
@@ -13,13 +14,16 @@ from mmanet.losses.mar import (
 )
 
 __all__ = [
+    "REDUCTIONS",
     "VARIANTS",
     "FixedWeakSet",
+    "KDLoss",
     "MADLoss",
     "MARLoss",
     "WeakCombinationMiner",
     "combination_membership",
     "entropy_weights",
+    "kd_loss",
     "kl_discrepancy",
     "mad_loss",
     "mar_loss",

@@ -10,6 +10,17 @@ margin matter most):
 4. Teacher uncertainty ``u_i = −Σ_k s_ik log(s_ik + ε)`` with ``s_i = softmax(p^t_i)`` and
    weights ``w_i = u_i / (Σ_j u_j + ε)``.
 5. ``L_MAD = Σ_i w_i d_i``.
+6. Scale (``reduction=``): the sum above grows with the batch size ``B`` (each ``d_i`` has ``B``
+   terms, and ``w`` sums to 1), so a weight α on it would mean something different for every B.
+   ``reduction="mean"`` (the default, what training uses) is the batch-size-free form: a value
+   that does not change when every sample of a batch is duplicated. For ``paper`` and ``sp`` it is
+   ``L_MAD / N`` for ``N`` rows (``N = B``; per-pixel ``N = B·H·W``); for SP (``w_i = 1/B``) that is
+   exactly the mean of ``D`` over the ``B×B`` relation, so ``α_mean = α_sum · N``. The ``official``
+   relation is already batch-size free as a sum: each row of its Gram matrix is divided by its
+   norm over the ``B`` columns, so ``D_ij = O(1/B)`` and ``Σ_ij D_ij w_j = O(1)``; its mean form is
+   the sum (``α_mean = α_sum``; dividing by ``B`` again would make it batch-size dependent).
+   ``reduction="sum"`` is step 5 as written, the scale of the authors' α values (30, 4, 10) and of
+   the golden files.
 
 The paper's printed equations (Eqs. 2–8) are not available to us; the steps above are
 its prose made exact (DESIGN §4.1), and the step numbers below refer to them.
@@ -41,6 +52,8 @@ from torch import Tensor, nn
 
 Variant = Literal["paper", "sp", "official"]
 VARIANTS: tuple[str, ...] = ("paper", "sp", "official")
+Reduction = Literal["mean", "sum"]
+REDUCTIONS: tuple[str, ...] = ("mean", "sum")
 
 #: Default bound on the elements of one ``block × N`` relation block in per-pixel mode (64 MiB in fp32).
 DEFAULT_BLOCK_ELEMENTS = 1 << 24
@@ -62,9 +75,11 @@ def entropy_weights(teacher_logits: Tensor, eps: float = 1e-8) -> Tensor:
     return uncertainty / (uncertainty.sum() + eps)
 
 
-def _check_variant(variant: str) -> None:
+def _check_variant(variant: str, reduction: str = "mean") -> None:
     if variant not in VARIANTS:
         raise ValueError(f"unknown MAD variant {variant!r}; valid: {list(VARIANTS)}")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"unknown MAD reduction {reduction!r}; valid: {list(REDUCTIONS)}")
 
 
 def _as_float(x: Tensor) -> Tensor:
@@ -188,6 +203,7 @@ def mad_loss(
     eps: float = 1e-8,
     per_pixel: bool = False,
     block_size: int | None = None,
+    reduction: Reduction = "mean",
 ) -> Tensor:
     """Margin-aware distillation loss ``L_MAD`` (DESIGN §4.1, Eqs. 2–8); a scalar.
 
@@ -205,10 +221,13 @@ def mad_loss(
         per_pixel: segmentation mode, every pixel is a sample (``N = B·H·W``), computed in row
             blocks of bounded memory (recomputed in backward).
         block_size: rows per block in per-pixel mode (default: ``2**24 // N``).
+        reduction: ``"mean"`` (default): the batch-size-free form of step 6 (``paper``/``sp``: the
+            step-5 value divided by the number of rows ``N``; ``official``: the step-5 value, already
+            batch-size free); ``"sum"``: the step-5 value as is (the authors' α scale).
 
     Half-precision inputs are computed in float32 (autocast is disabled inside).
     """
-    _check_variant(variant)
+    _check_variant(variant, reduction)
     if student_features.dim() < 2:
         raise ValueError(
             f"student features must have a batch dimension and a feature dimension, got shape "
@@ -260,8 +279,11 @@ def mad_loss(
         cosine = variant != "official"
         weight_rows = variant != "official" or per_pixel
         if per_pixel:
-            return _blocked_loss(rows_s, rows_t, weights, cosine, weight_rows, eps, block_size)
-        return _dense_loss(rows_s, rows_t, weights, cosine, weight_rows, eps)
+            total = _blocked_loss(rows_s, rows_t, weights, cosine, weight_rows, eps, block_size)
+        else:
+            total = _dense_loss(rows_s, rows_t, weights, cosine, weight_rows, eps)
+        # official: the row-normalised Gram already divides by the batch (see step 6)
+        return total / n if reduction == "mean" and variant != "official" else total
 
 
 def sp_loss(
@@ -271,12 +293,23 @@ def sp_loss(
     eps: float = 1e-8,
     per_pixel: bool = False,
     block_size: int | None = None,
+    reduction: Reduction = "mean",
 ) -> Tensor:
-    """The SP ablation of MAD (uniform weights ``1/B``); no teacher logits needed."""
+    """The SP ablation of MAD (uniform weights ``1/B``); no teacher logits needed.
+
+    With ``reduction="mean"`` this is the mean squared relation difference over the ``N×N`` relation.
+    """
     n = student_features.shape[0]
     dummy = student_features.new_zeros((n, 1, 1, 1) if per_pixel else (n, 1))
     return mad_loss(
-        student_features, teacher_features, dummy, variant="sp", eps=eps, per_pixel=per_pixel, block_size=block_size
+        student_features,
+        teacher_features,
+        dummy,
+        variant="sp",
+        eps=eps,
+        per_pixel=per_pixel,
+        block_size=block_size,
+        reduction=reduction,
     )
 
 
@@ -284,11 +317,17 @@ class MADLoss(nn.Module):
     """``nn.Module`` wrapper of :func:`mad_loss` (DESIGN §4.1, Eqs. 2–8)."""
 
     def __init__(
-        self, variant: Variant = "paper", eps: float = 1e-8, per_pixel: bool = False, block_size: int | None = None
+        self,
+        variant: Variant = "paper",
+        eps: float = 1e-8,
+        per_pixel: bool = False,
+        block_size: int | None = None,
+        reduction: Reduction = "mean",
     ) -> None:
         super().__init__()
-        _check_variant(variant)
+        _check_variant(variant, reduction)
         self.variant = variant
+        self.reduction = reduction
         self.eps = eps
         self.per_pixel = per_pixel
         self.block_size = block_size
@@ -302,7 +341,8 @@ class MADLoss(nn.Module):
             eps=self.eps,
             per_pixel=self.per_pixel,
             block_size=self.block_size,
+            reduction=self.reduction,
         )
 
     def extra_repr(self) -> str:
-        return f"variant={self.variant!r}, eps={self.eps}, per_pixel={self.per_pixel}"
+        return f"variant={self.variant!r}, reduction={self.reduction!r}, eps={self.eps}, per_pixel={self.per_pixel}"

@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader
 
 from mmanet.config import RunConfig, dump_config
 from mmanet.data import DataBundle, collate_samples
+from mmanet.data.base import MultimodalDataset, labelled_part
 from mmanet.deploy import net_from_checkpoint
 from mmanet.deploy.checkpoint import load_checkpoint, model_hash_of_checkpoint
 from mmanet.modality import Combination
@@ -28,6 +29,12 @@ def load_net_weights(net: MultimodalNet, checkpoint: dict) -> MultimodalNet:
     return net
 
 
+def training_split(bundle: DataBundle, config: RunConfig) -> MultimodalDataset:
+    """The training samples of this stage: with the unlabelled ones only where a distillation term uses them
+    (``train.unlabelled``); the teacher and the supervised baselines train on the labelled part."""
+    return bundle.train if config.uses_unlabelled else labelled_part(bundle.train)
+
+
 def fit_stage(
     config: RunConfig,
     bundle: DataBundle,
@@ -42,12 +49,12 @@ def fit_stage(
     info = task_info(bundle)
     L.seed_everything(config.seed, workers=True, verbose=False)
     net = build_net(config.model, info)
-    train_loader = make_loader(bundle.train, config, train=True)
+    train_loader = make_loader(training_split(bundle, config), config, train=True)
     val_loader = make_loader(bundle.val, config, train=False)
     last = out_dir / "checkpoints" / "last.ckpt"
     callbacks = [*(extra_callbacks or []), NonFiniteGuard(last, lr=config.train.lr)]
     if teacher is not None:
-        if config.mad.variant != "off":
+        if config.mad_active:
             check_feature_name(net, config.mad.feature)
         sample_inputs = next(iter(DataLoader(bundle.train, batch_size=2, collate_fn=collate_samples)))[0]
         teacher.check_compatible(net, sample_inputs, config.mad.feature)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmanet.config import RunConfig
+from mmanet.data.base import unlabelled_rows
 from mmanet.modality import Combination, ModalityDropout
 from mmanet.models.network import MultimodalNet
 from mmanet.task import TaskInfo
@@ -67,13 +68,19 @@ class MultimodalModule(L.LightningModule):
 
     # ------------------------------------------------------------------ training
     def task_loss(self, logits: Tensor, target: Tensor) -> Tensor:
-        """Cross-entropy; segmentation: per pixel, void ignored, optional class weights, and logits at
-        another scale than the labels meet nearest-resized labels (side outputs)."""
+        """Cross-entropy; classification: the mean over the labelled rows (unlabelled samples have label
+        -1); segmentation: per pixel, void ignored, optional class weights, and logits at another scale
+        than the labels meet nearest-resized labels (side outputs)."""
         if self.info.task == "segmentation":
             if logits.dim() == 4 and tuple(logits.shape[2:]) != tuple(target.shape[1:]):
                 target = F.interpolate(target[:, None].float(), size=logits.shape[2:], mode="nearest")[:, 0].long()
             weight = self.class_weights.to(logits.device) if self.class_weights is not None else None
             return F.cross_entropy(logits, target, weight=weight, ignore_index=self.ignore_index)
+        unlabelled = unlabelled_rows(target)
+        if bool(unlabelled.any()):  # unlabelled samples (label -1) only serve the distillation terms
+            if bool(unlabelled.all()):
+                return logits.sum() * 0.0  # keeps every parameter in the graph (DDP)
+            return F.cross_entropy(logits[~unlabelled], target[~unlabelled])
         return F.cross_entropy(logits, target)
 
     def on_train_epoch_start(self) -> None:

@@ -8,7 +8,9 @@ task loss (:meth:`Stage.extra_losses`).
 * ``teacher``    — complete modalities (δ = present), L_task.
 * ``customized`` — SF: one fixed combination for the whole run, L_task.
 * ``unified``    — SF-MD and the fusion baselines: modality dropout, L_task (+ fusion aux losses).
-* ``mmanet``     — modality dropout, L = L_task + α·L_MAD + β·L_MAR (Eq. 1) against a frozen teacher.
+* ``mmanet``     — modality dropout, L = L_task + α·L_MAD + β·L_MAR (Eq. 1) against a frozen teacher,
+  plus the optional logit distillation γ·L_KD. Unlabelled samples (label -1) in the batch take part
+  in the distillation terms (MAD, SP, KD) only; the task and MAR losses use the labelled rows.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mmanet.losses import FixedWeakSet, WeakCombinationMiner, mad_loss, mar_loss, single_modality_weak_set
+from mmanet.data.base import unlabelled_rows
+from mmanet.losses import FixedWeakSet, WeakCombinationMiner, kd_loss, mad_loss, mar_loss, single_modality_weak_set
 from mmanet.modality import Combination, all_combinations
 from mmanet.models.network import NetOutput
 from mmanet.registry import Registry
@@ -144,25 +147,36 @@ class MMANetStage(Stage):
     def extra_losses(self, step: StepBatch) -> dict[str, Tensor]:
         module, cfg = self.module, self.module.config
         losses: dict[str, Tensor] = {}
-        if cfg.mad.variant != "off" and cfg.mad.alpha > 0:
+        if cfg.mad_active or cfg.kd_active:
             teacher_out = module.teacher.forward_all(step.inputs, step.present)  # complete modalities
-            weight = cfg.mad.alpha if module.current_epoch >= cfg.mad.start_epoch else 0.0
-            student_f = step.out.feature(cfg.mad.feature)
-            teacher_f = teacher_out.feature(cfg.mad.feature)
-            if module.info.task == "segmentation":  # every pixel of the pooled map is a sample
-                size = tuple(cfg.mad.pool_size) if cfg.mad.pool_size else tuple(student_f.shape[2:])
-                student_f, teacher_f = F.adaptive_avg_pool2d(student_f, size), F.adaptive_avg_pool2d(teacher_f, size)
-                losses["mad"] = weight * mad_loss(
-                    student_f, teacher_f, teacher_out.logits, variant=cfg.mad.variant, per_pixel=True
+            if cfg.mad_active:
+                weight = cfg.mad.alpha if module.current_epoch >= cfg.mad.start_epoch else 0.0
+                losses["mad"] = weight * self.mad_term(step.out, teacher_out)
+            if cfg.kd_active:
+                losses["kd"] = cfg.kd.gamma * kd_loss(
+                    step.out.logits, teacher_out.logits, temperature=cfg.kd.temperature
                 )
-            else:
-                losses["mad"] = weight * mad_loss(student_f, teacher_f, teacher_out.logits, variant=cfg.mad.variant)
         if module.reg_head is not None:
             reg_logits = module.reg_head(step.out.fused).logits
             weak = self.weak_mask(step.mask)
-            losses["mar"] = cfg.mar.beta * mar_loss(reg_logits, step.target, weak, ignore_index=module.ignore_index)
+            labelled = ~unlabelled_rows(step.target)  # MAR is a supervised loss: labelled rows only
+            losses["mar"] = cfg.mar.beta * mar_loss(
+                reg_logits[labelled], step.target[labelled], weak[labelled], ignore_index=module.ignore_index
+            )
             module.log("train/weak_fraction", weak.float().mean(), on_step=False, on_epoch=True)
         return losses
+
+    def mad_term(self, student: NetOutput, teacher: NetOutput) -> Tensor:
+        """``L_MAD`` (DESIGN §4.1) of the configured feature, variant and reduction (unweighted)."""
+        cfg = self.module.config.mad
+        student_f, teacher_f = student.feature(cfg.feature), teacher.feature(cfg.feature)
+        if self.module.info.task == "segmentation":  # every pixel of the pooled map is a sample
+            size = tuple(cfg.pool_size) if cfg.pool_size else tuple(student_f.shape[2:])
+            student_f, teacher_f = F.adaptive_avg_pool2d(student_f, size), F.adaptive_avg_pool2d(teacher_f, size)
+            return mad_loss(
+                student_f, teacher_f, teacher.logits, variant=cfg.variant, per_pixel=True, reduction=cfg.reduction
+            )
+        return mad_loss(student_f, teacher_f, teacher.logits, variant=cfg.variant, reduction=cfg.reduction)
 
     def state_dict(self) -> dict[str, Any]:
         return {"miner": self.miner.state_dict()} if self.miner is not None else {}
