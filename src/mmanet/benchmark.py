@@ -88,7 +88,7 @@ def _subset_mean(table: ResultTable, names: list[str]) -> float:
     return sum(values) / len(values) if values else math.nan
 
 
-def _run_one(cfg: RunConfig, run_dir: Path, bundle: DataBundle) -> tuple[ResultTable, ResultTable, dict[str, Any]]:
+def run_or_reuse(cfg: RunConfig, run_dir: Path, bundle: DataBundle) -> tuple[ResultTable, ResultTable, dict[str, Any]]:
     """Run (or reuse a finished run in ``run_dir`` with the same config) and return its tables."""
     done = run_dir / "results.json"
     if done.exists() and (run_dir / "per_combination.csv").exists():
@@ -97,6 +97,8 @@ def _run_one(cfg: RunConfig, run_dir: Path, bundle: DataBundle) -> tuple[ResultT
                 summary = json.loads(done.read_text())
                 metric = summary[cfg.evaluate.split]["metric"]
                 test = ResultTable.read_csv(run_dir / "per_combination.csv", bundle.spec, metric)
+                if cfg.evaluate.split == "val":  # per_combination.csv IS the validation table
+                    return test, test, summary
                 val = ResultTable.read_csv(run_dir / "per_combination_val.csv", bundle.spec, metric)
                 return test, val, summary
         except (OSError, KeyError, ValueError, TypeError, yaml.YAMLError):
@@ -132,7 +134,7 @@ def run_benchmark(
             cfg = method_config(bench, method, seed=first_cfg.seed + k)
             done += 1
             _say(console, f"[{done}/{total}] {method.display} seed {cfg.seed} ({time.perf_counter() - start:.0f} s)")
-            test, val, summary = _run_one(cfg, out_dir / method.display / f"seed_{cfg.seed}", bundle)
+            test, val, summary = run_or_reuse(cfg, out_dir / method.display / f"seed_{cfg.seed}", bundle)
             report.runs[method.display].append(MethodRun(method.display, cfg.seed, test, val, summary))
             _say(
                 console,

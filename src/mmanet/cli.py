@@ -1,4 +1,4 @@
-"""The ``mmanet`` command: train, evaluate, benchmark, export, predict, datasets.
+"""The ``mmanet`` command: train, evaluate, benchmark, tune, export, predict, datasets.
 
 Every error mmanet raises for the user's input (:class:`~mmanet.errors.MMANetError`) is printed
 without a traceback and exits with code 2; Ctrl-C exits with 130 after saying where the run's
@@ -148,6 +148,36 @@ def benchmark(
     console.print("\n[bold]Summary[/]")
     console.print(report.summary_markdown(), highlight=False, soft_wrap=True)
     console.print(f"report: {out_dir / 'report.md'}")
+
+
+@app.command()
+def tune(
+    config: Path = typer.Argument(..., help="YAML run configuration to tune (e.g. configs/mfeat/mmanet.yaml)"),
+    trials: int = typer.Option(..., "--trials", help="number of finished trials the study should hold"),
+    out: Path = typer.Option(..., "--out", help="study directory (study.db, best.yaml, trials.csv, plots, runs)"),
+    metric: str = typer.Option("avg", "--metric", help="avg | worst5 | weak, on the validation split"),
+    set_: list[str] = typer.Option([], "--set", help="override a key of the configuration (repeatable)"),
+    param: list[str] = typer.Option([], "--param", help="search only this key, e.g. mad.alpha (repeatable)"),
+    seeds: int = typer.Option(1, "--seeds", help="training seeds per trial (the score is their mean)"),
+    seed_base: int = typer.Option(100, "--seed-base", help="first tuning seed (benchmarks report seeds 0, 1, …)"),
+    sampler_seed: int = typer.Option(0, "--sampler-seed", help="seed of the TPE sampler"),
+) -> None:
+    """Choose hyper-parameters on the VALIDATION split with Optuna (TPE); resumes when run again.
+
+    Writes OUT/best.yaml (a full config for `mmanet train` or a benchmark entry's `config:`),
+    OUT/trials.csv and the optimisation-history and parameter-importance plots.
+    """
+    from mmanet.config import load_raw_run_config
+    from mmanet.tuning import METRICS, TuneSettings
+    from mmanet.tuning import tune as run_tune
+
+    with _handled():
+        raw = load_raw_run_config(config, set_)
+        if metric not in METRICS:
+            raise ValueError(f"unknown --metric {metric!r}; valid: {list(METRICS)}")
+        settings = TuneSettings(trials, metric, seeds, seed_base, sampler_seed, tuple(param))  # type: ignore[arg-type]
+    with _handled("Run the same command again: finished trials are kept and the interrupted one resumes"):
+        run_tune(raw, out, settings, console=console)
 
 
 def _default_eval_dir(model: Path, split: str) -> Path:

@@ -242,13 +242,24 @@ class RunConfig(Section):
 class BenchmarkMethod(Section):
     #: label in the tables (defaults to the method name)
     label: str | None = None
-    method: str
+    #: the method (may be omitted when ``config`` names a file that sets it)
+    method: str | None = None
+    #: a run configuration file this method starts from, e.g. the ``best.yaml`` of ``mmanet tune``
+    #: (relative paths: from the benchmark file). Its sections replace the base config's, except
+    #: ``data`` and ``seed``: every method of a benchmark shares the benchmark's data and seeds
+    config: str | None = None
     #: dotted overrides applied on top of the base config for this method only
     set: dict[str, Any] = Field(default_factory=dict)
 
+    @model_validator(mode="after")
+    def _method_or_config(self) -> BenchmarkMethod:
+        if self.method is None and self.config is None:
+            raise ValueError("a benchmark method needs 'method' or 'config' (a run configuration file)")
+        return self
+
     @property
     def display(self) -> str:
-        return self.label or self.method
+        return self.label or self.method or Path(self.config or "").stem
 
 
 class BenchmarkConfig(Section):
@@ -431,9 +442,15 @@ def resolve_run_config(raw: Mapping[str, Any], source: str = "config") -> RunCon
         raise ConfigError(_format_errors(err, RunConfig, source)) from None
 
 
-def load_run_config(path: str | Path, overrides: Iterable[str] = ()) -> RunConfig:
+def load_raw_run_config(path: str | Path, overrides: Iterable[str] = ()) -> dict[str, Any]:
+    """The YAML file with the ``--set`` overrides, as a plain mapping (checked to be a valid config)."""
     raw = deep_merge(_read_yaml(path), parse_overrides(overrides))
-    return resolve_run_config(raw, source=str(path))
+    resolve_run_config(raw, source=str(path))
+    return raw
+
+
+def load_run_config(path: str | Path, overrides: Iterable[str] = ()) -> RunConfig:
+    return resolve_run_config(load_raw_run_config(path, overrides), source=str(path))
 
 
 def load_benchmark_config(path: str | Path, overrides: Iterable[str] = ()) -> BenchmarkConfig:
@@ -447,6 +464,9 @@ def load_benchmark_config(path: str | Path, overrides: Iterable[str] = ()) -> Be
         config = BenchmarkConfig.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(_format_errors(err, BenchmarkConfig, str(path))) from None
+    for m in config.methods:  # method files are read relative to the benchmark file
+        if m.config is not None and not Path(m.config).expanduser().is_absolute():
+            m.config = str(Path(path).parent / m.config)
     labels = [m.display for m in config.methods]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"benchmark method labels must be unique, got {labels}")
@@ -463,7 +483,19 @@ def load_benchmark_config(path: str | Path, overrides: Iterable[str] = ()) -> Be
 
 
 def method_config(bench: BenchmarkConfig, method: BenchmarkMethod, seed: int | None = None) -> RunConfig:
-    raw = deep_merge(bench.base, {"method": method.method, "name": method.display})
+    raw = dict(bench.base)
+    if method.config is not None:
+        own = {k: v for k, v in _read_yaml(method.config).items() if k not in ("data", "seed", "name")}
+        raw = {**raw, **own}  # whole sections replace the base's (a tuned file is complete)
+        method_name = method.method or own.get("method")
+        if method.method is not None and own.get("method") not in (None, method.method):
+            raise ConfigError(
+                f"benchmark method {method.display!r}: method {method.method!r} differs from "
+                f"{own.get('method')!r} in {method.config}"
+            )
+    else:
+        method_name = method.method
+    raw = deep_merge(raw, {"method": method_name, "name": method.display})
     overrides: dict[str, Any] = {}
     for key, value in method.set.items():
         set_dotted(overrides, key, value)

@@ -71,16 +71,22 @@ def run(config: RunConfig, out_dir: str | Path, overwrite: bool = False, bundle:
         return _run_stages(config, out_dir, bundle)
 
 
+def evaluated_splits(config: RunConfig) -> tuple[str, ...]:
+    """The splits a run evaluates: ``evaluate.split: val`` (tuning, choosing defaults) never touches test."""
+    return ("val",) if config.evaluate.split == "val" else ("val", "test")
+
+
 def _run_stages(config: RunConfig, out_dir: Path, bundle: DataBundle) -> RunResult:
     start = time.perf_counter()
     extras: dict[str, Any] = {}
+    splits = evaluated_splits(config)
     if config.stage == "customized":
         combos = customized_combinations(config, bundle)
-        rows: dict[str, list] = {"val": [], "test": []}
+        rows: dict[str, list] = {split: [] for split in splits}
         num_parameters = 0
         for k, combo in enumerate(combos, 1):
             net, _ = fit_stage(config, bundle, out_dir / "sf" / combo.name, combination=combo)
-            tables = evaluate_tables(net, bundle, config, [combo])
+            tables = evaluate_tables(net, bundle, config, [combo], splits=splits)
             for split, table in tables.items():
                 rows[split] += table.rows
             num_parameters += count_parameters(net)
@@ -96,13 +102,13 @@ def _run_stages(config: RunConfig, out_dir: Path, bundle: DataBundle) -> RunResu
         teacher = train_teacher(config, bundle, out_dir) if config.stage == "mmanet" else None
         if teacher is not None:
             extras["teacher"] = teacher.reference()
-            full = evaluate_tables(teacher.net, bundle, config, [bundle.spec.full])
+            full = evaluate_tables(teacher.net, bundle, config, [bundle.spec.full], splits=splits)
             extras["teacher_full"] = {s: t.average()[t.metric] for s, t in full.items()}
         if teacher is not None:
             check_resumed_teacher(out_dir, teacher)
         net, best = fit_stage(config, bundle, out_dir, teacher=teacher)
         combos = [bundle.spec.full] if config.stage == "teacher" else None
-        result_tables = evaluate_tables(net, bundle, config, combos)
+        result_tables = evaluate_tables(net, bundle, config, combos, splits=splits)
         num_parameters = count_parameters(net)
         meta = load_checkpoint(best.parent / "last.ckpt").get("mmanet", {})  # the final miner state
         if "miner" in meta:

@@ -1,0 +1,366 @@
+"""``mmanet tune``: choose hyper-parameters on the VALIDATION split with Optuna (issue 13).
+
+A study searches the knobs the configured method actually has (:func:`search_space`): the learning
+rate always; MAD's weight α (batch-size-free scale), variant and distilled feature when MAD is on;
+MAR's β and warm-up ω when MAR is on; the distillation temperature T (and weight γ) when KD is on.
+Every trial trains with ``evaluate.split: val`` (the test split is never evaluated) on tuning
+seeds (default 100, 101, … — the benchmarks report seeds 0, 1, …) and scores the validation table
+(:data:`METRICS`: the average over combinations, the mean of the 5 worst, or the mean over the mined
+weak set), averaged over the seeds.
+
+The study lives in ``OUT/study.db`` (SQLite): a rerun of the same command continues it — finished
+trials are kept, a trial that was interrupted is run again with the same parameters, and since
+every trial's run directory is named after its parameters, that run resumes from its last epoch.
+MMANet-family trials share a teacher per seed whenever the teacher's own configuration is the same
+(``OUT/teachers/``); the teacher is identical to the one each trial would train for itself.
+
+Outputs: ``best.yaml`` (a complete run configuration with the best parameters, the original seed and
+teacher, for ``mmanet train`` or a benchmark entry's ``config:``), ``trials.csv``,
+``optimization_history.png`` and ``param_importances.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from mmanet.config import ConfigError, RunConfig, deep_merge, resolve_run_config, set_dotted
+from mmanet.data import DataBundle
+from mmanet.errors import MMANetError
+from mmanet.results import ResultTable, higher_is_better
+
+Metric = Literal["avg", "worst5", "weak"]
+METRICS: dict[str, str] = {
+    "avg": "average over every combination (validation)",
+    "worst5": "mean of the 5 worst combinations (validation)",
+    "weak": "mean over the mined weak set (validation; methods with mar.mode: mined)",
+}
+STUDY_NAME = "mmanet"
+WORST_K = 5
+
+
+class TuneError(MMANetError):
+    """The tuning request cannot be carried out as given (and why)."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searched key: ``kind`` is ``log`` (log-uniform float), ``float``, ``int`` or ``choice``."""
+
+    key: str
+    kind: Literal["log", "float", "int", "choice"]
+    low: float = 0.0
+    high: float = 0.0
+    choices: tuple[Any, ...] = ()
+
+    def suggest(self, trial) -> Any:
+        if self.kind == "log":
+            return trial.suggest_float(self.key, self.low, self.high, log=True)
+        if self.kind == "float":
+            return trial.suggest_float(self.key, self.low, self.high)
+        if self.kind == "int":
+            return trial.suggest_int(self.key, int(self.low), int(self.high))
+        return trial.suggest_categorical(self.key, list(self.choices))
+
+    def describe(self) -> str:
+        if self.kind == "choice":
+            return f"{self.key} ∈ {list(self.choices)}"
+        scale = " (log)" if self.kind == "log" else ""
+        return f"{self.key} ∈ [{self.low:g}, {self.high:g}]{scale}"
+
+
+def search_space(config: RunConfig, feature_names: Sequence[str]) -> list[Param]:
+    """The knobs this configuration has (see the module docstring); ranges around the defaults."""
+    space = [Param("train.lr", "log", 1e-4, 1e-2)]
+    if config.mad_active:
+        features = [f for f in feature_names if not (f == "fused" and config.model.fusion == "concat")]
+        space += [
+            Param("mad.alpha", "log", 0.1, 100.0),
+            Param("mad.variant", "choice", choices=("paper", "sp", "official")),
+        ]
+        if len(features) > 1:
+            space.append(Param("mad.feature", "choice", choices=tuple(features)))
+    if config.stage == "mmanet" and config.mar.mode != "off":
+        space += [
+            Param("mar.beta", "log", 0.05, 5.0),
+            Param("mar.warmup_epochs", "int", 1, max(1, config.train.max_epochs // 2)),
+        ]
+    if config.kd_active:
+        space += [Param("kd.gamma", "log", 0.1, 10.0), Param("kd.temperature", "float", 1.0, 8.0)]
+    return space
+
+
+def restrict(space: list[Param], names: Sequence[str]) -> list[Param]:
+    """Only the named keys (``--param mad.alpha``); an unknown name lists the valid ones."""
+    if not names:
+        return space
+    valid = [p.key for p in space]
+    unknown = [n for n in names if n not in valid]
+    if unknown:
+        raise TuneError(f"--param {unknown[0]!r} is not searched for this configuration; valid: {valid}")
+    return [p for p in space if p.key in names]
+
+
+def apply_params(raw: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    for key, value in params.items():
+        set_dotted(overrides, key, value)
+    return deep_merge(raw, overrides)
+
+
+def params_key(params: dict[str, Any]) -> str:
+    """A stable name for a parameter set (its trial's run directory)."""
+    text = json.dumps({k: params[k] for k in sorted(params)}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def score(table: ResultTable, metric: Metric, weak_set: Sequence[str] | None) -> float:
+    """The validation score of one run (lower or higher is better as the table's metric)."""
+    if metric == "avg":
+        return table.average()[table.metric]
+    if metric == "worst5":
+        return statistics.fmean(v for _, v in table.worst(WORST_K))
+    if not weak_set:
+        raise TuneError("--metric weak needs a run that mined a weak set (mar.mode: mined)")
+    return statistics.fmean(table.value(name) for name in weak_set)
+
+
+@dataclass
+class TuneSettings:
+    trials: int
+    metric: Metric = "avg"
+    seeds: int = 1
+    seed_base: int = 100
+    sampler_seed: int = 0
+    params: tuple[str, ...] = ()
+
+
+class Tuner:
+    """One study: ``run()`` finishes ``settings.trials`` complete trials (resuming a stored study)."""
+
+    def __init__(self, raw: dict[str, Any], out_dir: Path, settings: TuneSettings, console=None) -> None:
+        #: the user's configuration as given (its own evaluate split, progress bar, seed and teacher)
+        self.user_raw = raw
+        self.raw = apply_params(raw, {"evaluate.split": "val", "train.progress_bar": False})
+        self.base = resolve_run_config(self.raw, source="tune config")
+        self.out = Path(out_dir)
+        self.settings = settings
+        self.say: Callable[[str], None] = console.print if console is not None else print
+        if settings.trials < 1 or settings.seeds < 1:
+            raise TuneError("--trials and --seeds must be at least 1")
+        if settings.metric not in METRICS:
+            raise TuneError(f"unknown --metric {settings.metric!r}; valid: {list(METRICS)}")
+        if settings.metric == "weak" and not (self.base.stage == "mmanet" and self.base.mar.mode == "mined"):
+            raise TuneError("--metric weak needs a method that mines a weak set (mar.mode: mined)")
+        self.bundle: DataBundle | None = None
+        self.space: list[Param] = []
+        self.metric_name = "error"
+
+    # ------------------------------------------------------------------ the pieces
+    def _prepare(self) -> None:
+        from mmanet.models.factory import build_net
+        from mmanet.training.factory import load_bundle, quiet_lightning, task_info
+
+        quiet_lightning()
+        self.bundle = load_bundle(self.base)
+        info = task_info(self.bundle)
+        self.metric_name = info.metric
+        net = build_net(self.base.model, info)
+        self.space = restrict(search_space(self.base, net.feature_names), self.settings.params)
+        if not self.space:
+            raise TuneError("nothing to search for this configuration")
+
+    def _study(self):
+        import optuna
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        direction = "maximize" if higher_is_better(self.metric_name) else "minimize"
+        storage = f"sqlite:///{(self.out / 'study.db').resolve()}"
+        study = optuna.create_study(study_name=STUDY_NAME, storage=storage, direction=direction, load_if_exists=True)
+        # a resumed study must not redraw the points it already has: the sampler's seed moves on with
+        # the number of stored trials (deterministic for a given history)
+        seed = self.settings.sampler_seed + len(study.get_trials(deepcopy=False))
+        study.sampler = optuna.samplers.TPESampler(seed=seed)
+        identity = self._identity()
+        stored = study.user_attrs.get("identity")
+        if stored is None:
+            study.set_user_attr("identity", identity)
+        elif stored != identity:
+            raise TuneError(
+                f"{self.out} holds a study of another configuration, metric, seeds or search space; "
+                "choose another --out (or delete that directory) to start a new study"
+            )
+        self._requeue_interrupted(study)
+        return study
+
+    def _identity(self) -> dict[str, Any]:
+        config = self.base.model_dump(mode="json")
+        return {
+            "config": hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest(),
+            "metric": self.settings.metric,
+            "seeds": [self.settings.seed_base + k for k in range(self.settings.seeds)],
+            "space": [p.describe() for p in self.space],
+        }
+
+    @staticmethod
+    def _requeue_interrupted(study) -> None:
+        """Trials left RUNNING by a killed process are marked failed and queued again, same parameters."""
+        from optuna.trial import TrialState
+
+        for trial in study.get_trials(deepcopy=False):
+            if trial.state == TrialState.RUNNING:
+                study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+        trials = study.get_trials(deepcopy=False)
+        retried = {json.dumps(t.params, sort_keys=True) for t in trials if t.state != TrialState.FAIL}
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+            key = json.dumps(trial.params, sort_keys=True)
+            if trial.params and key not in retried:
+                study.enqueue_trial(trial.params)  # (skip_if_exists would see the failed trial itself)
+                retried.add(key)
+
+    def trial_config(self, params: dict[str, Any], seed: int) -> RunConfig:
+        raw = apply_params(self.raw, {**params, "seed": seed})
+        return resolve_run_config(raw, source=f"tune trial {params}")
+
+    def _shared_teacher(self, config: RunConfig) -> RunConfig:
+        """Point an MMANet-family trial at a teacher trained once for its teacher configuration and seed."""
+        from mmanet.training.runner import run
+
+        if config.stage != "mmanet" or config.teacher.checkpoint:
+            return config
+        epochs = config.teacher.max_epochs or config.train.max_epochs
+        teacher_cfg = config.model_copy(
+            update={
+                "stage": "teacher",
+                "method": "teacher",
+                "train": config.train.model_copy(update={"max_epochs": epochs}),
+            }
+        )
+        student_only = ("mad", "mar", "kd", "name")
+        relevant = {k: v for k, v in teacher_cfg.model_dump(mode="json").items() if k not in student_only}
+        key = hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:12]
+        teacher_dir = self.out / "teachers" / f"seed_{config.seed}_{key}"
+        best = teacher_dir / "checkpoints" / "best.ckpt"
+        if not (teacher_dir / "results.json").is_file():
+            run(teacher_cfg, teacher_dir, overwrite=teacher_dir.exists(), bundle=self.bundle)
+        return config.model_copy(update={"teacher": config.teacher.model_copy(update={"checkpoint": str(best)})})
+
+    def objective(self, trial) -> float:
+        from mmanet.benchmark import run_or_reuse
+
+        params = {p.key: p.suggest(trial) for p in self.space}
+        values = []
+        for k in range(self.settings.seeds):
+            seed = self.settings.seed_base + k
+            try:
+                config = self._shared_teacher(self.trial_config(params, seed))
+            except ConfigError as err:  # a combination the config forbids: not a usable point
+                raise TuneError(f"trial {trial.number}: {err}") from None
+            run_dir = self.out / "trials" / params_key(params) / f"seed_{seed}"
+            table, _, summary = run_or_reuse(config, run_dir, self.bundle)
+            weak = (summary.get("miner") or {}).get("weak_set")
+            values.append(score(table, self.settings.metric, weak))
+            trial.set_user_attr(f"seed_{seed}", values[-1])
+        value = statistics.fmean(values)
+        if not math.isfinite(value):
+            raise TuneError(f"trial {trial.number} gave a non-finite score {value}")
+        return value
+
+    # ------------------------------------------------------------------ the study
+    def run(self) -> dict[str, Any]:
+        from optuna.trial import TrialState
+
+        self._prepare()
+        study = self._study()
+        done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        remaining = max(0, self.settings.trials - done)
+        self.say(
+            f"tuning {self.base.method} on the validation split, metric {self.settings.metric} "
+            f"({METRICS[self.settings.metric]}), seeds {self._identity()['seeds']}: "
+            f"{done} trial(s) done, {remaining} to go"
+        )
+        for p in self.space:
+            self.say(f"  {p.describe()}")
+
+        def report(study, trial) -> None:
+            if trial.state == TrialState.COMPLETE:
+                self.say(
+                    f"trial {trial.number}: {trial.value:.3f} {trial.params}; best so far {study.best_value:.3f} "
+                    f"(trial {study.best_trial.number})"
+                )
+
+        if remaining:
+            study.optimize(self.objective, n_trials=remaining, show_progress_bar=True, callbacks=[report])
+        return self.finish(study)
+
+    def finish(self, study) -> dict[str, Any]:
+        from optuna.trial import TrialState
+
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if not complete:
+            raise TuneError(f"no trial of the study in {self.out} finished")
+        best = study.best_trial
+        original = resolve_run_config(self.user_raw, source="tune config")
+        best_raw = apply_params(original.model_dump(mode="json"), best.params)
+        best_config = resolve_run_config(best_raw, source="best parameters")
+        header = (
+            f"# mmanet tune: best of {len(complete)} trial(s) on the VALIDATION split (test never evaluated)\n"
+            f"# metric {self.settings.metric} = {best.value:.4f} (mean over tuning seeds "
+            f"{self._identity()['seeds']}), trial {best.number}\n"
+            f"# tuned: {json.dumps(best.params, default=str)}\n"
+        )
+        text = yaml.safe_dump(best_config.model_dump(mode="json"), sort_keys=False)
+        (self.out / "best.yaml").write_text(header + text)
+        self._write_trials(study)
+        self._plots(study)
+        self.say(f"best trial {best.number}: {self.settings.metric} = {best.value:.3f} with {best.params}")
+        self.say(f"written {self.out / 'best.yaml'}, trials.csv and plots")
+        return {"best_params": best.params, "best_value": best.value, "trials": len(complete)}
+
+    def _write_trials(self, study) -> None:
+        keys = [p.key for p in self.space]
+        with (self.out / "trials.csv").open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["trial", "state", "value", *keys])
+            for t in study.get_trials(deepcopy=False):
+                value = "" if t.value is None else f"{t.value:.4f}"
+                writer.writerow([t.number, t.state.name, value, *(t.params.get(k, "") for k in keys)])
+
+    def _plots(self, study) -> None:
+        import warnings
+
+        import matplotlib
+        import optuna
+
+        matplotlib.use("Agg")
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        import matplotlib.pyplot as plt
+        import optuna.visualization.matplotlib as ovm
+
+        plots = {"optimization_history": ovm.plot_optimization_history, "param_importances": ovm.plot_param_importances}
+        for name, plot in plots.items():
+            try:
+                ax = plot(study)
+            except (ValueError, RuntimeError, ZeroDivisionError) as err:  # e.g. importances of one trial
+                self.say(f"  {name}.png not drawn: {err}")
+                continue
+            fig = ax.figure if hasattr(ax, "figure") else ax[0].figure
+            fig.set_size_inches(7, 4.5)
+            fig.tight_layout()
+            fig.savefig(self.out / f"{name}.png", dpi=110)
+            plt.close(fig)
+
+
+def tune(raw: dict[str, Any], out_dir: str | Path, settings: TuneSettings, console=None) -> dict[str, Any]:
+    """Run (or continue) the study for the run configuration ``raw``; see the module docstring."""
+    return Tuner(raw, Path(out_dir), settings, console).run()

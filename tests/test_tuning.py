@@ -1,0 +1,150 @@
+"""`mmanet tune`: the search space follows the method, trials never evaluate test, a study resumes, best.yaml trains."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+from typer.testing import CliRunner
+
+from mmanet.cli import app
+from mmanet.config import load_benchmark_config, method_config, resolve_run_config
+from mmanet.tuning import Param, TuneError, Tuner, TuneSettings, restrict, score, search_space, tune
+from tests_helpers import write_yaml
+
+
+def _raw(method: str, **extra) -> dict:
+    from conftest import tiny_raw
+
+    raw = tiny_raw(method, train={"max_epochs": 2, "lr": 0.01, "progress_bar": False})
+    raw["teacher"] = {"max_epochs": 1}
+    raw["mar"] = {"warmup_epochs": 1}
+    raw.update(extra)
+    return raw
+
+
+def _keys(method: str, **extra) -> list[str]:
+    config = resolve_run_config(_raw(method, **extra))
+    return [p.key for p in search_space(config, ("fused", "embedding"))]
+
+
+def test_the_search_space_follows_the_methods_knobs():
+    assert _keys("sf_md") == ["train.lr"]
+    assert _keys("mad") == ["train.lr", "mad.alpha", "mad.variant"]  # concat: 'fused' is not offered
+    assert _keys("mad", model={"fusion": "hemis", "channels": 8}) == [
+        "train.lr",
+        "mad.alpha",
+        "mad.variant",
+        "mad.feature",
+    ]
+    assert _keys("mmanet") == ["train.lr", "mad.alpha", "mad.variant", "mar.beta", "mar.warmup_epochs"]
+    assert _keys("kd") == ["train.lr", "kd.gamma", "kd.temperature"]
+    space = search_space(resolve_run_config(_raw("mmanet")), ("fused", "embedding"))
+    assert [p.key for p in restrict(space, ["mad.alpha"])] == ["mad.alpha"]
+    with pytest.raises(TuneError, match=r"--param 'kd.gamma' is not searched.*valid: \['train.lr'"):
+        restrict(space, ["kd.gamma"])
+    assert next(p for p in space if p.key == "mar.warmup_epochs").high == 1  # at most half of max_epochs
+
+
+def test_score_of_each_metric(tmp_path):
+    from mmanet.modality import ModalitySpec, all_combinations
+    from mmanet.results import ResultTable
+
+    spec = ModalitySpec(("a", "b", "c"))
+    rows = [(c, {"error": float(10 * k)}) for k, c in enumerate(all_combinations(spec))]  # 0, 10, …, 60
+    table = ResultTable(spec, rows, "error")
+    assert score(table, "avg", None) == pytest.approx(30.0)
+    assert score(table, "worst5", None) == pytest.approx((60 + 50 + 40 + 30 + 20) / 5)
+    weak = [rows[0][0].name, rows[1][0].name]
+    assert score(table, "weak", weak) == pytest.approx(5.0)
+    with pytest.raises(TuneError, match="mined"):
+        score(table, "weak", None)
+
+
+def test_a_study_never_evaluates_test_resumes_and_writes_a_trainable_best_yaml(tmp_path, monkeypatch):
+    import mmanet.training.runner as runner
+
+    evaluated: list[tuple[str, ...]] = []
+    original = runner.evaluate_tables
+
+    def spy(net, bundle, config, combinations=None, splits=("val", "test")):
+        evaluated.append(tuple(splits))
+        return original(net, bundle, config, combinations, splits=splits)
+
+    monkeypatch.setattr(runner, "evaluate_tables", spy)
+    out = tmp_path / "study"
+    settings = TuneSettings(trials=2, params=("mad.alpha", "mar.beta"))
+    first = tune(_raw("mmanet"), out, settings)
+    assert first["trials"] == 2 and set(first["best_params"]) == {"mad.alpha", "mar.beta"}
+    assert evaluated and all(splits == ("val",) for splits in evaluated)  # teacher and students: val only
+    assert not list(out.glob("**/per_combination_test.csv"))
+    # trials of one seed share ONE teacher (lr is not searched here)
+    assert len(list((out / "teachers").iterdir())) == 1
+    # the stored study: two complete trials with the trials' own seeds recorded
+    study = optuna.load_study(study_name="mmanet", storage=f"sqlite:///{out / 'study.db'}")
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    assert all("seed_100" in t.user_attrs for t in study.trials)
+    # a trial left RUNNING by a killed process is queued again with the same parameters; the study grows to 3
+    crashed = study.ask(
+        {
+            "mad.alpha": optuna.distributions.FloatDistribution(0.1, 100.0, log=True),
+            "mar.beta": optuna.distributions.FloatDistribution(0.05, 5.0, log=True),
+        }
+    )
+    params = dict(crashed.params)
+    third = tune(_raw("mmanet"), out, TuneSettings(trials=3, params=("mad.alpha", "mar.beta")))
+    assert third["trials"] == 3
+    study = optuna.load_study(study_name="mmanet", storage=f"sqlite:///{out / 'study.db'}")
+    states = [t.state for t in study.trials]
+    assert states.count(TrialState.COMPLETE) == 3 and states.count(TrialState.FAIL) == 1
+    assert study.trials[-1].params == params  # the interrupted point, run again
+    assert (out / "optimization_history.png").stat().st_size > 0 and (out / "trials.csv").is_file()
+    # best.yaml: the user's seed, split and teacher, the best parameters; mmanet train accepts it
+    best = yaml.safe_load((out / "best.yaml").read_text())
+    assert best["seed"] == 0 and best["evaluate"]["split"] == "test" and best["teacher"]["checkpoint"] is None
+    assert math.isclose(best["mad"]["alpha"], third["best_params"]["mad.alpha"])
+    result = CliRunner().invoke(app, ["train", str(out / "best.yaml"), "--out", str(tmp_path / "train")])
+    assert result.exit_code == 0, result.output
+    # a benchmark entry can point at it: its sections apply, the benchmark's data and seeds stay
+    bench = write_yaml(
+        tmp_path / "bench.yaml",
+        {"base": _raw("sf_md"), "methods": [{"label": "tuned", "config": str(out / "best.yaml")}, {"method": "sf_md"}]},
+    )
+    cfg = method_config(load_benchmark_config(bench), load_benchmark_config(bench).methods[0], seed=4)
+    assert cfg.method == "mmanet" and cfg.seed == 4 and math.isclose(cfg.mad.alpha, best["mad"]["alpha"])
+
+
+def test_a_study_of_another_configuration_is_refused(tmp_path):
+    out = tmp_path / "study"
+    tune(_raw("sf_md"), out, TuneSettings(trials=1))
+    with pytest.raises(TuneError, match="another configuration"):
+        tune(
+            _raw("sf_md", seed=3, train={"max_epochs": 1, "lr": 0.01, "progress_bar": False}),
+            out,
+            TuneSettings(trials=1),
+        )
+
+
+def test_cli_errors(tmp_path):
+    config = write_yaml(tmp_path / "c.yaml", _raw("sf_md"))
+    runner = CliRunner()
+    result = runner.invoke(
+        app, ["tune", str(config), "--trials", "1", "--out", str(tmp_path / "o"), "--metric", "best"]
+    )
+    assert result.exit_code == 2 and "unknown --metric 'best'" in result.output
+    result = runner.invoke(
+        app, ["tune", str(config), "--trials", "1", "--out", str(tmp_path / "o"), "--metric", "weak"]
+    )
+    assert result.exit_code == 2 and "mines a weak set" in result.output
+    result = runner.invoke(app, ["tune", str(config), "--trials", "0", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "at least 1" in result.output
+
+
+def test_param_describes_itself():
+    assert Param("train.lr", "log", 1e-4, 1e-2).describe() == "train.lr ∈ [0.0001, 0.01] (log)"
+    assert Param("mad.variant", "choice", choices=("paper", "sp")).describe() == "mad.variant ∈ ['paper', 'sp']"
+    with pytest.raises(TuneError):
+        Tuner(_raw("sf_md"), __import__("pathlib").Path("/tmp/x"), TuneSettings(trials=0))
