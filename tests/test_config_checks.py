@@ -68,3 +68,10 @@ def test_empty_config_and_directory_are_errors(tmp_path):
             load_run_config(tmp_path / name)
     with pytest.raises(ConfigError, match="is a directory; pass a YAML file"):
         load_run_config(tmp_path)
+
+
+def test_an_unquoted_off_names_the_yaml_trap():
+    from mmanet.config import ConfigError, resolve_run_config
+
+    with pytest.raises(ConfigError, match=r"mar.mode: got a boolean; YAML reads an unquoted off.*mode: 'off'"):
+        resolve_run_config({"method": "mmanet", "mar": {"mode": False}})

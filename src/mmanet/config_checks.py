@@ -46,8 +46,14 @@ def check_strict_scalars(value: Any, annotation: Any) -> Any:
         return value
     if bool not in leaves and _contains_bool(value):
         numeric = leaves & {int, float}
-        expected = "an integer" if numeric == {int} else "a number" if numeric else "not a boolean"
-        raise ValueError(f"must be {expected}, not a boolean (true/false)")
+        if numeric:
+            expected = "an integer" if numeric == {int} else "a number"
+            raise ValueError(f"must be {expected}, not a boolean (true/false)")
+        # YAML 1.1 reads unquoted off/on/no/yes as booleans: the usual cause of this error
+        raise ValueError(
+            "got a boolean; YAML reads an unquoted off/on/no/yes/false/true as a boolean: quote the word, "
+            "e.g. mode: 'off'"
+        )
     if leaves <= {bool, type(None)} and not isinstance(value, bool):
         raise ValueError("must be true or false")
     return value

@@ -137,3 +137,20 @@ def test_labelled_part_keeps_inputs_and_masks_aligned():
     for m in bundle.spec.names:
         assert torch.equal(part.arrays[m], bundle.train.arrays[m][keep])
     assert (bundle.val.targets >= 0).all() and (bundle.test.targets >= 0).all()
+
+
+def test_the_regularization_head_runs_on_the_weak_rows_only(tiny_config, at_epoch):
+    """Its cost follows the weak fraction; before ω it runs on two rows at zero weight (DDP)."""
+    cfg, module, batch = setup(tiny_config, "sr", mad__variant="off", mar__beta=1.0, mar__warmup_epochs=1)
+    sizes: list[int] = []
+    module.reg_head.register_forward_pre_hook(lambda _m, args: sizes.append(args[0][-1].shape[0]))
+    at_epoch(0)
+    total, mask = step_and_mask(module, batch)
+    assert sizes == [2]
+    at_epoch(1)
+    total, mask = step_and_mask(module, batch)
+    weak = mask.sum(dim=1) == 1
+    assert sizes[-1] == int(weak.sum()) < batch[2].shape[0]
+    module.zero_grad()
+    total.backward()
+    assert all(p.grad is not None for p in module.reg_head.parameters())

@@ -157,14 +157,28 @@ class MMANetStage(Stage):
                     step.out.logits, teacher_out.logits, temperature=cfg.kd.temperature
                 )
         if module.reg_head is not None:
-            reg_logits = module.reg_head(step.out.fused).logits
             weak = self.weak_mask(step.mask)
-            labelled = ~unlabelled_rows(step.target)  # MAR is a supervised loss: labelled rows only
-            losses["mar"] = cfg.mar.beta * mar_loss(
-                reg_logits[labelled], step.target[labelled], weak[labelled], ignore_index=module.ignore_index
-            )
+            losses["mar"] = cfg.mar.beta * self.mar_term(step, weak)
             module.log("train/weak_fraction", weak.float().mean(), on_step=False, on_epoch=True)
         return losses
+
+    def mar_term(self, step: StepBatch, weak: Tensor) -> Tensor:
+        """``L_MAR = (1/B) Σ_i m_i CE(p^r_i, y_i)`` over the B labelled rows (unweighted).
+
+        The regularization head runs on the weak labelled rows only — the only rows with a non-zero
+        term — so its cost follows the weak fraction. Before ω (or with no weak row) it runs on two
+        rows at zero weight: every parameter stays in the graph, as DDP needs.
+        """
+        head, fused = self.module.reg_head, step.out.fused
+        labelled = ~unlabelled_rows(step.target)  # MAR is a supervised loss: labelled rows only
+        rows = (weak & labelled).nonzero().flatten()
+        if rows.numel() == 0:
+            probe = [f[: min(2, f.shape[0])] for f in fused]
+            return head(probe).logits.sum() * 0.0
+        reg_logits = head([f[rows] for f in fused]).logits
+        every = torch.ones(rows.numel(), dtype=torch.bool, device=rows.device)
+        mean_over_weak = mar_loss(reg_logits, step.target[rows], every, ignore_index=self.module.ignore_index)
+        return mean_over_weak * (rows.numel() / labelled.sum().clamp_min(1))
 
     def mad_term(self, student: NetOutput, teacher: NetOutput) -> Tensor:
         """``L_MAD`` (DESIGN §4.1) of the configured feature, variant and reduction (unweighted)."""
