@@ -13,10 +13,13 @@ and printed): on a shared 2-core machine two threads under contention are ~10x s
 Lines (docs/performance.md explains each):
 
 * ``eval_all_combinations`` — PerCombinationEvaluator with all 7 combinations ÷ with only the full one,
-  SF image network (3 × 3×112×112, width 64, 13.2 M parameters), synthetic images. The shared trunk
-  (layer3 + layer4 on the fused map) runs once per combination, so by FLOPs the ratio cannot go
-  below ``(E + 7T) / (E + T)`` (E: the 3 encoders, T: the trunk, MACs counted with forward hooks);
-  the line prints that floor and says when the target is below it.
+  SF image network (3 × 3×112×112, width 64, 13.2 M parameters), synthetic images. The encoders run
+  once per batch, and so does the head's split prefix (concat fusion: layer3's first conv and
+  downsample per modality, ``MultimodalNet.predict_combinations``); the rest of the trunk runs once
+  per combination, so by FLOPs the ratio cannot go below ``(E + P + 7R) / (E + T)`` (E: the 3
+  encoders, T: fusion + trunk, P: the split prefix, R: the rest + the sum of the partials; MACs
+  counted with forward hooks). The line prints that floor (and the one without the split,
+  ``(E + 7T) / (E + T)``) and says when the target is below it.
 * ``eval_all_combinations_mfeat`` — the same on mfeat (63 combinations, configs/mfeat/sf_md.yaml).
 * ``mar_mining`` (mfeat, train split) and ``mar_mining_sf`` (SF image network, synthetic) — one
   mine_discrepancies pass over full + leave-one-out candidates ÷ one full-modality inference pass.
@@ -177,15 +180,65 @@ def floor_of(e: int, t: int, n: int) -> float:
     return (e + n * t) / (e + t)
 
 
-def floor_note(target: float, floor: float, ratio: float) -> str:
-    """The FLOP floor, and whether the target is below it. A time ratio well below the floor means
-    per-call overhead, not arithmetic, dominates the measurement (the floor then binds less)."""
+@dataclass(frozen=True)
+class CombinationMacs:
+    """MACs per sample of the all-combination path: encoders ``e``, one fuse + head pass ``t``, and with
+    the head's split prefix (concat fusion): the prefix ``p`` (once per batch) and the rest ``r`` (per
+    combination: the sum of the M partials, M·|partial| multiply-adds, + ``forward_from_partials``).
+    Without a split path ``p = 0`` and ``r = t``."""
+
+    e: int
+    t: int
+    p: int
+    r: int
+
+    def floor(self, n: int) -> float:
+        """FLOP floor of ``predict_combinations`` with n combinations ÷ one full-modality pass."""
+        return (self.e + self.p + n * self.r) / (self.e + self.t) if n > 1 else 1.0
+
+    def describe(self, scale: float, unit: str) -> str:
+        def f(value: int) -> str:
+            return f"{value / scale:.3g}{unit}/sample"
+
+        split = f" split_prefix={f(self.p)}(once) rest={f(self.r)}(per_combination)" if self.p else ""
+        return f"E={f(self.e)} T={f(self.t)}{split}"
+
+
+def combination_macs(net: MultimodalNet, inputs: dict[str, torch.Tensor]) -> CombinationMacs:
+    """:class:`CombinationMacs` of ``net`` (eval mode; forward hooks on Conv/Linear, see :func:`count_macs`)."""
+    e, t = encoder_head_macs(net, inputs)
+    b = next(iter(inputs.values())).shape[0]
+    was = net.training
+    net.eval()
+    with torch.no_grad():
+        features = net.encode(inputs, torch.ones(b, len(net.spec), dtype=torch.bool))[-1]
+        partials = net.head.split_prefix(features) if net.fusion.masked_concat and len(net.fusions) == 1 else None
+    net.train(was)
+    if partials is None:
+        return CombinationMacs(e, t, 0, t)
+    summed = partials.sum(dim=1)
+    rest = count_macs(net.head, lambda: net.head.forward_from_partials(summed)) // b
+    return CombinationMacs(e, t, t - rest, rest + partials[0].numel())
+
+
+def floor_note(target: float, floor: float, ratio: float, unsplit: float | None = None) -> str:
+    """The FLOP floor (and, when the split prefix lowered it, the floor without the split), and whether the
+    target is below it. A time ratio well below the floor means per-call overhead, not arithmetic,
+    dominates the measurement (the floor then binds less)."""
     note = f"flop_floor={floor:.2f}"
     if ratio < 0.75 * floor:
         note += "(time_ratio_well_below_it:partly_overhead-bound)"
+    if unsplit is not None and unsplit != floor:
+        note += f" flop_floor_without_split={unsplit:.2f}"
     if target < floor:
-        note += " TARGET_BELOW_FLOP_FLOOR(the_head_runs_once_per_combination)"
+        note += " TARGET_BELOW_FLOP_FLOOR(the_head_after_its_split_prefix_runs_once_per_combination)"
     return note
+
+
+def combination_note(macs: CombinationMacs, n: int, target: float, ratio: float, scale: float, unit: str) -> str:
+    """MACs and FLOP floors of a line that runs n combinations against one full pass."""
+    floor, unsplit = macs.floor(n), floor_of(macs.e, macs.t, n)
+    return f"{macs.describe(scale, unit)} {floor_note(target, floor, ratio, unsplit)}"
 
 
 # ----------------------------------------------------------------------------------------------- data, networks
@@ -194,6 +247,11 @@ def floor_note(target: float, floor: float, ratio: float) -> str:
 def sf_network(seed: int = 0) -> MultimodalNet:
     torch.manual_seed(seed)
     return build_network(SF_SPEC, SF_SHAPES, 2, channels=None, encoder="sf_resnet", head="resnet_trunk", width=SF_WIDTH)
+
+
+def sf_one() -> dict[str, torch.Tensor]:
+    """One random sample of the SF network's inputs (for MAC counting)."""
+    return {m: torch.randn(1, *SF_SHAPES[m]) for m in SF_SPEC.names}
 
 
 def sf_images(n: int, seed: int = 0) -> ArrayMultimodalDataset:
@@ -232,6 +290,11 @@ def mfeat() -> tuple[DataBundle, TaskInfo]:
     return _MFEAT
 
 
+def mfeat_one(info: TaskInfo) -> dict[str, torch.Tensor]:
+    """One random mfeat sample (for MAC counting)."""
+    return {m: torch.randn(1, *shape) for m, shape in info.input_shapes.items()}
+
+
 def mfeat_net(cfg: RunConfig, info: TaskInfo) -> MultimodalNet:
     torch.manual_seed(0)
     return build_net(cfg, info).eval()
@@ -259,15 +322,14 @@ def b_eval_sf(q: bool) -> None:
     combos = all_combinations(SF_SPEC)
     every, full = sf_evaluator(combos), sf_evaluator([SF_SPEC.full])
     pair = time_pair(lambda: every.evaluate(net, loader), lambda: full.evaluate(net, loader), 3 if q else 5)
-    e, t = encoder_head_macs(net, {m: torch.randn(1, *SF_SHAPES[m]) for m in SF_SPEC.names})
-    floor = floor_of(e, t, len(combos))
+    macs = combination_macs(net, sf_one())
     bench(
         "eval_all_combinations",
         pair.ratio,
         1.5,
         f"net=sf_resnet+resnet_trunk width={SF_WIDTH} input=3x3x112x112 data=synthetic N={n} batch={batch} "
-        f"combinations={len(combos)} {pair.describe('all', 'full')} E={e / 1e9:.3f}GMAC/sample "
-        f"T={t / 1e9:.3f}GMAC/sample {floor_note(1.5, floor, pair.ratio)}",
+        f"combinations={len(combos)} {pair.describe('all', 'full')} "
+        f"{combination_note(macs, len(combos), 1.5, pair.ratio, 1e9, 'GMAC')}",
     )
 
 
@@ -279,15 +341,13 @@ def b_eval_mfeat(q: bool) -> None:
     combos = all_combinations(info.spec)
     every, full = info.evaluator(combos), info.evaluator([info.spec.full])
     pair = time_pair(lambda: every.evaluate(net, loader), lambda: full.evaluate(net, loader), 7 if q else 15)
-    x = {m: torch.randn(1, *s) for m, s in info.input_shapes.items()}
-    e, t = encoder_head_macs(net, x)
+    macs = combination_macs(net, mfeat_one(info))
     bench(
         "eval_all_combinations_mfeat",
         pair.ratio,
         3.0,
         f"data=mfeat_test N={len(bundle.test)} batch={cfg.data.batch_size} combinations={len(combos)} "
-        f"{pair.describe('all', 'full')} E={e / 1e3:.0f}kMAC/sample head={t / 1e3:.0f}kMAC/sample "
-        f"{floor_note(3.0, floor_of(e, t, len(combos)), pair.ratio)}",
+        f"{pair.describe('all', 'full')} {combination_note(macs, len(combos), 3.0, pair.ratio, 1e3, 'kMAC')}",
     )
 
 
@@ -298,14 +358,13 @@ def b_mining_mfeat(q: bool) -> None:
     loader = mining_loader(bundle, cfg)
     candidates = [info.spec.full, *leave_one_out_combinations(info.spec)]
     pair = time_pair(lambda: mine_discrepancies(net, loader, candidates), full_pass(net, loader), 7 if q else 15)
-    e, t = encoder_head_macs(net, {m: torch.randn(1, *s) for m, s in info.input_shapes.items()})
     bench(
         "mar_mining",
         pair.ratio,
         1.3,
         f"data=mfeat_train N={len(loader.dataset)} batch={cfg.data.batch_size} candidates={len(candidates)} "
         f"(full+leave-one-out) {pair.describe('mining', 'inference')} "
-        f"{floor_note(1.3, floor_of(e, t, len(candidates)), pair.ratio)}",
+        f"{combination_note(combination_macs(net, mfeat_one(info)), len(candidates), 1.3, pair.ratio, 1e3, 'kMAC')}",
     )
 
 
@@ -317,14 +376,13 @@ def b_mining_sf(q: bool) -> None:
     pair = time_pair(
         lambda: mine_discrepancies(net, loader, candidates, ignore_index=-100), full_pass(net, loader), 3 if q else 5
     )
-    e, t = encoder_head_macs(net, {m: torch.randn(1, *SF_SHAPES[m]) for m in SF_SPEC.names})
     bench(
         "mar_mining_sf",
         pair.ratio,
         1.3,
         f"net=sf_resnet+resnet_trunk width={SF_WIDTH} data=synthetic N={n} batch={batch} "
         f"candidates={len(candidates)} {pair.describe('mining', 'inference')} "
-        f"{floor_note(1.3, floor_of(e, t, len(candidates)), pair.ratio)}",
+        f"{combination_note(combination_macs(net, sf_one()), len(candidates), 1.3, pair.ratio, 1e9, 'GMAC')}",
     )
 
 
@@ -386,7 +444,7 @@ def b_train_step(q: bool) -> None:
     # FLOP estimate: backward ≈ 2 × forward; the student encoders run on the kept rows only
     torch.manual_seed(0)
     kept = float(sfmd.dropout(present).float().mean())  # the mask every timed step used
-    e, t = encoder_head_macs(sfmd.net, {m: torch.randn(1, *SF_SHAPES[m]) for m in SF_SPEC.names})
+    e, t = encoder_head_macs(sfmd.net, sf_one())
     base = 3 * (kept * e + t)
     floor = (base + (e + t) + 3 * t) / base
     # the teacher's forward alone: inference_mode (as FrozenTeacher) vs no_grad, for information
@@ -558,76 +616,6 @@ def b_naive_mfeat(q: bool) -> None:
     )
 
 
-# --- what-if: the lever the package does not have yet (a prototype here, never used by the package)
-
-
-def split_head_logits(net: MultimodalNet, inputs, present: torch.Tensor, masks: torch.Tensor):
-    """Logits of every combination for concat fusion + classification head, with the head's first
-    Linear split per modality: ``W·concat(m ⊙ f) + b = Σ_m m_m (W_m f_m) + b``. The per-modality
-    partials ``W_m f_m`` are computed once per batch; each combination only sums M partials and runs
-    GELU + the classifier (instead of the whole head on the repeated features)."""
-    first = net.head.trunk[0]
-    f = net.encode(inputs, present)[-1]  # (B, M, C)
-    w = first.weight.view(first.out_features, f.shape[1], f.shape[2])
-    partials = torch.einsum("bmc,hmc->mbh", f, w)  # (M, B, hidden)
-    combo = present.unsqueeze(0) & masks.unsqueeze(1)  # (n_c, B, M)
-    valid = combo.any(dim=2)
-    combo = torch.where(valid.unsqueeze(2), combo, present.unsqueeze(0))
-    hidden = torch.einsum("nbm,mbh->nbh", combo.to(partials.dtype), partials) + first.bias
-    return net.head.classifier(net.head.trunk[1](hidden)), valid
-
-
-def b_whatif_mfeat(q: bool) -> None:
-    from mmanet.losses.mar import candidate_discrepancies, probability_sums
-    from mmanet.metrics import CombinationConfusion
-
-    bundle, info = mfeat()
-    cfg = config_of("configs/mfeat/sf_md.yaml")
-    net = mfeat_net(cfg, info)
-    test = make_loader(bundle.test, cfg, train=False)
-    combos = all_combinations(info.spec)
-    masks = torch.stack([c.mask() for c in combos])
-    confusion = CombinationConfusion(len(combos), info.num_classes)
-
-    @torch.no_grad()
-    def split_eval() -> None:
-        confusion.reset()
-        for inputs, present, target in test:
-            logits, valid = split_head_logits(net, inputs, present, masks)
-            confusion.update(logits, valid, target)
-
-    full, shared = info.evaluator([info.spec.full]), info.evaluator(combos)
-    split_eval()
-    shared.evaluate(net, test)
-    same = torch.equal(confusion.compute(), shared.confusion.compute())
-    pair = time_pair(split_eval, lambda: full.evaluate(net, test), 7 if q else 15)
-    print(
-        f"# WHAT-IF eval_all_combinations_mfeat with the head's first Linear split per modality (prototype in "
-        f"benchmarks/run.py, not in the package): ratio={pair.ratio:.3f} target=3 {pair.describe('all', 'full')} "
-        f"identical_confusion={same}",
-        flush=True,
-    )
-    train = mining_loader(bundle, config_of("configs/mfeat/mmanet.yaml"))
-    candidates = torch.stack([c.mask() for c in [info.spec.full, *leave_one_out_combinations(info.spec)]])
-
-    @torch.no_grad()
-    def split_mining() -> None:  # what mine_discrepancies does, with the split head
-        net.eval()
-        sums = counts = skipped = 0
-        for inputs, present, _ in train:
-            logits, valid = split_head_logits(net, inputs, present, candidates)
-            s, c = probability_sums(logits, valid)
-            sums, counts, skipped = sums + s, counts + c, skipped + (~valid).sum(dim=1)
-        candidate_discrepancies(sums, counts).tolist()
-
-    pair = time_pair(split_mining, full_pass(net, train), 7 if q else 15)
-    print(
-        f"# WHAT-IF mar_mining (mfeat) with the split head: ratio={pair.ratio:.3f} target=1.3 "
-        f"{pair.describe('mining', 'inference')}",
-        flush=True,
-    )
-
-
 BENCHMARKS: dict[str, Callable[[bool], None]] = {
     "eval_all_combinations": b_eval_sf,
     "eval_all_combinations_mfeat": b_eval_mfeat,
@@ -637,7 +625,6 @@ BENCHMARKS: dict[str, Callable[[bool], None]] = {
     "mad_memory": b_mad_memory,
     "naive_vs_shared": b_naive_sf,
     "naive_vs_shared_mfeat": b_naive_mfeat,
-    "whatif_split_head_mfeat": b_whatif_mfeat,
 }
 
 

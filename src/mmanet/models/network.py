@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from mmanet.modality import ModalityError, ModalitySpec, check_present
 from mmanet.models.encoders import Encoder, FeatureInfo, build_encoder, default_encoder_for, encoder_options
 from mmanet.models.fusion import Fusion, build_fusion
+from mmanet.models.fusion.base import zero_missing
 from mmanet.models.heads import HEADS, Head
 
 #: default bound on the elements of the repeated features of one batched-combination chunk (64 MiB fp32)
@@ -278,12 +279,21 @@ class MultimodalNet(nn.Module):
         repeated along the batch axis for as many combinations at once as keep the repeated
         features under ``max_elements``. Rows are independent in eval mode, so the result equals
         fusing each combination separately.
+
+        Split prefix: in eval mode, when the fusion declares ``masked_concat`` and the head has a
+        split prefix (:meth:`~mmanet.models.heads.Head.split_prefix`), the head's linear prefix runs
+        once per batch on the per-modality features and each combination only sums the present
+        modalities' partials (``max_elements`` then bounds the summed partials of one chunk); the
+        logits are those of fusing each combination (up to float rounding). A single combination
+        takes the fused path (nothing to share).
         """
         present = present.bool()
         combinations = combinations.to(present.device).bool()
         b, m = present.shape
         n_c = combinations.shape[0]
-        per_row = sum(math.prod(f.shape[1:]) for f in features)
+        partials = _split_partials(self, features, present) if n_c > 1 else None
+        # elements per sample of what one chunk materialises per combination: summed partials or features
+        per_row = math.prod(partials.shape[2:]) if partials is not None else sum(f[0].numel() for f in features)
         per_chunk = max(1, min(n_c, max_elements // max(1, per_row * b)))
         logits, valid = [], []
         for start in range(0, n_c, per_chunk):
@@ -292,9 +302,14 @@ class MultimodalNet(nn.Module):
             masks = present.unsqueeze(0) & chunk.unsqueeze(1)  # (n, B, M)
             ok = masks.any(dim=2)
             masks = torch.where(ok.unsqueeze(2), masks, present.unsqueeze(0))
-            repeated = [f.unsqueeze(0).expand(n, *f.shape).reshape(n * b, *f.shape[1:]) for f in features]
-            out = self.fuse_predict(repeated, masks.reshape(n * b, m)).logits
-            logits.append(out.reshape(n, b, *out.shape[1:]))
+            if partials is None:
+                rows = [f.unsqueeze(0).expand(n, *f.shape).reshape(n * b, *f.shape[1:]) for f in features]
+                out = self.fuse_predict(rows, masks.reshape(n * b, m)).logits.unflatten(0, (n, b))
+            else:  # Σ_m mask_m · partial_m for every (sample, combination), then the rest of the head
+                summed = torch.bmm(masks.transpose(0, 1).to(partials.dtype), partials.flatten(2))  # (B, n, P)
+                out = self.head.forward_from_partials(summed.reshape(b * n, *partials.shape[2:])).logits
+                out = out.unflatten(0, (b, n)).transpose(0, 1)
+            logits.append(out)
             valid.append(ok)
         return CombinationLogits(torch.cat(logits), torch.cat(valid))
 
@@ -316,6 +331,30 @@ class MultimodalNet(nn.Module):
             if hasattr(module, "reset_parameters"):
                 module.reset_parameters()
         return head
+
+
+def _split_partials(net: Any, features: Sequence[Tensor], present: Tensor) -> Tensor | None:
+    """The head's per-modality partials ``(B, M, *P)`` when the split-prefix path applies, else None.
+
+    It applies to a :class:`MultimodalNet` in eval mode (BatchNorm and Dropout are affine / the
+    identity only there) with one fused level whose fusion declares ``masked_concat`` and a head
+    with a split prefix. Absent modalities' features are selected away first (as the fusion does:
+    every combination's mask is within ``present``), and non-finite partials fall back to the
+    fused path (``0 · inf`` would be NaN where the fusion's selection gives 0).
+    """
+    if not isinstance(net, MultimodalNet) or len(features) != 1 or not net.fusion.masked_concat:
+        return None
+    if net.training or any(module.training for module in net.head.modules()):
+        return None
+    feature = features[0]
+    if not bool(present.all()):  # (a complete batch has nothing to select away, nor an empty row)
+        check_present(present)  # what fuse() checks on the other path
+        feature = zero_missing(feature, present)
+    partials = net.head.split_prefix(feature)
+    # any inf/NaN element makes the sum non-finite (so does an overflow: then the fused path, conservatively)
+    if partials is None or not bool(torch.isfinite(partials.sum())):
+        return None
+    return partials
 
 
 def _section(value: str | Mapping[str, Any] | None) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +27,11 @@ class Fusion(nn.Module):
     """
 
     out_channels: int
+    #: True when ``forward(x, mask)`` is exactly ``zero_missing(x, mask).flatten(1, 2)`` — the
+    #: concatenation of the masked features, with no parameters and nothing else — so that a head's
+    #: linear prefix can be split per modality (:meth:`mmanet.models.heads.Head.split_prefix`).
+    #: A subclass that changes ``forward`` must set it back to False.
+    masked_concat: ClassVar[bool] = False
 
     def __init__(self, num_modalities: int, channels: int, num_classes: int, spatial: bool = False) -> None:
         super().__init__()

@@ -13,7 +13,10 @@ class ConcatFusion(Fusion):
 
     A missing modality's feature is replaced by zeros (``torch.where``, so even inf/NaN content
     cannot reach the output); the encoder still runs, keeping every parameter in the graph.
+    Declares ``masked_concat``: a head with a linear prefix may split it per modality.
     """
+
+    masked_concat = True
 
     def __init__(self, num_modalities: int, channels: int, num_classes: int, spatial: bool = False) -> None:
         super().__init__(num_modalities, channels, num_classes, spatial)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from mmanet.models.encoders.base import FeatureInfo
@@ -15,6 +16,10 @@ class ClassificationHead(Head):
     Feature maps are global-average pooled first. The trunk is Linear → GELU → Dropout (no
     BatchNorm: its batch statistics would depend on the modality-dropout mix). The
     embedding is the trunk's output, the penultimate feature MAD can distil (``"embedding"``).
+
+    Split prefix (:meth:`Head.split_prefix`): pooling and the trunk's Linear are linear in the
+    concatenation, so each modality's pooled feature times its block of the weight is one partial;
+    the bias, GELU, Dropout and the classifier run on their sum.
     """
 
     levels = "last"
@@ -36,5 +41,18 @@ class ClassificationHead(Head):
         x = fused[-1]
         if x.dim() > 2:
             x = x.flatten(2).mean(dim=2)
-        embedding = self.trunk(x)
+        return self._output(self.trunk(x))
+
+    def split_prefix(self, features: Tensor) -> Tensor:
+        """``(B, M, C, *S)`` → ``(B, M, hidden)``: ``W_m · pool(f_m)``, without the bias."""
+        if features.dim() > 3:
+            features = features.flatten(3).mean(dim=3)
+        first = self.trunk[0]
+        weight = first.weight.view(first.out_features, features.shape[1], features.shape[2])
+        return torch.einsum("bmc,hmc->bmh", features, weight)
+
+    def forward_from_partials(self, summed: Tensor) -> HeadOutput:
+        return self._output(self.trunk[2](self.trunk[1](summed + self.trunk[0].bias)))
+
+    def _output(self, embedding: Tensor) -> HeadOutput:
         return HeadOutput(self.classifier(embedding), {"embedding": embedding})

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmanet.models.backbones import LoadSummary, load_torchvision_resnet, make_layer, resnet_widths
@@ -19,6 +21,12 @@ class ResNetTrunkHead(Head):
     ``C_f = M·2·width``), then ResNet-18's layer3 and layer4 are shared. Named features: ``"trunk"``
     — layer4's final feature map, what MAD distils for face anti-spoofing (the teacher's and the
     deployment network's trunks have the same shape) — and ``"embedding"``, its pooled vector.
+
+    Split prefix (:meth:`Head.split_prefix`): layer3's first block starts with two convolutions
+    of the fused map, ``conv1`` (3×3, stride 2) and the downsample's 1×1 (stride 2), both without
+    bias and so linear in the concatenation; each is split along its input channels per modality
+    (one grouped convolution each). Their BatchNorms (affine in eval mode), the rest of the block,
+    the other blocks and layer4 run on the sums.
     """
 
     levels = "last"
@@ -45,7 +53,27 @@ class ResNetTrunkHead(Head):
         self.num_classes = num_classes
 
     def forward(self, fused: list[Tensor]) -> HeadOutput:
-        trunk = self.layer4(self.layer3(fused[-1]))
+        return self._output(self.layer3(fused[-1]))
+
+    def split_prefix(self, features: Tensor) -> Tensor | None:
+        """``(B, M, C, H, W)`` → ``(B, M, 2·w3, H', W')``: per modality, layer3[0]'s ``conv1`` then its
+        downsample conv (stacked along channels) applied to that modality's block of input channels."""
+        block = self.layer3[0]
+        if block.downsample is None:  # an identity shortcut is not split (make_layer's stride 2 always adds one)
+            return None
+        m, x = features.shape[1], features.flatten(1, 2)
+        parts = [_split_conv(conv, x, m).unflatten(1, (m, -1)) for conv in (block.conv1, block.downsample[0])]
+        return torch.cat(parts, dim=2)
+
+    def forward_from_partials(self, summed: Tensor) -> HeadOutput:
+        block = self.layer3[0]
+        conv1, shortcut = summed.chunk(2, dim=1)
+        out = block.bn2(block.conv2(block.relu(block.bn1(conv1))))
+        x = block.relu(out + block.downsample[1](shortcut))
+        return self._output(self.layer3[1:](x))
+
+    def _output(self, layer3: Tensor) -> HeadOutput:
+        trunk = self.layer4(layer3)
         embedding = trunk.mean(dim=(2, 3))
         return HeadOutput(self.classifier(self.dropout(embedding)), {"trunk": trunk, "embedding": embedding})
 
@@ -53,3 +81,11 @@ class ResNetTrunkHead(Head):
         """Load torchvision's layer4 and every layer3 tensor whose shape fits (its first block takes
         ``C_f`` fused channels instead of 128, so that block's first conv and downsample keep their init)."""
         return load_torchvision_resnet(state_dict, {"layer3": self.layer3, "layer4": self.layer4}, strict=False)
+
+
+def _split_conv(conv: nn.Conv2d, x: Tensor, groups: int) -> Tensor:
+    """``conv`` (no bias, ``groups=1``) applied to each of ``groups`` equal blocks of ``x``'s channels
+    on its own: ``(B, G·C, H, W)`` → ``(B, G·O, H', W')`` (one grouped convolution)."""
+    o, c = conv.weight.shape[0], conv.weight.shape[1] // groups
+    weight = conv.weight.view(o, groups, c, *conv.kernel_size).transpose(0, 1).reshape(groups * o, c, *conv.kernel_size)
+    return F.conv2d(x, weight, None, conv.stride, conv.padding, conv.dilation, groups)
