@@ -49,7 +49,8 @@ class ClassificationHead(Head):
             features = features.flatten(3).mean(dim=3)
         first = self.trunk[0]
         weight = first.weight.view(first.out_features, features.shape[1], features.shape[2])
-        return torch.einsum("bmc,hmc->bmh", features, weight)
+        # one batched matmul over the modalities: (M, B, C) @ (M, C, hidden) (einsum's parsing costs more here)
+        return torch.bmm(features.transpose(0, 1), weight.permute(1, 2, 0)).transpose(0, 1)
 
     def forward_from_partials(self, summed: Tensor) -> HeadOutput:
         return self._output(self.trunk[2](self.trunk[1](summed + self.trunk[0].bias)))
