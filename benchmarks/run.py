@@ -441,12 +441,15 @@ def b_train_step(q: bool) -> None:
         return run
 
     pair = time_pair(step(mma), step(sfmd), 3 if q else 5)
-    # FLOP estimate: backward ≈ 2 × forward; the student encoders run on the kept rows only
+    # FLOP estimate: backward ≈ 2 × forward; the student encoders run on the kept rows only, the
+    # teacher forward on every row, the regularization head (forward + backward) on the weak rows only
     torch.manual_seed(0)
-    kept = float(sfmd.dropout(present).float().mean())  # the mask every timed step used
+    mask = sfmd.dropout(present)  # the mask every timed step used
+    kept = float(mask.float().mean())
+    weak = float(mma.stage.weak_mask(mask).float().mean())
     e, t = encoder_head_macs(sfmd.net, sf_one())
     base = 3 * (kept * e + t)
-    floor = (base + (e + t) + 3 * t) / base
+    floor = (base + (e + t) + 3 * weak * t) / base
     # the teacher's forward alone: inference_mode (as FrozenTeacher) vs no_grad, for information
     with torch.no_grad():
         tg = _median_time(lambda: teacher.net.forward_all(inputs, present), 3)
@@ -460,6 +463,7 @@ def b_train_step(q: bool) -> None:
         f"{'(quick;full_run_uses_16)' if q else ''} steps=training_step+backward+optimizer(sgd) "
         f"{pair.describe('mmanet', 'sf_md')} mad=paper(feature=trunk) mar=mined(active) "
         f"teacher_fwd_inference_mode={ti * 1e3:.0f}ms teacher_fwd_no_grad={tg * 1e3:.0f}ms kept_rows={kept:.2f} "
+        f"weak_rows={weak:.2f} "
         f"est_flop_floor={floor:.2f}(bwd=2xfwd){' TARGET_BELOW_FLOP_FLOOR' if floor > 1.4 else ''}",
     )
 
