@@ -19,7 +19,7 @@ from mmanet.config_checks import check_strict_scalars, non_finite_keys
 from mmanet.errors import MMANetError
 
 #: default MAD weight α (batch-size-free scale); chosen on the mfeat validation split (docs/results.md)
-ALPHA_DEFAULT = 6.4
+ALPHA_DEFAULT = 2.0
 
 
 class ConfigError(MMANetError):
