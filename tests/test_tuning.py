@@ -148,3 +148,27 @@ def test_param_describes_itself():
     assert Param("mad.variant", "choice", choices=("paper", "sp")).describe() == "mad.variant ∈ ['paper', 'sp']"
     with pytest.raises(TuneError):
         Tuner(_raw("sf_md"), __import__("pathlib").Path("/tmp/x"), TuneSettings(trials=0))
+
+
+def test_a_diverged_trial_is_recorded_as_failed_and_not_retried(tmp_path, monkeypatch):
+    import mmanet.benchmark as benchmark
+    from mmanet.training.guards import TrainingDivergedError
+
+    real = benchmark.run_or_reuse
+    calls = {"n": 0}
+
+    def diverge_first(config, run_dir, bundle):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise TrainingDivergedError("training diverged: the training loss became NaN")
+        return real(config, run_dir, bundle)
+
+    monkeypatch.setattr(benchmark, "run_or_reuse", diverge_first)
+    out = tmp_path / "study"
+    tune(_raw("sf_md"), out, TuneSettings(trials=1))
+    study = optuna.load_study(study_name="mmanet", storage=f"sqlite:///{out / 'study.db'}")
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert study.trials[0].user_attrs["diverged"] is True
+    tune(_raw("sf_md"), out, TuneSettings(trials=2))  # resumed: the diverged point is not queued again
+    study = optuna.load_study(study_name="mmanet", storage=f"sqlite:///{out / 'study.db'}")
+    assert len(study.trials) == 3 and study.trials[2].params != study.trials[0].params

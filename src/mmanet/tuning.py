@@ -14,6 +14,8 @@ every trial's run directory is named after its parameters, that run resumes from
 MMANet-family trials share a teacher per seed whenever the teacher's own configuration is the same
 (``OUT/teachers/``); the teacher is identical to the one each trial would train for itself.
 
+A trial whose training diverges (a non-finite loss) is recorded as failed and not retried.
+
 Outputs: ``best.yaml`` (a complete run configuration with the best parameters, the original seed and
 teacher, for ``mmanet train`` or a benchmark entry's ``config:``), ``trials.csv``,
 ``optimization_history.png`` and ``param_importances.png``.
@@ -224,7 +226,7 @@ class Tuner:
         retried = {json.dumps(t.params, sort_keys=True) for t in trials if t.state != TrialState.FAIL}
         for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
             key = json.dumps(trial.params, sort_keys=True)
-            if trial.params and key not in retried:
+            if trial.params and key not in retried and not trial.user_attrs.get("diverged"):
                 study.enqueue_trial(trial.params)  # (skip_if_exists would see the failed trial itself)
                 retried.add(key)
 
@@ -257,6 +259,7 @@ class Tuner:
 
     def objective(self, trial) -> float:
         from mmanet.benchmark import run_or_reuse
+        from mmanet.training.guards import TrainingDivergedError
 
         params = {p.key: p.suggest(trial) for p in self.space}
         values = []
@@ -267,14 +270,17 @@ class Tuner:
             except ConfigError as err:  # a combination the config forbids: not a usable point
                 raise TuneError(f"trial {trial.number}: {err}") from None
             run_dir = self.out / "trials" / params_key(params) / f"seed_{seed}"
-            table, _, summary = run_or_reuse(config, run_dir, self.bundle)
+            try:
+                table, _, summary = run_or_reuse(config, run_dir, self.bundle)
+            except TrainingDivergedError as err:  # e.g. a learning rate too high: a failed point, go on
+                self.say(f"trial {trial.number} diverged with {params}: {err}")
+                trial.set_user_attr("diverged", True)
+                return math.nan  # Optuna records a NaN objective as a failed trial
+
             weak = (summary.get("miner") or {}).get("weak_set")
             values.append(score(table, self.settings.metric, weak))
             trial.set_user_attr(f"seed_{seed}", values[-1])
-        value = statistics.fmean(values)
-        if not math.isfinite(value):
-            raise TuneError(f"trial {trial.number} gave a non-finite score {value}")
-        return value
+        return statistics.fmean(values)
 
     # ------------------------------------------------------------------ the study
     def run(self) -> dict[str, Any]:
@@ -299,8 +305,12 @@ class Tuner:
                     f"(trial {study.best_trial.number})"
                 )
 
-        if remaining:
+        attempts = 0  # failed (diverged) trials do not count towards --trials; give up after 2N attempts
+        while remaining and attempts < 2 * self.settings.trials:
             study.optimize(self.objective, n_trials=remaining, show_progress_bar=True, callbacks=[report])
+            attempts += remaining
+            done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+            remaining = max(0, self.settings.trials - done)
         return self.finish(study)
 
     def finish(self, study) -> dict[str, Any]:
