@@ -39,3 +39,14 @@ def tiny_config():
         return resolve_run_config(tiny_raw(method, **updates))
 
     return make
+
+
+@pytest.fixture
+def at_epoch(monkeypatch):
+    """``at_epoch(e)``: training modules report ``current_epoch == e`` (no Trainer needed)."""
+    from mmanet.training.module import MultimodalModule
+
+    def set_epoch(epoch: int) -> None:
+        monkeypatch.setattr(MultimodalModule, "current_epoch", property(lambda self: epoch))
+
+    return set_epoch
