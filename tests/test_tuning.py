@@ -86,6 +86,7 @@ def test_a_study_never_evaluates_test_resumes_and_writes_a_trainable_best_yaml(t
     # the stored study: two complete trials with the trials' own seeds recorded
     study = optuna.load_study(study_name="mmanet", storage=f"sqlite:///{out / 'study.db'}")
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    assert study.trials[0].params == {"mad.alpha": 2.0, "mar.beta": 1.0}  # trial 0: the config as given
     assert all("seed_100" in t.user_attrs for t in study.trials)
     # a trial left RUNNING by a killed process is queued again with the same parameters; the study grows to 3
     crashed = study.ask(

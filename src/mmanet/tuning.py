@@ -11,7 +11,9 @@ weak set), averaged over the seeds.
 The study lives in ``OUT/study.db`` (SQLite): a rerun of the same command continues it — finished
 trials are kept, a trial that was interrupted is run again with the same parameters, and since
 every trial's run directory is named after its parameters, that run resumes from its last epoch.
-MMANet-family trials share a teacher per seed whenever the teacher's own configuration is the same
+Trial 0 of a new study is the configuration as given (where its values lie in the search ranges), so
+the study's best is never worse on validation than the defaults it started from. MMANet-family
+trials share a teacher per seed whenever the teacher's own configuration is the same
 (``OUT/teachers/``); the teacher is identical to the one each trial would train for itself.
 
 A trial whose training diverges (a non-finite loss) is recorded as failed and not retried.
@@ -94,7 +96,8 @@ def search_space(config: RunConfig, feature_names: Sequence[str]) -> list[Param]
     if config.stage == "mmanet" and config.mar.mode != "off":
         space += [
             Param("mar.beta", "log", 0.05, 5.0),
-            Param("mar.warmup_epochs", "int", 1, max(1, config.train.max_epochs // 2)),
+            # ω: a warm-up, not most of the run (the paper's code uses 5 of its epochs)
+            Param("mar.warmup_epochs", "int", 1, max(1, min(20, config.train.max_epochs // 4))),
         ]
     if config.kd_active:
         space += [Param("kd.gamma", "log", 0.1, 10.0), Param("kd.temperature", "float", 1.0, 8.0)]
@@ -203,7 +206,24 @@ class Tuner:
                 "choose another --out (or delete that directory) to start a new study"
             )
         self._requeue_interrupted(study)
+        if not study.get_trials(deepcopy=False):
+            baseline = self.baseline_params()
+            if baseline:  # trial 0 is the configuration as given: best.yaml is never worse on validation
+                study.enqueue_trial(baseline)
         return study
+
+    def baseline_params(self) -> dict[str, Any]:
+        """The searched keys' values in the given configuration (those inside the search ranges)."""
+        dumped = self.base.model_dump(mode="json")
+        values: dict[str, Any] = {}
+        for p in self.space:
+            node: Any = dumped
+            for part in p.key.split("."):
+                node = node[part]
+            inside = node in p.choices if p.kind == "choice" else p.low <= node <= p.high
+            if inside:
+                values[p.key] = node
+        return values
 
     def _identity(self) -> dict[str, Any]:
         config = self.base.model_dump(mode="json")
