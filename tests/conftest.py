@@ -50,3 +50,14 @@ def at_epoch(monkeypatch):
         monkeypatch.setattr(MultimodalModule, "current_epoch", property(lambda self: epoch))
 
     return set_epoch
+
+
+@pytest.fixture(autouse=True)
+def _restore_deterministic_algorithms():
+    """``Trainer(deterministic=True)`` turns torch's deterministic mode on for the whole process;
+    restore it after each test so that one test's Trainer cannot change what later tests compute
+    (e.g. torchmetrics' deterministic bincount fallback drops labels ≥ num_classes)."""
+    enabled = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    yield
+    torch.use_deterministic_algorithms(enabled, warn_only=warn_only)

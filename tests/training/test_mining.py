@@ -90,8 +90,6 @@ def test_miner_finds_the_strong_modality_and_the_weak_set():
     assert {c.name for c in miner.weak_set} == {"b", "c", "b+c"}
 
 
-
-
 def test_mined_discrepancies_match_direct_computation():
     net = FakeNet(SPEC3, [2.0, 1.0, 0.5])
     loader = _loader(SPEC3, batches=2)
@@ -105,8 +103,6 @@ def test_mined_discrepancies_match_direct_computation():
         assert d[combo.name] == pytest.approx(kl_discrepancy(full, q).item(), rel=1e-5)
 
 
-
-
 def test_miner_skips_samples_with_no_modality_of_a_candidate():
     present = torch.ones(8, 3, dtype=torch.bool)
     present[:3] = torch.tensor([True, False, False])  # three samples have only 'a'
@@ -117,8 +113,6 @@ def test_miner_skips_samples_with_no_modality_of_a_candidate():
     assert all(math.isfinite(v) for v in d.values())
 
 
-
-
 def test_miner_errors_when_a_candidate_never_has_data():
     present = torch.zeros(8, 3, dtype=torch.bool)
     present[:, 0] = True
@@ -126,8 +120,6 @@ def test_miner_errors_when_a_candidate_never_has_data():
         mine(FakeNet(SPEC3, [1.0, 1.0, 1.0]), _loader(SPEC3, present=present))
     with pytest.raises(ValueError, match="no batch"):
         mine(FakeNet(SPEC3, [1.0, 1.0, 1.0]), [])
-
-
 
 
 def test_m2_mining():
@@ -141,8 +133,6 @@ def test_m2_mining():
     assert miner.strong_modalities == ["rgb"]
 
 
-
-
 def test_miner_with_a_real_network():
     from mmanet.models import build_network
 
@@ -153,8 +143,6 @@ def test_miner_with_a_real_network():
     assert set(d) == {"b+c", "a+c", "a+b"}
     assert all(math.isfinite(v) and v >= 0 for v in d.values())
     assert net.training
-
-
 
 
 def test_miner_all_reduces_under_torch_distributed(tmp_path):
@@ -171,3 +159,25 @@ def test_miner_all_reduces_under_torch_distributed(tmp_path):
     finally:
         dist.destroy_process_group()
     assert got == pytest.approx(expected, rel=1e-12)
+
+
+def test_the_miners_eps_reaches_the_discrepancies():
+    """mine_discrepancies(eps=…) is the ε of D_c = KL(q_full ‖ q_c) (the callback passes the miner's)."""
+    net = FakeNet(SPEC3, [8.0, 1.0, 1.0])
+    candidates = WeakCombinationMiner(SPEC3).candidates
+    loader = _loader(SPEC3)
+    got, _ = mine_discrepancies(net, loader, candidates, eps=0.5)
+    n = sum(x["a"].shape[0] for x, _, _ in loader)
+    q = {}
+    with torch.no_grad():
+        for combo in candidates:
+            total = 0.0
+            for x, _, _ in loader:
+                logits = net.fuse_predict(net.encode(x), combo.mask().expand(x["a"].shape[0], 3)).logits
+                total = total + torch.softmax(logits.double(), dim=1).sum(dim=0)
+            q[combo.name] = total / n
+    full = q[candidates[0].name]
+    for combo in candidates[1:]:
+        want = float((full * torch.log((full + 0.5) / (q[combo.name] + 0.5))).sum())
+        assert got[combo.name] == pytest.approx(want, rel=1e-6)
+        assert got[combo.name] != pytest.approx(float(kl_discrepancy(full, q[combo.name])), rel=1e-3)

@@ -154,3 +154,16 @@ def test_the_regularization_head_runs_on_the_weak_rows_only(tiny_config, at_epoc
     module.zero_grad()
     total.backward()
     assert all(p.grad is not None for p in module.reg_head.parameters())
+
+
+def test_configure_optimizers_works_without_a_trainer(tiny_config):
+    from mmanet.models.factory import build_net
+    from mmanet.training.module import MultimodalModule
+
+    cfg = tiny_config("sf_md", train__max_epochs=7)
+    bundle = load_bundle(cfg)
+    from mmanet.training.factory import task_info
+
+    module = MultimodalModule(build_net(cfg, task_info(bundle)), cfg, task_info(bundle))
+    scheduler = module.configure_optimizers()["lr_scheduler"]["scheduler"]
+    assert scheduler.T_max == 7  # the config's epochs when no Trainer is attached

@@ -40,6 +40,7 @@ def mine_discrepancies(
     candidates: list[Combination],
     *,
     ignore_index: int = DEFAULT_IGNORE_INDEX,
+    eps: float = 1e-8,
 ) -> tuple[dict[str, float], dict[str, int]]:
     """``D_c`` for every candidate after the first (the full combination), and the skipped counts.
 
@@ -76,7 +77,7 @@ def mine_discrepancies(
             f"no sample of the mining split has a modality of candidate(s) {empty}; "
             "cannot form their prediction distributions"
         )
-    kl = candidate_discrepancies(sums, counts)
+    kl = candidate_discrepancies(sums, counts, eps)
     discrepancies = {c.name: float(v) for c, v in zip(candidates[1:], kl.tolist(), strict=True)}
     return discrepancies, {c.name: int(s) for c, s in zip(candidates, skipped.tolist(), strict=True)}
 
@@ -93,7 +94,7 @@ class MARMiningCallback(L.Callback):
         if miner is None or trainer.current_epoch >= self.warmup_epochs:
             return
         discrepancies, _ = mine_discrepancies(
-            pl_module.net, self.loader_factory(), miner.candidates, ignore_index=miner.ignore_index
+            pl_module.net, self.loader_factory(), miner.candidates, ignore_index=miner.ignore_index, eps=miner.eps
         )
         miner.record(trainer.current_epoch, discrepancies)
         for name, value in discrepancies.items():

@@ -135,7 +135,8 @@ class MultimodalModule(L.LightningModule):
             optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
         if cfg.scheduler == "none":
             return optimizer
-        max_epochs = self.trainer.max_epochs if self.trainer is not None else cfg.max_epochs
+        trainer = self._trainer  # LightningModule.trainer raises when the module is not attached
+        max_epochs = trainer.max_epochs if trainer is not None else cfg.max_epochs
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, int(max_epochs)))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
