@@ -256,18 +256,12 @@ class Tuner:
 
     def _shared_teacher(self, config: RunConfig) -> RunConfig:
         """Point an MMANet-family trial at a teacher trained once for its teacher configuration and seed."""
+        from mmanet.training.fit import teacher_stage_config
         from mmanet.training.runner import run
 
         if config.stage != "mmanet" or config.teacher.checkpoint:
             return config
-        epochs = config.teacher.max_epochs or config.train.max_epochs
-        teacher_cfg = config.model_copy(
-            update={
-                "stage": "teacher",
-                "method": "teacher",
-                "train": config.train.model_copy(update={"max_epochs": epochs}),
-            }
-        )
+        teacher_cfg = teacher_stage_config(config)  # exactly the teacher the trial would train itself
         student_only = ("mad", "mar", "kd", "name")
         relevant = {k: v for k, v in teacher_cfg.model_dump(mode="json").items() if k not in student_only}
         key = hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:12]

@@ -171,10 +171,9 @@ def labelled_part(dataset: MultimodalDataset) -> MultimodalDataset:
 
     Only in-memory datasets (:class:`ArrayMultimodalDataset`: mfeat, npz, …) can hold unlabelled samples.
     """
-    targets = getattr(dataset, "targets", None)
-    if not isinstance(dataset, ArrayMultimodalDataset) or targets is None:
+    if not isinstance(dataset, ArrayMultimodalDataset):
         return dataset
-    unlabelled = unlabelled_rows(targets)
+    unlabelled = unlabelled_rows(dataset.targets)
     if not bool(unlabelled.any()):
         return dataset
     if bool(unlabelled.all()):

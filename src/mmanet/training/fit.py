@@ -79,6 +79,14 @@ def fit_stage(
     return net.eval(), best
 
 
+def teacher_stage_config(config: RunConfig) -> RunConfig:
+    """The teacher stage of an MMANet-family configuration: complete modalities, ``teacher.max_epochs``
+    (default: the student's) — what :func:`train_teacher` trains, and what ``mmanet tune`` shares."""
+    epochs = config.teacher.max_epochs or config.train.max_epochs
+    train = config.train.model_copy(update={"max_epochs": epochs})
+    return config.model_copy(update={"stage": "teacher", "method": "teacher", "train": train})
+
+
 def train_teacher(config: RunConfig, bundle: DataBundle, out_dir: Path) -> FrozenTeacher:
     """Load ``teacher.checkpoint`` or train the teacher stage in ``out_dir/teacher``."""
     if config.teacher.checkpoint:
@@ -93,14 +101,12 @@ def train_teacher(config: RunConfig, bundle: DataBundle, out_dir: Path) -> Froze
         digest = model_hash_of_checkpoint(path)
         check_teacher_hash(config.teacher.sha256, digest, "the configuration (teacher.sha256)", path)
         return FrozenTeacher(net, path=path, sha256=digest)
-    teacher_config = config.model_copy(update={"stage": "teacher", "method": "teacher"})
+    teacher_config = teacher_stage_config(config)
     teacher_dir = out_dir / "teacher"
     teacher_dir.mkdir(parents=True, exist_ok=True)
     if process_rank() == 0:
         dump_config(teacher_config, teacher_dir / "config.yaml")
-    net, best = fit_stage(
-        teacher_config, bundle, teacher_dir, max_epochs=config.teacher.max_epochs or config.train.max_epochs
-    )
+    net, best = fit_stage(teacher_config, bundle, teacher_dir)
     return FrozenTeacher(net, path=best, sha256=model_hash_of_checkpoint(best))
 
 
