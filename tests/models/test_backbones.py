@@ -1,6 +1,7 @@
-"""Backbone building blocks: torchvision key compatibility and the weight loader (on a fabricated
-torchvision-format ResNet-18 state_dict — torchvision itself is not installed), ESANet pieces'
-shapes and gradients, and the SF parameter count quoted in BASELINES.md."""
+"""Backbone building blocks: torchvision key compatibility and the weight loader (on fabricated
+torchvision-format ResNet-18 and ResNet-50 state_dicts — torchvision itself is not installed), the
+bottleneck block, ESANet pieces' shapes and gradients, and the parameter counts (SF as quoted in
+BASELINES.md, the ResNet-50 trunk as torchvision's)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmanet.models.backbones import (
+    RESNET_BLOCKS,
     RESNET_LAYERS,
     BasicBlock,
+    Bottleneck,
     DecoderModule,
     LearnedUpsample,
     NonBottleneck1D,
@@ -22,12 +25,15 @@ from mmanet.models.backbones import (
     SqueezeExcitation,
     StateDictMismatchError,
     adaptive_avg_pool2d,
+    init_resnet_weights,
     load_state_dict_file,
     load_torchvision_resnet,
     make_layer,
     resize_bilinear,
+    resnet_layers,
     resnet_stem,
     resnet_widths,
+    torchvision_resnet_depth,
 )
 
 # --------------------------------------------------------------------------------------------
@@ -66,10 +72,49 @@ def torchvision_resnet18_shapes(width: int = 64, num_classes: int = 1000) -> dic
     return shapes
 
 
-def fabricated_state_dict(width: int = 8, seed: int = 0) -> dict[str, torch.Tensor]:
+def torchvision_resnet50_shapes(width: int = 64, num_classes: int = 1000) -> dict[str, tuple[int, ...]]:
+    """Key → shape of torchvision's ``resnet50().state_dict()`` (scaled by ``width``).
+
+    Bottleneck blocks (3, 4, 6, 3); in layer N the 1×1 → 3×3 → 1×1 convs have ``planes =
+    width · 2^(N-1)`` channels and the block outputs ``4 · planes``; block 0 of EVERY layer has a
+    downsample (layer1's changes 64 → 256 channels at stride 1).
+    """
+
+    def bn(prefix: str, channels: int) -> None:
+        for key in _bn_keys(prefix):
+            shapes[key] = () if key.endswith("num_batches_tracked") else (channels,)
+
+    shapes: dict[str, tuple[int, ...]] = {"conv1.weight": (width, 3, 7, 7)}
+    bn("bn1", width)
+    in_ch = width
+    for layer, blocks, planes in ((1, 3, width), (2, 4, 2 * width), (3, 6, 4 * width), (4, 3, 8 * width)):
+        out_ch = 4 * planes
+        for block in range(blocks):
+            p = f"layer{layer}.{block}"
+            block_in = in_ch if block == 0 else out_ch
+            shapes[f"{p}.conv1.weight"] = (planes, block_in, 1, 1)
+            bn(f"{p}.bn1", planes)
+            shapes[f"{p}.conv2.weight"] = (planes, planes, 3, 3)
+            bn(f"{p}.bn2", planes)
+            shapes[f"{p}.conv3.weight"] = (out_ch, planes, 1, 1)
+            bn(f"{p}.bn3", out_ch)
+            if block == 0:
+                shapes[f"{p}.downsample.0.weight"] = (out_ch, block_in, 1, 1)
+                bn(f"{p}.downsample.1", out_ch)
+        in_ch = out_ch
+    shapes["fc.weight"] = (num_classes, 32 * width)
+    shapes["fc.bias"] = (num_classes,)
+    return shapes
+
+
+_TORCHVISION_SHAPES = {18: torchvision_resnet18_shapes, 50: torchvision_resnet50_shapes}
+
+
+def fabricated_state_dict(width: int = 8, seed: int = 0, depth: int = 18) -> dict[str, torch.Tensor]:
+    """Random tensors under the keys and shapes of torchvision's ``resnet{depth}`` (18 or 50)."""
     gen = torch.Generator().manual_seed(seed)
     state = {}
-    for key, shape in torchvision_resnet18_shapes(width).items():
+    for key, shape in _TORCHVISION_SHAPES[depth](width).items():
         if key.endswith("num_batches_tracked"):
             state[key] = torch.tensor(int(torch.randint(1, 1000, (), generator=gen)))
         elif key.endswith("running_var"):
@@ -87,6 +132,22 @@ def resnet18_modules(width: int = 8, in_channels: int = 3) -> dict[str, nn.Modul
         modules[f"layer{i + 1}"] = make_layer(in_ch, out_ch, blocks, stride=1 if i == 0 else 2)
         in_ch = out_ch
     return modules
+
+
+def resnet50_modules(width: int = 8, in_channels: int = 3) -> dict[str, nn.Module]:
+    modules: dict[str, nn.Module] = {"stem": resnet_stem(in_channels, width)}
+    for i, layer in enumerate(resnet_layers(50, width)):
+        modules[f"layer{i + 1}"] = layer
+    return modules
+
+
+def _module_shapes(modules: dict[str, nn.Module]) -> dict[str, tuple[int, ...]]:
+    """The torchvision keys the modules would have (the stem's without its module name)."""
+    ours = {}
+    for name, module in modules.items():
+        for key, value in module.state_dict().items():
+            ours[key if name == "stem" else f"{name}.{key}"] = tuple(value.shape)
+    return ours
 
 
 def test_module_keys_match_torchvision_resnet18():
@@ -205,6 +266,48 @@ def test_loader_errors_name_the_keys_and_load_nothing():
         load_torchvision_resnet(state, {"typo": modules["stem"]})
 
 
+@pytest.mark.parametrize("width", [4, 64])
+def test_module_keys_match_torchvision_resnet50(width):
+    expected = {k: v for k, v in torchvision_resnet50_shapes(width).items() if not k.startswith("fc.")}
+    assert _module_shapes(resnet50_modules(width)) == expected
+
+
+def test_loader_resnet50_puts_every_value_in_the_right_place():
+    state = fabricated_state_dict(8, seed=5, depth=50)
+    modules = resnet50_modules(8)
+    summary = load_torchvision_resnet(state, modules, strict=True)
+    assert summary.ok and set(summary.ignored) == {"fc.weight", "fc.bias"}
+    assert len(summary.loaded) == len(state) - 2 and summary.adapted == ()
+    l1, l2, l3, l4 = (modules[f"layer{i}"] for i in (1, 2, 3, 4))
+    torch.testing.assert_close(l1[0].conv3.weight, state["layer1.0.conv3.weight"])
+    torch.testing.assert_close(l1[0].downsample[0].weight, state["layer1.0.downsample.0.weight"])
+    torch.testing.assert_close(l3[5].bn3.running_var, state["layer3.5.bn3.running_var"])
+    torch.testing.assert_close(l4[2].conv2.weight, state["layer4.2.conv2.weight"])
+    torch.testing.assert_close(l2[0].downsample[1].running_mean, state["layer2.0.downsample.1.running_mean"])
+    assert int(l4[2].bn3.num_batches_tracked) == int(state["layer4.2.bn3.num_batches_tracked"])
+    for name, module in modules.items():  # exhaustively: every source tensor equals its destination
+        for key, value in module.state_dict().items():
+            src = key if name == "stem" else f"{name}.{key}"
+            torch.testing.assert_close(value, state[src].to(value.dtype), msg=src)
+    # a ResNet-18 file cannot fill ResNet-50 layers: the conv3/bn3 keys are missing, nothing is copied
+    before = l1[0].conv1.weight.detach().clone()
+    with pytest.raises(StateDictMismatchError, match=r"missing.*layer1\.0\.conv3\.weight") as err:
+        load_torchvision_resnet(fabricated_state_dict(8, depth=18), modules)
+    assert "layer3.5.bn3.running_var" in err.value.missing and err.value.mismatched
+    torch.testing.assert_close(l1[0].conv1.weight, before)
+
+
+def test_torchvision_resnet_depth_reads_the_key_set():
+    assert torchvision_resnet_depth(fabricated_state_dict(8, depth=18)) == 18
+    assert torchvision_resnet_depth(fabricated_state_dict(4, depth=50)) == 50
+    r34: dict[str, nn.Module] = {"stem": resnet_stem(3, 4)}
+    r34 |= {f"layer{i + 1}": layer for i, layer in enumerate(resnet_layers(34, 4))}
+    assert torchvision_resnet_depth({k: torch.zeros(1) for k in _module_shapes(r34)}) == 34
+    partial = {k: v for k, v in fabricated_state_dict(4, depth=50).items() if not k.startswith("layer4.")}
+    assert torchvision_resnet_depth(partial) is None
+    assert torchvision_resnet_depth({"weight": torch.zeros(1)}) is None
+
+
 def test_load_state_dict_file(tmp_path):
     state = fabricated_state_dict(8)
     path = tmp_path / "resnet18.pth"
@@ -253,6 +356,57 @@ def test_stem_and_layers_shapes():
     assert len(make_layer(8, 16, RESNET_LAYERS[34][2], stride=2)) == 6
     block = BasicBlock(8, 8)
     assert block.downsample is None
+
+
+def test_make_layer_keeps_basic_blocks_by_default():
+    """Existing callers (SF stems, resnet_trunk, ResNet-18/34) get exactly the layers and keys they had."""
+    layer = make_layer(8, 16, 2, 2)
+    assert all(type(b) is BasicBlock for b in layer)
+    assert sorted({k.split(".", 1)[1] for k in layer.state_dict()}) == sorted(
+        [f"{c}.weight" for c in ("conv1", "conv2", "downsample.0")]
+        + [f"{bn}.{n}" for bn in ("bn1", "bn2", "downsample.1") for n in _BN]
+    )
+    assert resnet_widths(8) == (8, 16, 32, 64) and resnet_widths(8, 4) == (32, 64, 128, 256)
+    assert RESNET_LAYERS[18] == (2, 2, 2, 2) and RESNET_LAYERS[34] == RESNET_LAYERS[50] == (3, 4, 6, 3)
+    assert [RESNET_BLOCKS[d] for d in (18, 34, 50)] == [BasicBlock, BasicBlock, Bottleneck]
+    bottlenecks = make_layer(8, 32, 3, 2, block=Bottleneck)
+    assert [type(b) for b in bottlenecks] == [Bottleneck] * 3 and bottlenecks[0].downsample is not None
+    assert [len(layer) for layer in resnet_layers(50, 4)] == [3, 4, 6, 3]
+    with pytest.raises(ValueError, match=r"\[18, 34, 50\]"):
+        resnet_layers(101)
+
+
+def test_bottleneck_block_is_torchvision_v1_5():
+    torch.manual_seed(0)
+    block = Bottleneck(16, 32, stride=2)
+    assert (block.planes, block.expansion, Bottleneck.expansion, BasicBlock.expansion) == (8, 4, 4, 1)
+    assert block.conv1.weight.shape == (8, 16, 1, 1) and block.conv1.stride == (1, 1)
+    assert block.conv2.weight.shape == (8, 8, 3, 3) and block.conv2.stride == (2, 2)  # v1.5: the 3×3 strides
+    assert block.conv3.weight.shape == (32, 8, 1, 1) and block.bn3.num_features == 32
+    assert block.downsample[0].weight.shape == (32, 16, 1, 1) and block.downsample[0].stride == (2, 2)
+    assert Bottleneck(32, 32).downsample is None
+    assert Bottleneck(8, 32).downsample is not None  # layer1 block 0: 64 → 256 at stride 1
+    with pytest.raises(ValueError, match="multiple of 4"):
+        Bottleneck(8, 30)
+    x = torch.randn(2, 16, 9, 11)
+    block.eval()
+    for bn in (block.bn1, block.bn2, block.bn3, block.downsample[1]):  # non-trivial statistics
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 1.5)
+    y = block(x)
+    assert y.shape == (2, 32, 5, 6)
+    branch = F.relu(block.bn1(F.conv2d(x, block.conv1.weight)))
+    branch = F.relu(block.bn2(F.conv2d(branch, block.conv2.weight, stride=2, padding=1)))
+    branch = block.bn3(F.conv2d(branch, block.conv3.weight))
+    torch.testing.assert_close(y, F.relu(branch + block.downsample(x)))
+    # zero_init_residual zeroes bn3 (bn2 of a BasicBlock): each block starts as relu(shortcut)
+    init_resnet_weights(block, zero_init_residual=True)
+    assert not block.bn3.weight.any() and block.bn2.weight.all()
+    block.eval()
+    torch.testing.assert_close(block(x), F.relu(block.downsample(x)))
+    basic = BasicBlock(8, 8)
+    init_resnet_weights(basic, zero_init_residual=True)
+    assert not basic.bn2.weight.any()
 
 
 def test_squeeze_excitation():
@@ -397,3 +551,12 @@ def test_sf_parameter_count_matches_baselines():
     assert _count(*_sf_modules(stem_kernel=3)) == 13_182_554
     assert _count(SqueezeExcitation(128)) == 2_184
     assert _count(*resnet18_modules(64).values()) == 11_176_512
+
+
+def test_resnet50_trunk_parameter_count_matches_torchvision():
+    """conv1..layer4 of a width-64 ResNet-50, no fc: 23,508,032 = torchvision's resnet50 total
+    25,557,032 minus its fc (2048·1000 + 1000 = 2,049,000); the hand-written key table agrees."""
+    assert _count(*resnet50_modules(64).values()) == 23_508_032
+    table = torchvision_resnet50_shapes(64)
+    learnable = [shape for key, shape in table.items() if key.endswith(("weight", "bias"))]
+    assert sum(math.prod(shape) for shape in learnable) == 23_508_032 + 2_049_000

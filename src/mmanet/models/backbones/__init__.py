@@ -1,4 +1,4 @@
-"""Backbone building blocks in plain ``torch.nn`` (no torchvision/timm): ResNet-18/34 pieces with
+"""Backbone building blocks in plain ``torch.nn`` (no torchvision/timm): ResNet-18/34/50 pieces with
 torchvision-compatible names and a weight loader (:mod:`.resnet`), and ESANet decoder/context pieces
 (:mod:`.esanet`)."""
 
@@ -13,9 +13,11 @@ from mmanet.models.backbones.esanet import (
     resize_bilinear,
 )
 from mmanet.models.backbones.resnet import (
+    RESNET_BLOCKS,
     RESNET_LAYERS,
     TORCHVISION_PREFIX_MAP,
     BasicBlock,
+    Bottleneck,
     LoadSummary,
     SqueezeExcitation,
     StateDictMismatchError,
@@ -23,14 +25,18 @@ from mmanet.models.backbones.resnet import (
     load_state_dict_file,
     load_torchvision_resnet,
     make_layer,
+    resnet_layers,
     resnet_stem,
     resnet_widths,
+    torchvision_resnet_depth,
 )
 
 __all__ = [
+    "RESNET_BLOCKS",
     "RESNET_LAYERS",
     "TORCHVISION_PREFIX_MAP",
     "BasicBlock",
+    "Bottleneck",
     "ConvBNReLU",
     "DecoderModule",
     "LearnedUpsample",
@@ -45,7 +51,9 @@ __all__ = [
     "load_state_dict_file",
     "load_torchvision_resnet",
     "make_layer",
+    "resize_bilinear",
+    "resnet_layers",
     "resnet_stem",
     "resnet_widths",
-    "resize_bilinear",
+    "torchvision_resnet_depth",
 ]

@@ -1,8 +1,9 @@
 """ResNet building blocks (He et al., "Deep Residual Learning for Image Recognition", CVPR 2016).
 
 Plain ``torch.nn`` pieces, written so that the module names — and therefore the
-``state_dict`` keys — coincide with torchvision's ResNet-18/34 (``conv1``, ``bn1``,
-``layer1.0.conv1.weight``, ``layer2.0.downsample.1.running_mean``, ...). torchvision itself is
+``state_dict`` keys — coincide with torchvision's ResNet-18/34 (:class:`BasicBlock`) and
+ResNet-50 (:class:`Bottleneck`): ``conv1``, ``bn1``, ``layer1.0.conv1.weight``,
+``layer2.0.downsample.1.running_mean``, ``layer3.5.bn3.running_var``, ... torchvision itself is
 not a dependency: :func:`load_torchvision_resnet` maps such a ``state_dict`` (read with
 :func:`load_state_dict_file`) into the modules built here.
 
@@ -28,7 +29,9 @@ from torch import Tensor, nn
 __all__ = [
     "RESNET_LAYERS",
     "BasicBlock",
+    "Bottleneck",
     "LoadSummary",
+    "RESNET_BLOCKS",
     "SqueezeExcitation",
     "StateDictMismatchError",
     "TORCHVISION_PREFIX_MAP",
@@ -36,24 +39,33 @@ __all__ = [
     "load_state_dict_file",
     "load_torchvision_resnet",
     "make_layer",
+    "resnet_layers",
     "resnet_stem",
     "resnet_widths",
+    "torchvision_resnet_depth",
 ]
 
-#: Blocks per stage for the BasicBlock ResNets (He et al. 2016, Table 1).
-RESNET_LAYERS: dict[int, tuple[int, int, int, int]] = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
+#: Blocks per stage (He et al. 2016, Table 1); the block type of each depth is :data:`RESNET_BLOCKS`.
+RESNET_LAYERS: dict[int, tuple[int, int, int, int]] = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3)}
 
 
-def resnet_widths(width: int = 64) -> tuple[int, int, int, int]:
-    """Output channels of layer1..layer4: ``width · (1, 2, 4, 8)`` (64 → torchvision's 64/128/256/512)."""
-    return (width, 2 * width, 4 * width, 8 * width)
+def resnet_widths(width: int = 64, expansion: int = 1) -> tuple[int, int, int, int]:
+    """Output channels of layer1..layer4: ``expansion · width · (1, 2, 4, 8)``.
+
+    ``expansion`` is the block's (:attr:`BasicBlock.expansion` = 1: 64 → torchvision's
+    64/128/256/512 for ResNet-18/34; :attr:`Bottleneck.expansion` = 4: 256/512/1024/2048 for
+    ResNet-50).
+    """
+    base = expansion * width
+    return (base, 2 * base, 4 * base, 8 * base)
 
 
 def init_resnet_weights(module: nn.Module, zero_init_residual: bool = False) -> None:
     """He (Kaiming) normal init, fan-out, for every conv; BatchNorm γ = 1, β = 0.
 
-    With ``zero_init_residual`` the last BN of each :class:`BasicBlock` starts at γ = 0, so every
-    residual branch is the identity at initialisation (Goyal et al. 2017).
+    With ``zero_init_residual`` the last BN of each residual branch (``bn2`` of a :class:`BasicBlock`,
+    ``bn3`` of a :class:`Bottleneck`) starts at γ = 0, so every residual block is the identity
+    at initialisation (Goyal et al. 2017).
     """
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
@@ -67,6 +79,8 @@ def init_resnet_weights(module: nn.Module, zero_init_residual: bool = False) -> 
         for m in module.modules():
             if isinstance(m, BasicBlock):
                 nn.init.zeros_(m.bn2.weight)
+            elif isinstance(m, Bottleneck):
+                nn.init.zeros_(m.bn3.weight)
 
 
 class BasicBlock(nn.Module):
@@ -77,6 +91,9 @@ class BasicBlock(nn.Module):
     when the stride or channel count changes. Module names match torchvision's, so its keys
     (``conv1.weight``, ``bn2.running_var``, ``downsample.0.weight`` ...) load directly.
     """
+
+    #: output channels / channels of the 3×3 convs (1: ``out_ch`` throughout)
+    expansion = 1
 
     def __init__(self, in_ch: int, out_ch: int, stride: int = 1) -> None:
         super().__init__()
@@ -101,6 +118,58 @@ class BasicBlock(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         return self.relu(out + identity)
+
+
+class Bottleneck(nn.Module):
+    """The 1×1–3×3–1×1 residual block of ResNet-50/101/152 (He et al. 2016, Fig. 5), torchvision's "v1.5".
+
+    ``relu(bn3(conv3(relu(bn2(conv2(relu(bn1(conv1(x)))))))) + shortcut(x))`` with
+    ``planes = out_ch // 4``: ``conv1`` 1×1 ``in_ch → planes``, ``conv2`` 3×3 ``planes → planes``
+    carrying the stride (v1.5; the original paper strides the first 1×1), ``conv3`` 1×1
+    ``planes → out_ch = 4·planes``. The shortcut is the identity, or ``downsample =
+    Sequential(1×1 conv (stride), BN)`` when the stride or channel count changes (in ResNet-50
+    also block 0 of layer1: 64 → 256 channels at stride 1). Same signature as
+    :class:`BasicBlock` (``out_ch`` is the block's OUTPUT width), same init; module names match
+    torchvision's, so ``conv3.weight``, ``bn3.running_var``, ``downsample.0.weight`` ... load
+    directly.
+    """
+
+    expansion = 4
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 1) -> None:
+        super().__init__()
+        if out_ch % self.expansion or out_ch < self.expansion:
+            raise ValueError(f"a bottleneck's out_ch must be a positive multiple of {self.expansion}, got {out_ch}")
+        planes = out_ch // self.expansion
+        self.conv1 = nn.Conv2d(in_ch, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, out_ch, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out_ch)
+        self.relu = nn.ReLU()
+        self.downsample: nn.Module | None = None
+        if stride != 1 or in_ch != out_ch:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(out_ch),
+            )
+        self.in_channels = in_ch
+        self.planes = planes
+        self.out_channels = out_ch
+        self.stride = stride
+        init_resnet_weights(self)
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+#: The residual block of each depth in :data:`RESNET_LAYERS`.
+RESNET_BLOCKS: dict[int, type[BasicBlock] | type[Bottleneck]] = {18: BasicBlock, 34: BasicBlock, 50: Bottleneck}
 
 
 class _Stem(nn.Module):
@@ -135,16 +204,42 @@ def resnet_stem(in_channels: int = 3, width: int = 64, kernel_size: int = 7) -> 
     return _Stem(in_channels, width, kernel_size)
 
 
-def make_layer(in_ch: int, out_ch: int, blocks: int, stride: int = 1) -> nn.Sequential:
-    """One ResNet stage: ``blocks`` :class:`BasicBlock` s, the first with ``stride`` (and the downsample).
+def make_layer(
+    in_ch: int,
+    out_ch: int,
+    blocks: int,
+    stride: int = 1,
+    *,
+    block: type[BasicBlock] | type[Bottleneck] = BasicBlock,
+) -> nn.Sequential:
+    """One ResNet stage: ``blocks`` residual blocks, the first with ``stride`` (and the downsample).
 
-    Indexed ``0..blocks-1`` like torchvision's ``layerN``; ResNet-18 uses
-    ``RESNET_LAYERS[18] = (2, 2, 2, 2)``, ResNet-34 ``(3, 4, 6, 3)``, widths :func:`resnet_widths`,
-    stride 1 for layer1 and 2 for layer2..4.
+    Indexed ``0..blocks-1`` like torchvision's ``layerN``; ``out_ch`` is the stage's output width
+    and ``block`` :class:`BasicBlock` (default) or :class:`Bottleneck` (whose 3×3 convs then have
+    ``out_ch // 4`` channels). ResNet-18 uses ``RESNET_LAYERS[18] = (2, 2, 2, 2)``, ResNet-34
+    ``(3, 4, 6, 3)``, ResNet-50 ``(3, 4, 6, 3)`` bottlenecks, widths :func:`resnet_widths`,
+    stride 1 for layer1 and 2 for layer2..4 (see :func:`resnet_layers`).
     """
     if blocks < 1:
         raise ValueError(f"a layer needs at least one block, got {blocks}")
-    return nn.Sequential(BasicBlock(in_ch, out_ch, stride), *(BasicBlock(out_ch, out_ch, 1) for _ in range(blocks - 1)))
+    return nn.Sequential(block(in_ch, out_ch, stride), *(block(out_ch, out_ch, 1) for _ in range(blocks - 1)))
+
+
+def resnet_layers(depth: int, width: int = 64) -> list[nn.Sequential]:
+    """layer1..layer4 of a ResNet of ``depth`` (a key of :data:`RESNET_LAYERS`) after a ``width``-channel stem.
+
+    Strides 1, 2, 2, 2 (so 1/4 … 1/32 of the input after :func:`resnet_stem`); output channels
+    ``resnet_widths(width, block.expansion)``. At ``width=64`` the keys and shapes are those of
+    torchvision's ``resnet{depth}().layerN``.
+    """
+    if depth not in RESNET_LAYERS:
+        raise ValueError(f"resnet depth must be one of {sorted(RESNET_LAYERS)}, got {depth}")
+    block = RESNET_BLOCKS[depth]
+    layers, in_ch = [], width
+    for i, (n, out_ch) in enumerate(zip(RESNET_LAYERS[depth], resnet_widths(width, block.expansion), strict=True)):
+        layers.append(make_layer(in_ch, out_ch, n, stride=1 if i == 0 else 2, block=block))
+        in_ch = out_ch
+    return layers
 
 
 class SqueezeExcitation(nn.Module):
@@ -199,13 +294,23 @@ def _listing(keys: Sequence[str]) -> str:
 
 
 class StateDictMismatchError(RuntimeError):
-    """A ``state_dict`` does not fit the target modules; ``missing``/``unexpected``/``mismatched`` name the keys."""
+    """A ``state_dict`` does not fit the target modules; ``missing``/``unexpected``/``mismatched`` name the keys.
 
-    def __init__(self, missing: Sequence[str], unexpected: Sequence[str], mismatched: Sequence[str]) -> None:
+    ``hint`` (optional) says what is wrong in words, e.g. that the file holds another ResNet depth.
+    """
+
+    def __init__(
+        self,
+        missing: Sequence[str],
+        unexpected: Sequence[str],
+        mismatched: Sequence[str],
+        hint: str | None = None,
+    ) -> None:
         self.missing = tuple(missing)
         self.unexpected = tuple(unexpected)
         self.mismatched = tuple(mismatched)
-        parts = []
+        self.hint = hint
+        parts = [hint] if hint else []
         if self.missing:
             parts.append(f"missing from the state_dict (target keys): {_listing(self.missing)}")
         if self.unexpected:
@@ -265,7 +370,7 @@ def load_torchvision_resnet(
     strict: bool = True,
     conv1_mode: Literal["sum", "mean"] = "sum",
 ) -> LoadSummary:
-    """Copy a torchvision-format ResNet-18/34 ``state_dict`` into the given modules.
+    """Copy a torchvision-format ResNet-18/34/50 ``state_dict`` into the given modules.
 
     Args:
         state_dict: torchvision keys (``conv1.weight``, ``bn1.running_mean``,
@@ -376,6 +481,35 @@ def load_torchvision_resnet(
         unexpected=tuple(unexpected),
         mismatched=tuple(mismatched),
     )
+
+
+#: torchvision's ResNets by (bottleneck?, blocks per stage) — recognised in a state_dict, not all buildable here.
+_TORCHVISION_DEPTHS: dict[tuple[bool, tuple[int, ...]], int] = {
+    (False, (2, 2, 2, 2)): 18,
+    (False, (3, 4, 6, 3)): 34,
+    (True, (3, 4, 6, 3)): 50,
+    (True, (3, 4, 23, 3)): 101,
+    (True, (3, 8, 36, 3)): 152,
+}
+
+
+def torchvision_resnet_depth(state_dict: Mapping[str, Tensor]) -> int | None:
+    """The depth (18, 34, 50, 101, 152) of the torchvision ResNet a ``state_dict`` holds, from its keys.
+
+    Counts the blocks of ``layer1..layer4`` and looks for bottleneck keys (``layerN.i.conv3.*``);
+    ``None`` when the keys fit none of torchvision's ResNets (a partial or foreign ``state_dict``).
+    Only the key set is read: the width is not checked.
+    """
+    blocks = [0, 0, 0, 0]
+    bottleneck = False
+    for key in state_dict:
+        parts = key.split(".")
+        if len(parts) < 3 or parts[0] not in ("layer1", "layer2", "layer3", "layer4") or not parts[1].isdigit():
+            continue
+        stage = int(parts[0][-1]) - 1
+        blocks[stage] = max(blocks[stage], int(parts[1]) + 1)
+        bottleneck = bottleneck or parts[2] == "conv3"
+    return _TORCHVISION_DEPTHS.get((bottleneck, tuple(blocks)))
 
 
 def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, Tensor]:
