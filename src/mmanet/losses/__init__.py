@@ -9,6 +9,7 @@ from mmanet.losses.mar import (
     combination_membership,
     kl_discrepancy,
     mar_loss,
+    mar_loss_official,
     prediction_distribution,
     single_modality_weak_set,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "kl_discrepancy",
     "mad_loss",
     "mar_loss",
+    "mar_loss_official",
     "prediction_distribution",
     "single_modality_weak_set",
     "sp_loss",

@@ -54,6 +54,8 @@ Variant = Literal["paper", "sp", "official"]
 VARIANTS: tuple[str, ...] = ("paper", "sp", "official")
 Reduction = Literal["mean", "sum"]
 REDUCTIONS: tuple[str, ...] = ("mean", "sum")
+RowNormalization = Literal["whole", "column_halves"]
+ROW_NORMALIZATIONS: tuple[str, ...] = ("whole", "column_halves")
 
 #: Default bound on the elements of one ``block × N`` relation block in per-pixel mode (64 MiB in fp32).
 DEFAULT_BLOCK_ELEMENTS = 1 << 24
@@ -75,11 +77,15 @@ def entropy_weights(teacher_logits: Tensor, eps: float = 1e-8) -> Tensor:
     return uncertainty / (uncertainty.sum() + eps)
 
 
-def _check_variant(variant: str, reduction: str = "mean") -> None:
+def _check_variant(variant: str, reduction: str = "mean", row_normalization: str = "whole") -> None:
     if variant not in VARIANTS:
         raise ValueError(f"unknown MAD variant {variant!r}; valid: {list(VARIANTS)}")
     if reduction not in REDUCTIONS:
         raise ValueError(f"unknown MAD reduction {reduction!r}; valid: {list(REDUCTIONS)}")
+    if row_normalization not in ROW_NORMALIZATIONS:
+        raise ValueError(f"unknown MAD row normalisation {row_normalization!r}; valid: {list(ROW_NORMALIZATIONS)}")
+    if row_normalization != "whole" and variant != "official":
+        raise ValueError("row_normalization='column_halves' applies to the official (Gram) variant only")
 
 
 def _as_float(x: Tensor) -> Tensor:
@@ -87,21 +93,36 @@ def _as_float(x: Tensor) -> Tensor:
 
 
 def _relation(
-    rows: Tensor, norms: Tensor | None, all_rows: Tensor, all_norms: Tensor | None, cosine: bool, eps: float
+    rows: Tensor,
+    norms: Tensor | None,
+    all_rows: Tensor,
+    all_norms: Tensor | None,
+    cosine: bool,
+    eps: float,
+    halves: bool = False,
 ) -> Tensor:
-    """Relation of ``rows`` (n, D) to ``all_rows`` (N, D): cosine (step 2) or row-normalised Gram."""
+    """Relation of ``rows`` (n, D) to ``all_rows`` (N, D): cosine (step 2) or row-normalised Gram.
+
+    ``halves`` (Gram only): the columns ``[0, N//2)`` and ``[N//2, N)`` of each row are L2-normalised
+    separately — the authors' segmentation code, which builds the relation in two column halves.
+    """
     gram = rows @ all_rows.T
     if cosine:
         return gram / (norms[:, None] * all_norms[None, :] + eps)
+    if halves:
+        half = gram.shape[1] // 2
+        return torch.cat([F.normalize(gram[:, :half], p=2, dim=1), F.normalize(gram[:, half:], p=2, dim=1)], dim=1)
     return F.normalize(gram, p=2, dim=1)
 
 
-def _dense_loss(fs: Tensor, ft: Tensor, weights: Tensor, cosine: bool, weight_rows: bool, eps: float) -> Tensor:
+def _dense_loss(
+    fs: Tensor, ft: Tensor, weights: Tensor, cosine: bool, weight_rows: bool, eps: float, halves: bool = False
+) -> Tensor:
     """Dense ``Σ_ij D_ij w_i`` (``weight_rows``) or ``Σ_ij D_ij w_j`` on row matrices."""
     ns = torch.linalg.vector_norm(fs, dim=1) if cosine else None
     nt = torch.linalg.vector_norm(ft, dim=1) if cosine else None
-    a_s = _relation(fs, ns, fs, ns, cosine, eps)
-    a_t = _relation(ft, nt, ft, nt, cosine, eps)
+    a_s = _relation(fs, ns, fs, ns, cosine, eps, halves)
+    a_t = _relation(ft, nt, ft, nt, cosine, eps, halves)
     diff = (a_t - a_s).pow(2)
     if weight_rows:
         return (diff.sum(dim=1) * weights).sum()
@@ -119,11 +140,12 @@ def _block_loss(
     cosine: bool,
     weight_rows: bool,
     eps: float,
+    halves: bool = False,
 ) -> Tensor:
     """The rows ``start:stop`` of the dense loss (teacher side computed without gradient)."""
     with torch.no_grad():
-        a_t = _relation(ft[start:stop], None if nt is None else nt[start:stop], ft, nt, cosine, eps)
-    a_s = _relation(fs[start:stop], None if ns is None else ns[start:stop], fs, ns, cosine, eps)
+        a_t = _relation(ft[start:stop], None if nt is None else nt[start:stop], ft, nt, cosine, eps, halves)
+    a_s = _relation(fs[start:stop], None if ns is None else ns[start:stop], fs, ns, cosine, eps, halves)
     diff = (a_t - a_s).pow(2)
     if weight_rows:
         return (diff.sum(dim=1) * weights[start:stop]).sum()
@@ -138,22 +160,22 @@ class _BlockedRelationLoss(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, fs, ns, ft, nt, weights, cosine, weight_rows, eps, block):  # noqa: D401
+    def forward(ctx, fs, ns, ft, nt, weights, cosine, weight_rows, eps, block, halves=False):  # noqa: D401
         n = fs.shape[0]
         total = fs.new_zeros(())
         with torch.no_grad():
             for start in range(0, n, block):
                 stop = min(n, start + block)
-                total = total + _block_loss(fs, ns, ft, nt, weights, start, stop, cosine, weight_rows, eps)
+                total = total + _block_loss(fs, ns, ft, nt, weights, start, stop, cosine, weight_rows, eps, halves)
         ctx.save_for_backward(fs, ns, ft, nt, weights)
-        ctx.options = (cosine, weight_rows, eps, block)
+        ctx.options = (cosine, weight_rows, eps, block, halves)
         return total
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_output):
         fs, ns, ft, nt, weights = ctx.saved_tensors
-        cosine, weight_rows, eps, block = ctx.options
+        cosine, weight_rows, eps, block, halves = ctx.options
         n = fs.shape[0]
         grad_fs = torch.zeros_like(fs)
         grad_ns = None if ns is None else torch.zeros_like(ns)
@@ -163,7 +185,7 @@ class _BlockedRelationLoss(torch.autograd.Function):
             leaves = (fs_leaf,) if ns_leaf is None else (fs_leaf, ns_leaf)
             for start in range(0, n, block):
                 stop = min(n, start + block)
-                part = _block_loss(fs_leaf, ns_leaf, ft, nt, weights, start, stop, cosine, weight_rows, eps)
+                part = _block_loss(fs_leaf, ns_leaf, ft, nt, weights, start, stop, cosine, weight_rows, eps, halves)
                 grads = torch.autograd.grad(part, leaves, allow_unused=True)
                 if grads[0] is not None:
                     grad_fs += grads[0]
@@ -172,11 +194,18 @@ class _BlockedRelationLoss(torch.autograd.Function):
         grad_fs = grad_fs * grad_output
         if grad_ns is not None:
             grad_ns = grad_ns * grad_output
-        return grad_fs, grad_ns, None, None, None, None, None, None, None
+        return grad_fs, grad_ns, None, None, None, None, None, None, None, None
 
 
 def _blocked_loss(
-    fs: Tensor, ft: Tensor, weights: Tensor, cosine: bool, weight_rows: bool, eps: float, block_size: int | None
+    fs: Tensor,
+    ft: Tensor,
+    weights: Tensor,
+    cosine: bool,
+    weight_rows: bool,
+    eps: float,
+    block_size: int | None,
+    halves: bool = False,
 ) -> Tensor:
     n = fs.shape[0]
     if block_size is None:
@@ -186,7 +215,7 @@ def _blocked_loss(
     ns = torch.linalg.vector_norm(fs, dim=1) if cosine else None
     with torch.no_grad():
         nt = torch.linalg.vector_norm(ft, dim=1) if cosine else None
-    return _BlockedRelationLoss.apply(fs, ns, ft, nt, weights, cosine, weight_rows, eps, min(block_size, n))
+    return _BlockedRelationLoss.apply(fs, ns, ft, nt, weights, cosine, weight_rows, eps, min(block_size, n), halves)
 
 
 def _pixel_rows(feature_map: Tensor) -> Tensor:
@@ -204,6 +233,7 @@ def mad_loss(
     per_pixel: bool = False,
     block_size: int | None = None,
     reduction: Reduction = "mean",
+    row_normalization: RowNormalization = "whole",
 ) -> Tensor:
     """Margin-aware distillation loss ``L_MAD`` (DESIGN §4.1, Eqs. 2–8); a scalar.
 
@@ -224,10 +254,14 @@ def mad_loss(
         reduction: ``"mean"`` (default): the batch-size-free form of step 6 (``paper``/``sp``: the
             step-5 value divided by the number of rows ``N``; ``official``: the step-5 value, already
             batch-size free); ``"sum"``: the step-5 value as is (the authors' α scale).
+        row_normalization: ``official`` only. ``"whole"``: each Gram row is L2-normalised over all
+            its columns; ``"column_halves"``: over the first and the second half of its columns
+            separately, as the authors' segmentation code builds the per-pixel relation (each row then
+            has squared norm 2 instead of 1: about twice the ``"whole"`` value).
 
     Half-precision inputs are computed in float32 (autocast is disabled inside).
     """
-    _check_variant(variant, reduction)
+    _check_variant(variant, reduction, row_normalization)
     if student_features.dim() < 2:
         raise ValueError(
             f"student features must have a batch dimension and a feature dimension, got shape "
@@ -278,10 +312,11 @@ def mad_loss(
             weights = entropy_weights(rows_logits, eps).to(rows_s.dtype)
         cosine = variant != "official"
         weight_rows = variant != "official" or per_pixel
+        halves = row_normalization == "column_halves"
         if per_pixel:
-            total = _blocked_loss(rows_s, rows_t, weights, cosine, weight_rows, eps, block_size)
+            total = _blocked_loss(rows_s, rows_t, weights, cosine, weight_rows, eps, block_size, halves)
         else:
-            total = _dense_loss(rows_s, rows_t, weights, cosine, weight_rows, eps)
+            total = _dense_loss(rows_s, rows_t, weights, cosine, weight_rows, eps, halves)
         # official: the row-normalised Gram already divides by the batch (see step 6)
         return total / n if reduction == "mean" and variant != "official" else total
 
@@ -323,11 +358,13 @@ class MADLoss(nn.Module):
         per_pixel: bool = False,
         block_size: int | None = None,
         reduction: Reduction = "mean",
+        row_normalization: RowNormalization = "whole",
     ) -> None:
         super().__init__()
-        _check_variant(variant, reduction)
+        _check_variant(variant, reduction, row_normalization)
         self.variant = variant
         self.reduction = reduction
+        self.row_normalization = row_normalization
         self.eps = eps
         self.per_pixel = per_pixel
         self.block_size = block_size
@@ -342,6 +379,7 @@ class MADLoss(nn.Module):
             per_pixel=self.per_pixel,
             block_size=self.block_size,
             reduction=self.reduction,
+            row_normalization=self.row_normalization,
         )
 
     def extra_repr(self) -> str:
