@@ -28,6 +28,7 @@ from mmanet.results import AVERAGE, ResultTable, higher_is_better, markdown_tabl
 from mmanet.training.factory import load_bundle
 from mmanet.training.run_dir import RunDirectoryError
 from mmanet.training.runner import run
+from mmanet.training.shared_teacher import BENCHMARK_TEACHERS, share_teacher
 
 WORST_K = 5
 
@@ -132,6 +133,8 @@ def run_benchmark(
     for k in range(bench.seeds):
         for method in methods:
             cfg = method_config(bench, method, seed=first_cfg.seed + k)
+            if bench.share_teachers:
+                cfg = share_teacher(cfg, out_dir / BENCHMARK_TEACHERS, bundle)
             done += 1
             _say(console, f"[{done}/{total}] {method.display} seed {cfg.seed} ({time.perf_counter() - start:.0f} s)")
             test, val, summary = run_or_reuse(cfg, out_dir / method.display / f"seed_{cfg.seed}", bundle)

@@ -256,20 +256,9 @@ class Tuner:
 
     def _shared_teacher(self, config: RunConfig) -> RunConfig:
         """Point an MMANet-family trial at a teacher trained once for its teacher configuration and seed."""
-        from mmanet.training.fit import teacher_stage_config
-        from mmanet.training.runner import run
+        from mmanet.training.shared_teacher import share_teacher
 
-        if config.stage != "mmanet" or config.teacher.checkpoint:
-            return config
-        teacher_cfg = teacher_stage_config(config)  # exactly the teacher the trial would train itself
-        student_only = ("mad", "mar", "kd", "name")
-        relevant = {k: v for k, v in teacher_cfg.model_dump(mode="json").items() if k not in student_only}
-        key = hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:12]
-        teacher_dir = self.out / "teachers" / f"seed_{config.seed}_{key}"
-        best = teacher_dir / "checkpoints" / "best.ckpt"
-        if not (teacher_dir / "results.json").is_file():
-            run(teacher_cfg, teacher_dir, overwrite=teacher_dir.exists(), bundle=self.bundle)
-        return config.model_copy(update={"teacher": config.teacher.model_copy(update={"checkpoint": str(best)})})
+        return share_teacher(config, self.out / "teachers", self.bundle)
 
     def objective(self, trial) -> float:
         from mmanet.benchmark import run_or_reuse
