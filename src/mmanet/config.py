@@ -109,7 +109,16 @@ class TrainConfig(Section):
     lr: float = Field(1e-3, gt=0, le=10)
     weight_decay: float = Field(1e-4, ge=0, le=1)
     optimizer: Literal["adamw", "sgd"] = "adamw"
-    scheduler: Literal["cosine", "none"] = "cosine"
+    #: SGD only: Nesterov momentum (the MMANet authors' classification optimiser)
+    nesterov: bool = False
+    #: the learning-rate schedule after the warm-up: cosine to 0 over ``max_epochs``, ``multistep``
+    #: (× ``lr_gamma`` at each of ``milestones``), or none
+    scheduler: Literal["cosine", "multistep", "none"] = "cosine"
+    #: linear warm-up: epoch e < N trains at lr·(e+1)/N, then the schedule continues (0 = none)
+    warmup_epochs: int = Field(0, ge=0)
+    #: ``scheduler: multistep``: the epochs at which the learning rate is multiplied by ``lr_gamma``
+    milestones: list[int] = Field(default_factory=list)
+    lr_gamma: float = Field(0.1, gt=0, le=1)
     gradient_clip: float | None = Field(None, gt=0)
     #: segmentation loss class weights: none | median_frequency (computed on the training labels)
     class_weights: Literal["none", "median_frequency"] = "none"
@@ -130,6 +139,19 @@ class TrainConfig(Section):
     #: them), ``drop`` (train on the labelled part), ``auto`` (keep for a stage with a distillation term)
     unlabelled: Literal["auto", "keep", "drop"] = "auto"
 
+    @model_validator(mode="after")
+    def _schedule(self) -> TrainConfig:
+        if self.nesterov and self.optimizer != "sgd":
+            raise ValueError("train.nesterov applies to train.optimizer: sgd only")
+        if self.scheduler == "multistep":
+            if not self.milestones:
+                raise ValueError("train.scheduler: multistep needs train.milestones (epochs, e.g. [16, 33, 50])")
+            if any(m < 1 for m in self.milestones) or sorted(set(self.milestones)) != list(self.milestones):
+                raise ValueError(f"train.milestones must be increasing positive epochs, got {self.milestones}")
+        elif self.milestones:
+            raise ValueError("train.milestones is used by train.scheduler: multistep only")
+        return self
+
 
 class CustomizedConfig(Section):
     #: combinations to train one SF model each for: "all" or a list of canonical names
@@ -142,6 +164,12 @@ class TeacherConfig(Section):
     #: the expected content hash of ``checkpoint`` (weights + model definition); a mismatch is an error
     sha256: str | None = None
     max_epochs: int | None = Field(None, gt=0)
+    #: the samples the teacher trains on: ``complete`` (every modality present in the data, the paper's
+    #: teacher) or ``all`` (each sample under its own present mask)
+    samples: Literal["complete", "all"] = "complete"
+    #: the student rows the distillation terms (MAD, SP, KD) use: ``complete`` (rows whose data has every
+    #: modality, where the teacher sees what it was trained on) or ``all``
+    distill_samples: Literal["complete", "all"] = "complete"
 
 
 class MADConfig(Section):
@@ -152,14 +180,50 @@ class MADConfig(Section):
     #: ``mean``: batch-size free (DESIGN §4.1 step 6, α means the same for every batch size);
     #: ``sum``: the summed form of the authors' code (their α = 30 / 4 / 10 are in this scale)
     reduction: Literal["mean", "sum"] = "mean"
-    #: the named network feature distilled (``fused`` or a head feature such as ``embedding``;
-    #: checked against the network when it is built)
-    feature: str = "embedding"
+    #: the named network feature distilled (``fused`` or a head feature such as ``embedding``), or a list
+    #: of them whose MAD terms are summed (the authors' segmentation: ``[context, skip16, skip8]``);
+    #: checked against the network when it is built
+    feature: str | list[str] = "embedding"
     start_epoch: int = Field(0, ge=0)
-    #: segmentation: the feature map is average-pooled to this [H, W] before per-pixel MAD (null: as is)
+    #: segmentation: a feature map larger than this [H, W] is average-pooled to it (per side: at most
+    #: this size, as the authors' 30×40) before per-pixel MAD (null: as is)
     pool_size: list[int] | None = None
+    #: ``variant: official`` only: ``whole`` L2-normalises each Gram row over all its columns; ``column_halves``
+    #: normalises the first and the second half of the columns separately (the authors' segmentation code;
+    #: about twice the ``whole`` value)
+    row_normalization: Literal["whole", "column_halves"] = "whole"
     #: distil ``feature: fused`` of a concat fusion anyway (an error otherwise; see RunConfig)
     allow_concat_fused: bool = False
+
+    @field_validator("feature")
+    @classmethod
+    def _features(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("mad.feature must name at least one feature")
+            if len(set(value)) != len(value):
+                raise ValueError(f"mad.feature names a feature twice: {value}")
+            if len(value) == 1:
+                return value[0]
+        return value
+
+    @field_validator("pool_size")
+    @classmethod
+    def _pool_size(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and (len(value) != 2 or any(v < 1 for v in value)):
+            raise ValueError(f"mad.pool_size must be [H, W] with positive sizes, got {value}")
+        return value
+
+    @property
+    def features(self) -> list[str]:
+        """The distilled feature names (one or several, summed)."""
+        return [self.feature] if isinstance(self.feature, str) else list(self.feature)
+
+    @model_validator(mode="after")
+    def _official_only(self) -> MADConfig:
+        if self.row_normalization != "whole" and self.variant != "official":
+            raise ValueError("mad.row_normalization applies to mad.variant: official only (the Gram relation)")
+        return self
 
 
 class KDConfig(Section):
@@ -173,6 +237,10 @@ class KDConfig(Section):
 
 class MARConfig(Section):
     mode: Literal["mined", "single", "off"] = "mined"
+    #: ``paper``: (1/B) Σ_i m_i CE_i over the weak samples (DESIGN §4.2); ``official``: what the authors'
+    #: code computes — classification (n_weak/B)·Σ_j CE_j over EVERY sample (a broadcasting slip),
+    #: segmentation the class-weighted pixel CE of the weak samples, side outputs included
+    variant: Literal["paper", "official"] = "paper"
     beta: float = Field(1.0, ge=0)
     #: ω: mining happens after each of the first ω epochs, regularisation from epoch ω on
     warmup_epochs: int = Field(5, ge=1)
@@ -225,9 +293,30 @@ class RunConfig(Section):
             return self.mad_active or self.kd_active
         return self.train.unlabelled == "keep"
 
+    def schedule_warnings(self) -> list[str]:
+        """Settings that leave a term or schedule unused within ``train.max_epochs`` (printed at the start of
+        training: the run stays valid, as a short smoke run of a paper-setting config must, but says so)."""
+        epochs, notes = self.train.max_epochs, []
+        if self.stage == "mmanet" and self.mar.mode != "off" and self.mar.warmup_epochs >= epochs:
+            notes.append(
+                f"mar.warmup_epochs ({self.mar.warmup_epochs}) ≥ train.max_epochs ({epochs}): MAR regularises from "
+                "epoch ω on, so it will never run in this run (mar.mode: off says so explicitly)"
+            )
+        if self.mad_active and self.mad.start_epoch >= epochs:
+            notes.append(
+                f"mad.start_epoch ({self.mad.start_epoch}) ≥ train.max_epochs ({epochs}): MAD will never run "
+                "in this run"
+            )
+        if self.train.warmup_epochs >= epochs:
+            notes.append(
+                f"train.warmup_epochs ({self.train.warmup_epochs}) ≥ train.max_epochs ({epochs}): the learning rate "
+                "never reaches train.lr"
+            )
+        return notes
+
     @model_validator(mode="after")
     def _fused_concat_distillation(self) -> RunConfig:
-        concat_fused = self.mad.feature == "fused" and self.model.fusion == "concat"
+        concat_fused = "fused" in self.mad.features and self.model.fusion == "concat"
         if self.mad_active and concat_fused and not self.mad.allow_concat_fused:
             raise ValueError(
                 "mad.feature: fused with model.fusion: concat distils the zero-filled concatenation, whose "
@@ -272,6 +361,9 @@ class BenchmarkConfig(Section):
     reference: str | None = None
     #: the Table-6 ablation table: column name → method label (in order); empty = no ablation table
     ablation: dict[str, str] = Field(default_factory=dict)
+    #: MMANet-family methods of one seed with the same teacher configuration train ONE teacher, in
+    #: ``OUT/shared_teachers/`` (the same weights each would train itself); false: one per run
+    share_teachers: bool = True
 
     @property
     def reference_label(self) -> str:
@@ -470,6 +562,8 @@ def load_benchmark_config(path: str | Path, overrides: Iterable[str] = ()) -> Be
     labels = [m.display for m in config.methods]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"benchmark method labels must be unique, got {labels}")
+    if "shared_teachers" in labels:
+        raise ConfigError("'shared_teachers' is the folder of the shared teachers; give the method another label")
     for m in config.methods:  # validate every method's resolved config up front
         method_config(config, m)
     for column, label in config.ablation.items():

@@ -1,9 +1,11 @@
 """Wiring: what each loss term of a training step IS, computed independently of the module.
 
 A loss function can be correct and never applied; these tests pin the terms a step adds up:
-the MAD term is α · mad_loss(student feature, teacher feature, teacher logits) with the teacher
-fed the COMPLETE presence mask, the MAR term is β · mar_loss on the weak samples only (and
-zero before ω), the fusions' auxiliary losses enter with ``train.aux_weight``.
+the MAD term is α · mad_loss(student feature, teacher feature, teacher logits) on the rows whose
+data is complete (``teacher.distill_samples: complete``; every row with ``all``), the teacher fed
+those rows' own presence mask; the MAR term is β · mar_loss on the weak samples only (and zero
+before ω), with the regularization head run on the whole batch; the fusions' auxiliary losses
+enter with ``train.aux_weight``.
 """
 
 from __future__ import annotations
@@ -56,17 +58,29 @@ def step_and_mask(module, batch, seed: int = 7):
     return total, mask
 
 
-def test_mmanet_step_is_task_plus_alpha_mad_plus_beta_mar(tiny_config, at_epoch):
-    cfg, module, batch = setup(tiny_config, "sr", mad__alpha=0.7, mar__beta=0.3, mar__warmup_epochs=1)
+def complete_rows(batch):
+    """The rows of a batch whose data has every modality (``setup`` removes modality 0 from rows 0-3)."""
+    return batch[1].all(dim=1).nonzero().flatten()
+
+
+@pytest.mark.parametrize("distill", ["complete", "all"])
+def test_mmanet_step_is_task_plus_alpha_mad_plus_beta_mar(tiny_config, at_epoch, distill):
+    cfg, module, batch = setup(
+        tiny_config, "sr", mad__alpha=0.7, mar__beta=0.3, mar__warmup_epochs=1, teacher__distill_samples=distill
+    )
     inputs, present, target = batch
     at_epoch(1)  # ω = 1: MAR active
     total, mask = step_and_mask(module, batch)
-    # independently: the student's pass under the drawn mask, the teacher's under the COMPLETE mask
+    # independently: the student's pass under the drawn mask, the teacher's under the data's own mask,
+    # on the complete rows (distill_samples: complete) or on every row (all)
+    rows = complete_rows(batch) if distill == "complete" else torch.arange(target.shape[0])
+    assert (distill == "complete") == (rows.numel() == 12)
     out = module.net.forward_all(inputs, mask)
-    t_out = module.teacher.net.forward_all(inputs, present)
-    assert all(torch.equal(seen, present) for seen in module.teacher.seen) and module.teacher.seen
+    t_out = module.teacher.net.forward_all({k: v[rows] for k, v in inputs.items()}, present[rows])
+    assert all(torch.equal(seen, present[rows]) for seen in module.teacher.seen) and module.teacher.seen
     task = F.cross_entropy(out.logits, target)
-    mad = mad_loss(out.feature(cfg.mad.feature), t_out.feature(cfg.mad.feature), t_out.logits, variant="paper")
+    name = cfg.mad.feature
+    mad = mad_loss(out.feature(name)[rows], t_out.feature(name), t_out.logits, variant="paper")
     weak = mask.sum(dim=1) == 1  # SR: the single-modality combinations
     assert weak.any() and not weak.all()
     mar = mar_loss(module.reg_head(out.fused).logits, target, weak)
@@ -100,8 +114,9 @@ def test_mad_weight_is_applied_from_its_start_epoch(tiny_config, at_epoch):
     at_epoch(1)
     total1, mask = step_and_mask(module, batch)
     out = module.net.forward_all(batch[0], mask)
-    t_out = module.teacher.net.forward_all(batch[0], batch[1])
-    mad = mad_loss(out.embedding, t_out.embedding, t_out.logits)
+    rows = complete_rows(batch)
+    t_out = module.teacher.net.forward_all({k: v[rows] for k, v in batch[0].items()}, batch[1][rows])
+    mad = mad_loss(out.embedding[rows], t_out.embedding, t_out.logits)
     torch.testing.assert_close(total1, F.cross_entropy(out.logits, batch[2]) + 2.0 * mad)
 
 
@@ -170,9 +185,9 @@ def test_segmentation_mmanet_step_per_pixel_mad_mar_and_deep_supervision(at_epoc
         per_pixel=True,
     )
     weak = mask.sum(dim=1) == 1
-    rows = weak.nonzero().flatten()  # the head (BatchNorm in train mode) runs on the weak rows only
-    reg_logits = module.reg_head([f[rows] for f in out.fused]).logits
-    mar = mar_loss(reg_logits, target[rows], torch.ones_like(rows, dtype=torch.bool), ignore_index=255)
-    mar = mar * rows.numel() / target.shape[0]  # (1/B) Σ over the weak samples
+    assert 0 < int(weak.sum()) < target.shape[0]
+    # the head (BatchNorm in train mode) runs on the whole batch; (1/B) Σ over the weak samples
+    reg_logits = module.reg_head(out.fused).logits
+    mar = mar_loss(reg_logits, target, weak, ignore_index=255)
     expected = ce(out.logits) + sum(ce(side) for side in out.aux_logits) + 3.0 * mad + 0.5 * mar
     torch.testing.assert_close(total, expected)

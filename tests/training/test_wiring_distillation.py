@@ -1,7 +1,8 @@
 """Wiring of the learning-quality terms: MAD's reduction, logit distillation (KD), unlabelled samples.
 
 Each test recomputes the step's terms independently (student under the drawn dropout mask, the
-teacher under the COMPLETE presence mask) and compares the total the module returns.
+teacher under the data's own presence mask, both on the rows whose data is complete — ``setup``
+removes a modality from rows 0-3) and compares the total the module returns.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from test_wiring import setup, step_and_mask
+from test_wiring import complete_rows, setup, step_and_mask
 
 from mmanet.config import resolve_run_config
 from mmanet.data.base import UNLABELLED, labelled_part
@@ -19,9 +20,12 @@ from mmanet.training.fit import training_split
 
 
 def _passes(module, batch, mask):
+    """The student's pass (every row) and the teacher's on the complete rows; ``distilled`` = the student's
+    rows the distillation terms see."""
     out = module.net.forward_all(batch[0], mask)
-    t_out = module.teacher.net.forward_all(batch[0], batch[1])
-    return out, t_out
+    rows = complete_rows(batch)
+    t_out = module.teacher.net.forward_all({k: v[rows] for k, v in batch[0].items()}, batch[1][rows])
+    return out, t_out, rows
 
 
 def test_mad_reduction_reaches_the_loss(tiny_config, at_epoch):
@@ -29,21 +33,22 @@ def test_mad_reduction_reaches_the_loss(tiny_config, at_epoch):
         cfg, module, batch = setup(tiny_config, "mad", mad__alpha=0.5, mad__reduction=reduction)
         at_epoch(0)
         total, mask = step_and_mask(module, batch)
-        out, t_out = _passes(module, batch, mask)
-        mad = mad_loss(out.embedding, t_out.embedding, t_out.logits, reduction=reduction)
+        out, t_out, rows = _passes(module, batch, mask)
+        mad = mad_loss(out.embedding[rows], t_out.embedding, t_out.logits, reduction=reduction)
         torch.testing.assert_close(total, F.cross_entropy(out.logits, batch[2]) + 0.5 * mad)
-    # the two scales differ by the batch size (16 rows): α must follow the reduction
-    mean = mad_loss(out.embedding, t_out.embedding, t_out.logits, reduction="mean")
-    torch.testing.assert_close(mad, mean * batch[2].shape[0])
+    # the two scales differ by the number of distilled rows (12 complete of 16): α must follow the reduction
+    mean = mad_loss(out.embedding[rows], t_out.embedding, t_out.logits, reduction="mean")
+    torch.testing.assert_close(mad, mean * rows.numel())
 
 
 def test_kd_step_is_task_plus_gamma_kd_against_the_complete_teacher(tiny_config, at_epoch):
     cfg, module, batch = setup(tiny_config, "kd", kd__gamma=0.7, kd__temperature=3.0)
     at_epoch(0)
     total, mask = step_and_mask(module, batch)
-    out, t_out = _passes(module, batch, mask)
-    assert module.teacher.seen and all(torch.equal(seen, batch[1]) for seen in module.teacher.seen)
-    kd = kd_loss(out.logits, t_out.logits, temperature=3.0)
+    out, t_out, rows = _passes(module, batch, mask)
+    assert module.teacher.seen and all(torch.equal(seen, batch[1][rows]) for seen in module.teacher.seen)
+    assert all(bool(seen.all()) for seen in module.teacher.seen)  # complete rows only
+    kd = kd_loss(out.logits[rows], t_out.logits, temperature=3.0)
     assert kd > 0
     torch.testing.assert_close(total, F.cross_entropy(out.logits, batch[2]) + 0.7 * kd)
 
@@ -55,11 +60,11 @@ def test_mmanet_kd_step_adds_every_term(tiny_config, at_epoch):
     )
     at_epoch(1)
     total, mask = step_and_mask(module, batch)
-    out, t_out = _passes(module, batch, mask)
+    out, t_out, rows = _passes(module, batch, mask)
     target = batch[2]
-    mad = mad_loss(out.embedding, t_out.embedding, t_out.logits)
+    mad = mad_loss(out.embedding[rows], t_out.embedding, t_out.logits)
     mar = mar_loss(module.reg_head(out.fused).logits, target, mask.sum(dim=1) == 1)
-    kd = kd_loss(out.logits, t_out.logits, temperature=cfg.kd.temperature)
+    kd = kd_loss(out.logits[rows], t_out.logits, temperature=cfg.kd.temperature)
     expected = F.cross_entropy(out.logits, target) + 0.4 * mad + 0.3 * mar + 0.2 * kd
     torch.testing.assert_close(total, expected)
 
@@ -76,22 +81,22 @@ def test_unlabelled_rows_reach_only_the_distillation_terms(tiny_config, at_epoch
     batch = (inputs, present, target)
     at_epoch(1)
     total, mask = step_and_mask(module, batch)
-    out, t_out = _passes(module, batch, mask)
+    out, t_out, rows = _passes(module, batch, mask)
     task = F.cross_entropy(out.logits[labelled], target[labelled])  # the labelled rows only
     weak = mask.sum(dim=1) == 1
     reg = module.reg_head(out.fused).logits
     mar = mar_loss(reg[labelled], target[labelled], weak[labelled])  # a supervised term: labelled rows
-    mad = mad_loss(out.embedding, t_out.embedding, t_out.logits)  # every row, labelled or not
-    kd = kd_loss(out.logits, t_out.logits, temperature=cfg.kd.temperature)
+    mad = mad_loss(out.embedding[rows], t_out.embedding, t_out.logits)  # every complete row, labelled or not
+    kd = kd_loss(out.logits[rows], t_out.logits, temperature=cfg.kd.temperature)
     torch.testing.assert_close(total, task + 0.4 * mad + 0.3 * mar + 0.2 * kd)
     # a batch with no label at all still trains the distillation terms (and keeps the graph whole)
     batch = (inputs, present, torch.full_like(target, UNLABELLED))
     total, mask = step_and_mask(module, batch)
     module.zero_grad()
     total.backward()
-    out, t_out = _passes(module, batch, mask)
-    expected = 0.4 * mad_loss(out.embedding, t_out.embedding, t_out.logits) + 0.2 * kd_loss(
-        out.logits, t_out.logits, temperature=cfg.kd.temperature
+    out, t_out, rows = _passes(module, batch, mask)
+    expected = 0.4 * mad_loss(out.embedding[rows], t_out.embedding, t_out.logits) + 0.2 * kd_loss(
+        out.logits[rows], t_out.logits, temperature=cfg.kd.temperature
     )
     torch.testing.assert_close(total, expected)
     grads = [p.grad for p in module.net.parameters()]
@@ -139,18 +144,20 @@ def test_labelled_part_keeps_inputs_and_masks_aligned():
     assert (bundle.val.targets >= 0).all() and (bundle.test.targets >= 0).all()
 
 
-def test_the_regularization_head_runs_on_the_weak_rows_only(tiny_config, at_epoch):
-    """Its cost follows the weak fraction; before ω it runs on two rows at zero weight (DDP)."""
+def test_the_regularization_head_runs_on_the_whole_batch(tiny_config, at_epoch):
+    """Before ω (zero weight) and after, whatever the weak rows: BatchNorm heads always see the batch, and
+    every parameter is in the graph (DDP)."""
     cfg, module, batch = setup(tiny_config, "sr", mad__variant="off", mar__beta=1.0, mar__warmup_epochs=1)
     sizes: list[int] = []
     module.reg_head.register_forward_pre_hook(lambda _m, args: sizes.append(args[0][-1].shape[0]))
+    b = batch[2].shape[0]
     at_epoch(0)
     total, mask = step_and_mask(module, batch)
-    assert sizes == [2]
+    assert sizes == [b]
     at_epoch(1)
     total, mask = step_and_mask(module, batch)
     weak = mask.sum(dim=1) == 1
-    assert sizes[-1] == int(weak.sum()) < batch[2].shape[0]
+    assert 0 < int(weak.sum()) < b and sizes[-1] == b
     module.zero_grad()
     total.backward()
     assert all(p.grad is not None for p in module.reg_head.parameters())

@@ -181,6 +181,42 @@ def labelled_part(dataset: MultimodalDataset) -> MultimodalDataset:
     return dataset.subset((~unlabelled).nonzero().flatten())
 
 
+def present_matrix(dataset: MultimodalDataset) -> Tensor | None:
+    """``BoolTensor[N, M]``: which modalities each sample's data has, or None when every sample is complete.
+
+    Only in-memory datasets (:class:`ArrayMultimodalDataset`: npz, toy, …) hold genuinely missing
+    modalities; the lazy image datasets (CASIA-SURF, CeFA, NYUv2, Cityscapes, rooms) are complete by
+    construction (their ``present`` is all True).
+    """
+    present = getattr(dataset, "present", None)
+    if isinstance(present, Tensor) and present.dim() == 2 and not bool(present.all()):
+        return present.bool()
+    return None
+
+
+def complete_part(dataset: MultimodalDataset, what: str = "the teacher") -> MultimodalDataset:
+    """The samples whose data has every modality (itself when all are complete); what the paper's teacher
+    trains on (DESIGN §4.3). A dataset without a single complete sample is an error naming ``what``."""
+    present = present_matrix(dataset)
+    if present is None:
+        return dataset
+    complete = present.all(dim=1)
+    if not bool(complete.any()):
+        raise DataError(
+            f"the training split has no sample with every modality present, which {what} needs (the MMANet "
+            "family trains its teacher on complete samples); set teacher.samples: all and "
+            "teacher.distill_samples: all to use incomplete samples instead"
+        )
+    return dataset.subset(complete.nonzero().flatten())
+
+
+def unaugmented(dataset: MultimodalDataset) -> MultimodalDataset:
+    """The same samples without random augmentation (``without_augmentation()`` where a dataset augments):
+    what MAR mining reads, so that it sees the same inputs every epoch (DESIGN §4.2)."""
+    view = getattr(dataset, "without_augmentation", None)
+    return view() if callable(view) else dataset
+
+
 def count_unlabelled(dataset: MultimodalDataset) -> int:
     targets = getattr(dataset, "targets", None)
     return int(unlabelled_rows(targets).sum()) if isinstance(targets, Tensor) else 0

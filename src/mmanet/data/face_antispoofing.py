@@ -200,12 +200,19 @@ class FaceAntiSpoofingDataset(EpochSeeded, Dataset):
                 raise DataError(f"{sample.context}: {len(sample.paths)} paths for modalities {list(spec.names)}")
         self.image_size = as_size(image_size)
         self.augment = augment
+        self.seed = seed
         self.init_epoch(seed)  # the epoch in shared memory: set_epoch reaches persistent workers
         self.transform = build_transform(self.image_size, augment)
         self.targets = torch.tensor([s.label for s in self.samples], dtype=torch.long)
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    def without_augmentation(self) -> FaceAntiSpoofingDataset:
+        """The same samples with the evaluation transform (a plain resize): what MAR mining reads."""
+        if not self.augment:
+            return self
+        return FaceAntiSpoofingDataset(self.samples, self.image_size, False, self.seed, self.spec)
 
     def input_shapes(self) -> dict[str, tuple[int, ...]]:
         return {name: (3, *self.image_size) for name in self.spec.names}

@@ -251,11 +251,19 @@ class RGBDSegmentationDataset(EpochSeeded, Dataset):
         self.reader = reader
         self.image_size = as_size(image_size)
         self.augment = augment
+        self.depth = depth
+        self.seed = seed
         self.transform = build_transform(self.image_size, depth, augment)
         self.init_epoch(seed)
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def without_augmentation(self) -> RGBDSegmentationDataset:
+        """The same frames with the evaluation transform (a plain resize): what MAR mining reads."""
+        if not self.augment:
+            return self
+        return RGBDSegmentationDataset(self.records, self.reader, self.image_size, self.depth, False, self.seed)
 
     def __getitem__(self, index: int) -> tuple[dict[str, Tensor], Tensor, Tensor]:
         index = int(index)

@@ -225,7 +225,14 @@ class MultimodalNet(nn.Module):
             return [
                 torch.zeros((x.shape[0], *o.shape[1:]), dtype=o.dtype, device=o.device) + 0.0 * o.sum() for o in out
             ]
-        out = encoder(x[index], None if lengths is None else lengths[index])
+        if index.numel() == 1:
+            # One present row: BatchNorm cannot normalise a 1×1 map of one sample (one value per channel).
+            # Two copies of the row give exactly that row's statistics; the second copy is dropped.
+            index = index.repeat(2)
+            out = [o[:1] for o in encoder(x[index], None if lengths is None else lengths[index])]
+            index = index[:1]
+        else:
+            out = encoder(x[index], None if lengths is None else lengths[index])
         full = []
         for o in out:
             z = torch.zeros((x.shape[0], *o.shape[1:]), dtype=o.dtype, device=o.device)

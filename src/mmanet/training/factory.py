@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from mmanet.config import ConfigError, RunConfig
 from mmanet.data import DataBundle, collate_samples, load_dataset
+from mmanet.data.base import unaugmented
 from mmanet.normalization import Normalization
 from mmanet.task import TaskInfo
 from mmanet.training.checkpointing import AtomicCheckpointIO, RNGStateCallback
@@ -72,8 +73,9 @@ def make_loader(dataset, config: RunConfig, train: bool) -> DataLoader:
 
 
 def mining_loader(bundle: DataBundle, config: RunConfig) -> DataLoader:
-    """The MAR mining split in order (sharded across processes under DDP)."""
-    split = bundle.train if config.mar.mining_split == "train" else bundle.val
+    """The MAR mining split in order, without augmentation (the same inputs every epoch, DESIGN §4.2;
+    sharded across processes under DDP)."""
+    split = unaugmented(bundle.train) if config.mar.mining_split == "train" else bundle.val
     sampler = None
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         sampler = DistributedSampler(split, shuffle=False)

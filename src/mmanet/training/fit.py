@@ -5,14 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
+from torch import nn
 from torch.utils.data import DataLoader
 
-from mmanet.config import RunConfig, dump_config
+from mmanet.config import ConfigError, RunConfig, dump_config
 from mmanet.data import DataBundle, collate_samples
-from mmanet.data.base import MultimodalDataset, labelled_part
+from mmanet.data.base import MultimodalDataset, complete_part, labelled_part
 from mmanet.deploy import net_from_checkpoint
 from mmanet.deploy.checkpoint import load_checkpoint, model_hash_of_checkpoint
 from mmanet.modality import Combination
+from mmanet.models.encoders.base import has_batch_statistics
 from mmanet.models.factory import build_net, check_feature_name
 from mmanet.models.network import MultimodalNet
 from mmanet.training.factory import make_loader, make_trainer, mining_loader, task_info
@@ -31,8 +33,31 @@ def load_net_weights(net: MultimodalNet, checkpoint: dict) -> MultimodalNet:
 
 def training_split(bundle: DataBundle, config: RunConfig) -> MultimodalDataset:
     """The training samples of this stage: with the unlabelled ones only where a distillation term uses them
-    (``train.unlabelled``); the teacher and the supervised baselines train on the labelled part."""
-    return bundle.train if config.uses_unlabelled else labelled_part(bundle.train)
+    (``train.unlabelled``); the teacher and the supervised baselines train on the labelled part, and the
+    teacher on its complete samples only (``teacher.samples: complete``, DESIGN §4.3)."""
+    split = bundle.train if config.uses_unlabelled else labelled_part(bundle.train)
+    if config.stage == "teacher" and config.teacher.samples == "complete":
+        split = complete_part(split, "the teacher")
+    return split
+
+
+def check_batch_size(config: RunConfig, modules: dict[str, nn.Module]) -> None:
+    """BatchNorm in training cannot normalise one sample (a 1×1 map has one value per channel): a batch of
+    one is a configuration error, named before any training."""
+    if config.data.batch_size >= 2:
+        return
+    with_bn = [name for name, module in modules.items() if module is not None and has_batch_statistics(module)]
+    if with_bn:
+        raise ConfigError(
+            f"data.batch_size = {config.data.batch_size}: the network has BatchNorm layers ({', '.join(with_bn)}), "
+            "which cannot train on a single sample; use data.batch_size: 2 or more"
+        )
+
+
+def check_distillation_samples(config: RunConfig, split: MultimodalDataset) -> None:
+    """With ``teacher.distill_samples: complete`` the distillation terms need complete samples to act on."""
+    if (config.mad_active or config.kd_active) and config.teacher.distill_samples == "complete":
+        complete_part(split, "the distillation terms (teacher.distill_samples: complete)")
 
 
 def fit_stage(
@@ -49,21 +74,25 @@ def fit_stage(
     info = task_info(bundle)
     L.seed_everything(config.seed, workers=True, verbose=False)
     net = build_net(config.model, info)
-    train_loader = make_loader(training_split(bundle, config), config, train=True)
+    split = training_split(bundle, config)
+    train_loader = make_loader(split, config, train=True)
     val_loader = make_loader(bundle.val, config, train=False)
     last = out_dir / "checkpoints" / "last.ckpt"
     callbacks = [*(extra_callbacks or []), NonFiniteGuard(last, lr=config.train.lr)]
     if teacher is not None:
+        check_distillation_samples(config, split)
         if config.mad_active:
-            check_feature_name(net, config.mad.feature)
+            for name in config.mad.features:
+                check_feature_name(net, name)
         sample_inputs = next(iter(DataLoader(bundle.train, batch_size=2, collate_fn=collate_samples)))[0]
-        teacher.check_compatible(net, sample_inputs, config.mad.feature)
+        teacher.check_compatible(net, sample_inputs, config.mad.features)
     weights = None
     if config.train.class_weights == "median_frequency":
         from mmanet.data.class_weights import class_weights
 
         weights = class_weights(bundle)
     module = MultimodalModule(net, config, info, combination=combination, teacher=teacher, class_weights=weights)
+    check_batch_size(config, {"the network": net, "the MAR regularization head": module.reg_head})
     if module.miner is not None:
         callbacks.append(MARMiningCallback(lambda: mining_loader(bundle, config), config.mar.warmup_epochs))
     trainer = make_trainer(

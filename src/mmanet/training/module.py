@@ -19,7 +19,8 @@ from mmanet.data.base import unlabelled_rows
 from mmanet.modality import Combination, ModalityDropout
 from mmanet.models.network import MultimodalNet
 from mmanet.task import TaskInfo
-from mmanet.training.stages import STAGES, StepBatch
+from mmanet.training.schedules import LearningRateFactor, make_scheduler
+from mmanet.training.stages import STAGES, StepBatch, labels_at
 from mmanet.training.teacher import FrozenTeacher
 
 __all__ = ["MultimodalModule", "TaskInfo"]
@@ -72,8 +73,7 @@ class MultimodalModule(L.LightningModule):
         -1); segmentation: per pixel, void ignored, optional class weights, and logits at another scale
         than the labels meet nearest-resized labels (side outputs)."""
         if self.info.task == "segmentation":
-            if logits.dim() == 4 and tuple(logits.shape[2:]) != tuple(target.shape[1:]):
-                target = F.interpolate(target[:, None].float(), size=logits.shape[2:], mode="nearest")[:, 0].long()
+            target = labels_at(logits, target)
             weight = self.class_weights.to(logits.device) if self.class_weights is not None else None
             return F.cross_entropy(logits, target, weight=weight, ignore_index=self.ignore_index)
         unlabelled = unlabelled_rows(target)
@@ -132,12 +132,17 @@ class MultimodalModule(L.LightningModule):
         if cfg.optimizer == "adamw":
             optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         else:
-            optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
-        if cfg.scheduler == "none":
+            optimizer = torch.optim.SGD(
+                params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay, nesterov=cfg.nesterov
+            )
+        if cfg.scheduler == "none" and cfg.warmup_epochs == 0:
             return optimizer
         trainer = self._trainer  # LightningModule.trainer raises when the module is not attached
         max_epochs = trainer.max_epochs if trainer is not None else cfg.max_epochs
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, int(max_epochs)))
+        factor = LearningRateFactor(
+            cfg.scheduler, int(max_epochs), cfg.warmup_epochs, tuple(cfg.milestones), cfg.lr_gamma
+        )
+        scheduler = make_scheduler(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
     # ------------------------------------------------------------------ checkpoints

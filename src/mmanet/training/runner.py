@@ -66,6 +66,9 @@ def run(config: RunConfig, out_dir: str | Path, overwrite: bool = False, bundle:
     if config.train.num_threads is not None:
         torch.set_num_threads(config.train.num_threads)
     out_dir = Path(out_dir)
+    if process_rank() == 0:
+        for note in config.schedule_warnings():
+            print(f"warning: {note}", flush=True)
     with RunDirectory(out_dir, config, overwrite):
         bundle = bundle if bundle is not None else load_bundle(config)
         return _run_stages(config, out_dir, bundle)

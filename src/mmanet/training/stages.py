@@ -23,13 +23,44 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mmanet.data.base import unlabelled_rows
-from mmanet.losses import FixedWeakSet, WeakCombinationMiner, kd_loss, mad_loss, mar_loss, single_modality_weak_set
+from mmanet.losses import (
+    FixedWeakSet,
+    WeakCombinationMiner,
+    kd_loss,
+    mad_loss,
+    mar_loss,
+    mar_loss_official,
+    single_modality_weak_set,
+)
 from mmanet.modality import Combination, all_combinations
+from mmanet.models.heads.base import HeadOutput
 from mmanet.models.network import NetOutput
 from mmanet.registry import Registry
 
 if TYPE_CHECKING:
     from mmanet.training.module import MultimodalModule
+
+
+def labels_at(logits: Tensor, target: Tensor) -> Tensor:
+    """Segmentation labels at the resolution of ``logits`` (nearest; a decoder's side outputs are coarser)."""
+    if logits.dim() == 4 and tuple(logits.shape[2:]) != tuple(target.shape[1:]):
+        return F.interpolate(target[:, None].float(), size=logits.shape[2:], mode="nearest")[:, 0].long()
+    return target
+
+
+def pool_at_most(feature_map: Tensor, size: list[int] | None) -> Tensor:
+    """Average-pool a ``(B, C, H, W)`` map to at most ``size = [H', W']`` per side (as is when it is smaller)."""
+    if not size:
+        return feature_map
+    h, w = feature_map.shape[2:]
+    target = (min(h, size[0]), min(w, size[1]))
+    return feature_map if target == (h, w) else F.adaptive_avg_pool2d(feature_map, target)
+
+
+def _select_rows(out: NetOutput, rows: Tensor) -> NetOutput:
+    """The rows ``rows`` of a network output (the tensors the distillation terms read)."""
+    named = {k: v[rows] for k, v in out.named.items()}
+    return NetOutput([f[rows] for f in out.features], [f[rows] for f in out.fused], out.logits[rows], named)
 
 
 @dataclass
@@ -148,49 +179,96 @@ class MMANetStage(Stage):
         module, cfg = self.module, self.module.config
         losses: dict[str, Tensor] = {}
         if cfg.mad_active or cfg.kd_active:
-            teacher_out = module.teacher.forward_all(step.inputs, step.present)  # complete modalities
-            if cfg.mad_active:
-                weight = cfg.mad.alpha if module.current_epoch >= cfg.mad.start_epoch else 0.0
-                losses["mad"] = weight * self.mad_term(step.out, teacher_out)
-            if cfg.kd_active:
-                losses["kd"] = cfg.kd.gamma * kd_loss(
-                    step.out.logits, teacher_out.logits, temperature=cfg.kd.temperature
-                )
+            losses.update(self.distillation_terms(step))
         if module.reg_head is not None:
             weak = self.weak_mask(step.mask)
             losses["mar"] = cfg.mar.beta * self.mar_term(step, weak)
             module.log("train/weak_fraction", weak.float().mean(), on_step=False, on_epoch=True)
         return losses
 
-    def mar_term(self, step: StepBatch, weak: Tensor) -> Tensor:
-        """``L_MAR = (1/B) Σ_i m_i CE(p^r_i, y_i)`` over the B labelled rows (unweighted).
+    def distillation_terms(self, step: StepBatch) -> dict[str, Tensor]:
+        """``α·L_MAD`` and ``γ·L_KD`` against the frozen teacher, on the rows :meth:`distillation_rows` picks."""
+        module, cfg = self.module, self.module.config
+        names = [n for n, on in (("mad", cfg.mad_active), ("kd", cfg.kd_active)) if on]
+        rows = self.distillation_rows(step.present)
+        if rows is not None and rows.numel() == 0:  # no complete sample in this batch: nothing to distil
+            return {name: step.out.logits.sum() * 0.0 for name in names}
+        student, inputs, present = step.out, step.inputs, step.present
+        if rows is not None:
+            student = _select_rows(step.out, rows)
+            inputs, present = {k: v[rows] for k, v in inputs.items()}, present[rows]
+        teacher_out = module.teacher.forward_all(inputs, present)  # the data's own (complete) modalities
+        losses: dict[str, Tensor] = {}
+        if cfg.mad_active:
+            weight = cfg.mad.alpha if module.current_epoch >= cfg.mad.start_epoch else 0.0
+            losses["mad"] = weight * self.mad_term(student, teacher_out)
+        if cfg.kd_active:
+            losses["kd"] = cfg.kd.gamma * kd_loss(student.logits, teacher_out.logits, temperature=cfg.kd.temperature)
+        return losses
 
-        The regularization head runs on the weak labelled rows only — the only rows with a non-zero
-        term — so its cost follows the weak fraction. Before ω (or with no weak row) it runs on two
-        rows at zero weight: every parameter stays in the graph, as DDP needs.
+    def distillation_rows(self, present: Tensor) -> Tensor | None:
+        """The rows the distillation terms use (``teacher.distill_samples``): with ``complete``, the rows whose
+        data has every modality (the teacher was trained on such samples only); None = every row."""
+        if self.module.config.teacher.distill_samples == "all":
+            return None
+        complete = present.all(dim=1)
+        return None if bool(complete.all()) else complete.nonzero().flatten()
+
+    def mar_term(self, step: StepBatch, weak: Tensor) -> Tensor:
+        """``L_MAR`` (unweighted) of ``mar.variant`` over the labelled rows (unlabelled ones carry no label).
+
+        ``paper``: ``(1/B) Σ_i m_i CE(p^r_i, y_i)`` (DESIGN §4.2); ``official``: the authors' code
+        (:func:`~mmanet.losses.mar.mar_loss_official`; segmentation: with the side outputs and class
+        weights, as their loss). The regularization head runs on every row of the batch — weak or not,
+        labelled or not — so that its BatchNorm layers (the SF trunk, ESANet's decoder) always see the
+        whole batch, whatever the number of weak rows (0, 1, some or all), and every parameter stays
+        in the graph (DDP); the cross-entropy is masked to the weak labelled rows afterwards.
         """
-        head, fused = self.module.reg_head, step.out.fused
-        labelled = ~unlabelled_rows(step.target)  # MAR is a supervised loss: labelled rows only
-        rows = (weak & labelled).nonzero().flatten()
-        if rows.numel() == 0:
-            probe = [f[: min(2, f.shape[0])] for f in fused]
-            return head(probe).logits.sum() * 0.0
-        reg_logits = head([f[rows] for f in fused]).logits
-        every = torch.ones(rows.numel(), dtype=torch.bool, device=rows.device)
-        mean_over_weak = mar_loss(reg_logits, step.target[rows], every, ignore_index=self.module.ignore_index)
-        return mean_over_weak * (rows.numel() / labelled.sum().clamp_min(1))
+        module = self.module
+        reg = module.reg_head(step.out.fused)
+        labelled = ~unlabelled_rows(step.target)
+        target = step.target
+        if not bool(labelled.all()):
+            if not bool(labelled.any()):
+                return reg.logits.sum() * 0.0
+            keep = labelled.nonzero().flatten()
+            reg = HeadOutput(reg.logits[keep], reg.features, [a[keep] for a in reg.aux_logits])
+            target, weak = target[keep], weak[keep]
+        ignore = module.ignore_index
+        if module.config.mar.variant == "paper":
+            return mar_loss(reg.logits, target, weak, ignore_index=ignore)
+        weight = module.class_weights.to(reg.logits.device) if module.class_weights is not None else None
+        scales = [reg.logits, *reg.aux_logits] if reg.logits.dim() > 2 else [reg.logits]
+        return sum(
+            mar_loss_official(logits, labels_at(logits, target), weak, ignore_index=ignore, weight=weight)
+            for logits in scales
+        )
 
     def mad_term(self, student: NetOutput, teacher: NetOutput) -> Tensor:
-        """``L_MAD`` (DESIGN §4.1) of the configured feature, variant and reduction (unweighted)."""
+        """``L_MAD`` (DESIGN §4.1) of the configured feature(s), variant and reduction (unweighted).
+
+        Several features (``mad.feature`` as a list): their terms are summed, as the authors' segmentation
+        code sums its three encoder-side levels. Segmentation: every pixel of a feature map is a sample,
+        after average pooling to at most ``mad.pool_size``.
+        """
         cfg = self.module.config.mad
-        student_f, teacher_f = student.feature(cfg.feature), teacher.feature(cfg.feature)
-        if self.module.info.task == "segmentation":  # every pixel of the pooled map is a sample
-            size = tuple(cfg.pool_size) if cfg.pool_size else tuple(student_f.shape[2:])
-            student_f, teacher_f = F.adaptive_avg_pool2d(student_f, size), F.adaptive_avg_pool2d(teacher_f, size)
-            return mad_loss(
-                student_f, teacher_f, teacher.logits, variant=cfg.variant, per_pixel=True, reduction=cfg.reduction
-            )
-        return mad_loss(student_f, teacher_f, teacher.logits, variant=cfg.variant, reduction=cfg.reduction)
+        per_pixel = self.module.info.task == "segmentation"
+        terms = []
+        for name in cfg.features:
+            student_f, teacher_f = student.feature(name), teacher.feature(name)
+            if student_f.shape[0] < 2:  # no relation between samples to distil
+                terms.append(student_f.sum() * 0.0)
+                continue
+            options = {"variant": cfg.variant, "reduction": cfg.reduction, "row_normalization": cfg.row_normalization}
+            if per_pixel and student_f.dim() == 4:
+                student_f, teacher_f = pool_at_most(student_f, cfg.pool_size), pool_at_most(teacher_f, cfg.pool_size)
+                terms.append(mad_loss(student_f, teacher_f, teacher.logits, per_pixel=True, **options))
+            else:
+                logits = teacher.logits
+                if logits.dim() > 2:  # a per-sample feature of a segmentation network: one weight per sample
+                    logits = logits.flatten(2).mean(dim=2)
+                terms.append(mad_loss(student_f, teacher_f, logits, **options))
+        return torch.stack(terms).sum() if len(terms) > 1 else terms[0]
 
     def state_dict(self) -> dict[str, Any]:
         return {"miner": self.miner.state_dict()} if self.miner is not None else {}

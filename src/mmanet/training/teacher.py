@@ -8,7 +8,7 @@ definition, :func:`~mmanet.deploy.checkpoint.content_hash`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +69,10 @@ class FrozenTeacher:
     def reference(self) -> dict[str, Any]:
         return {"path": self.path, "sha256": self.sha256}
 
-    def check_compatible(self, student: MultimodalNet, sample_inputs: Mapping[str, Tensor], feature: str) -> None:
-        """Clear errors when modalities, classes or the distilled feature's shape differ."""
+    def check_compatible(
+        self, student: MultimodalNet, sample_inputs: Mapping[str, Tensor], features: str | Sequence[str]
+    ) -> None:
+        """Clear errors when modalities, classes or a distilled feature's shape differ."""
         if tuple(self.net.spec.names) != tuple(student.spec.names):
             raise TeacherMismatchError(
                 f"teacher modalities {list(self.net.spec.names)} differ from the deployment network's "
@@ -90,17 +92,22 @@ class FrozenTeacher:
             s_out = student.forward_all(sample_inputs, present)
         student.train(was_training)
         t_out = self.forward_all(sample_inputs, present)
-        if feature not in s_out.named or feature not in t_out.named:
-            raise TeacherMismatchError(
-                f"feature {feature!r}: the teacher exposes {sorted(t_out.named)}, the deployment network "
-                f"{sorted(s_out.named)}"
-            )
-        s_f, t_f = s_out.feature(feature), t_out.feature(feature)
-        # MAD compares B×B relations, so only the batch axis must agree; report differing shapes anyway
-        if s_f.shape[0] != t_f.shape[0]:
-            raise TeacherMismatchError(f"teacher {feature} feature {tuple(t_f.shape)} vs student {tuple(s_f.shape)}")
-        if t_f.shape[1:] != s_f.shape[1:]:
-            raise TeacherMismatchError(
-                f"teacher {feature} feature shape {tuple(t_f.shape[1:])} differs from the deployment "
-                f"network's {tuple(s_f.shape[1:])}; use the same model section for both"
-            )
+        for feature in [features] if isinstance(features, str) else list(features):
+            _check_feature(feature, s_out, t_out)
+
+
+def _check_feature(feature: str, s_out: NetOutput, t_out: NetOutput) -> None:
+    if feature not in s_out.named or feature not in t_out.named:
+        raise TeacherMismatchError(
+            f"feature {feature!r}: the teacher exposes {sorted(t_out.named)}, the deployment network "
+            f"{sorted(s_out.named)}"
+        )
+    s_f, t_f = s_out.feature(feature), t_out.feature(feature)
+    # MAD compares B×B relations, so only the batch axis must agree; report differing shapes anyway
+    if s_f.shape[0] != t_f.shape[0]:
+        raise TeacherMismatchError(f"teacher {feature} feature {tuple(t_f.shape)} vs student {tuple(s_f.shape)}")
+    if t_f.shape[1:] != s_f.shape[1:]:
+        raise TeacherMismatchError(
+            f"teacher {feature} feature shape {tuple(t_f.shape[1:])} differs from the deployment "
+            f"network's {tuple(s_f.shape[1:])}; use the same model section for both"
+        )

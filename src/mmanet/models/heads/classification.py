@@ -15,7 +15,9 @@ class ClassificationHead(Head):
 
     Feature maps are global-average pooled first. The trunk is Linear → GELU → Dropout (no
     BatchNorm: its batch statistics would depend on the modality-dropout mix). The
-    embedding is the trunk's output, the penultimate feature MAD can distil (``"embedding"``).
+    embedding is the GELU's output, before the Dropout — the penultimate feature MAD can distil
+    (``"embedding"``), free of dropout noise, so that the relations between samples it carries
+    are the network's and not the dropout mask's; the classifier reads the dropped-out embedding.
 
     Split prefix (:meth:`Head.split_prefix`): pooling and the trunk's Linear are linear in the
     concatenation, so each modality's pooled feature times its block of the weight is one partial;
@@ -41,7 +43,7 @@ class ClassificationHead(Head):
         x = fused[-1]
         if x.dim() > 2:
             x = x.flatten(2).mean(dim=2)
-        return self._output(self.trunk(x))
+        return self._output(self.trunk[1](self.trunk[0](x)))
 
     def split_prefix(self, features: Tensor) -> Tensor:
         """``(B, M, C, *S)`` → ``(B, M, hidden)``: ``W_m · pool(f_m)``, without the bias."""
@@ -53,7 +55,8 @@ class ClassificationHead(Head):
         return torch.bmm(features.transpose(0, 1), weight.permute(1, 2, 0)).transpose(0, 1)
 
     def forward_from_partials(self, summed: Tensor) -> HeadOutput:
-        return self._output(self.trunk[2](self.trunk[1](summed + self.trunk[0].bias)))
+        return self._output(self.trunk[1](summed + self.trunk[0].bias))
 
     def _output(self, embedding: Tensor) -> HeadOutput:
-        return HeadOutput(self.classifier(embedding), {"embedding": embedding})
+        """Logits from the dropped-out embedding; the named ``embedding`` is taken before the Dropout."""
+        return HeadOutput(self.classifier(self.trunk[2](embedding)), {"embedding": embedding})

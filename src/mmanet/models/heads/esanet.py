@@ -23,12 +23,19 @@ class ESANetDecoderHead(Head):
     * Training only: side outputs (1×1 conv) on each decoder module's features before its
       upsampling — at 1/32, 1/16, 1/8 — supervised with the same loss (multi-scale supervision).
 
-    Named feature ``"decoder"``: the last decoder module's output at 1/4 (what per-pixel MAD may
-    distil besides the fused 1/32 map ``"fused"``). Decoder widths follow the skip levels.
+    Named features (what per-pixel MAD may distil, besides the fused 1/32 map ``"fused"``):
+
+    * ``"context"``: the context module's output at 1/32;
+    * ``"skip16"``, ``"skip8"``, ``"skip4"``: the fused encoder maps at 1/16, 1/8, 1/4 after their
+      skip adapters — the encoder-side maps ESANet adds into the decoder. The MMANet authors distil
+      ``context``, ``skip16`` and ``skip8`` (summed; ``mad.feature: [context, skip16, skip8]``);
+    * ``"decoder"``: the last decoder module's output at 1/4.
+
+    Decoder widths follow the skip levels.
     """
 
     levels = "all"
-    feature_names = ("decoder",)
+    feature_names = ("context", "skip16", "skip8", "skip4", "decoder")
     task = "segmentation"
 
     def __init__(
@@ -58,11 +65,16 @@ class ESANetDecoderHead(Head):
 
     def forward(self, fused: list[Tensor]) -> HeadOutput:
         x = self.context(fused[3])
+        named = {"context": x}
         skips = (fused[2], fused[1], fused[0])
         side_logits = []
-        for decoder, adapter, side, skip in zip(self.decoders, self.skips, self.side, skips, strict=True):
-            x, before_upsample = decoder.forward_features(x, adapter(skip))
+        for name, decoder, adapter, side, skip in zip(
+            ("skip16", "skip8", "skip4"), self.decoders, self.skips, self.side, skips, strict=True
+        ):
+            named[name] = adapter(skip)
+            x, before_upsample = decoder.forward_features(x, named[name])
             if self.training:
                 side_logits.append(side(before_upsample))
+        named["decoder"] = x
         logits = F.interpolate(self.classifier(x), scale_factor=self.stride, mode="bilinear", align_corners=False)
-        return HeadOutput(logits, {"decoder": x}, side_logits)
+        return HeadOutput(logits, named, side_logits)
