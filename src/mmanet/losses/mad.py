@@ -34,6 +34,9 @@ Variants of :func:`mad_loss` (``variant=``):
   the columns, ``L = Σ_i Σ_j D_ij w_j`` (per-pixel segmentation: the rows, as in that code).
   ``../shared/reference/mad_official_b8_k2.json`` holds a golden case for it.
 
+``weighting="uniform"`` replaces the teacher-entropy weights by ``1/N`` in any variant: the SP
+ablation of the same relation (``variant="sp"`` is the ``paper`` relation with uniform weights).
+
 Teacher features, teacher logits and the weights never carry gradient.
 
 Segmentation (``per_pixel=True``): every pixel of the feature map is a sample (``N = B·H·W``
@@ -56,6 +59,8 @@ Reduction = Literal["mean", "sum"]
 REDUCTIONS: tuple[str, ...] = ("mean", "sum")
 RowNormalization = Literal["whole", "column_halves"]
 ROW_NORMALIZATIONS: tuple[str, ...] = ("whole", "column_halves")
+Weighting = Literal["entropy", "uniform"]
+WEIGHTINGS: tuple[str, ...] = ("entropy", "uniform")
 
 #: Default bound on the elements of one ``block × N`` relation block in per-pixel mode (64 MiB in fp32).
 DEFAULT_BLOCK_ELEMENTS = 1 << 24
@@ -111,8 +116,28 @@ def _relation(
         return gram / (norms[:, None] * all_norms[None, :] + eps)
     if halves:
         half = gram.shape[1] // 2
-        return torch.cat([F.normalize(gram[:, :half], p=2, dim=1), F.normalize(gram[:, half:], p=2, dim=1)], dim=1)
-    return F.normalize(gram, p=2, dim=1)
+        return torch.cat([_unit_rows(gram[:, :half]), _unit_rows(gram[:, half:])], dim=1)
+    return _unit_rows(gram)
+
+
+def _unit_scale(rows: Tensor) -> Tensor:
+    """``rows`` divided by their largest magnitude (a constant without gradient). The Gram relation of
+    ``official`` is invariant to it — value and gradient — while ``F Fᵀ`` of features around 1e19 (an
+    unstable teacher's BatchNorm in evaluation mode) overflows float32 to inf and the loss to NaN."""
+    scale = rows.detach().abs().amax()
+    usable = (scale > 0) & torch.isfinite(scale)  # a tensor condition: no host synchronisation on a GPU
+    return rows / torch.where(usable, scale, torch.ones_like(scale))
+
+
+def _unit_rows(x: Tensor, tiny: float = 1e-12) -> Tensor:
+    """Each row divided by its L2 norm, as ``F.normalize`` — but a row whose norm is below ``tiny`` (an
+    all-zero Gram row: ReLU features of disjoint support, frequent in a half of few columns) is 0 with
+    zero gradient. ``F.normalize`` gives the same value there, with a gradient of 1/``tiny`` = 1e12
+    times the upstream one, which blows the weights up in one step; the direction of a zero row is
+    undefined, so it carries no gradient here."""
+    norm = torch.linalg.vector_norm(x, dim=1, keepdim=True)
+    safe = norm > tiny
+    return torch.where(safe, x / torch.where(safe, norm, torch.ones_like(norm)), torch.zeros_like(x))
 
 
 def _dense_loss(
@@ -234,6 +259,7 @@ def mad_loss(
     block_size: int | None = None,
     reduction: Reduction = "mean",
     row_normalization: RowNormalization = "whole",
+    weighting: Weighting = "entropy",
 ) -> Tensor:
     """Margin-aware distillation loss ``L_MAD`` (DESIGN §4.1, Eqs. 2–8); a scalar.
 
@@ -258,10 +284,14 @@ def mad_loss(
             its columns; ``"column_halves"``: over the first and the second half of its columns
             separately, as the authors' segmentation code builds the per-pixel relation (each row then
             has squared norm 2 instead of 1: about twice the ``"whole"`` value).
+        weighting: ``"entropy"`` (step 4) or ``"uniform"`` (``w = 1/N``: the SP ablation of this
+            variant's relation; ``variant="sp"`` is always uniform).
 
     Half-precision inputs are computed in float32 (autocast is disabled inside).
     """
     _check_variant(variant, reduction, row_normalization)
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"unknown MAD weighting {weighting!r}; valid: {list(WEIGHTINGS)}")
     if student_features.dim() < 2:
         raise ValueError(
             f"student features must have a batch dimension and a feature dimension, got shape "
@@ -306,7 +336,9 @@ def mad_loss(
                 raise ValueError(f"teacher logits must be 2-D (B, K), got shape {tuple(logits.shape)}")
             rows_s, rows_t, rows_logits = fs.flatten(1), ft.flatten(1), logits
         n = rows_s.shape[0]
-        if variant == "sp":
+        if variant == "official":  # the row-normalised Gram is unchanged by a global scale of F: bound F
+            rows_s, rows_t = _unit_scale(rows_s), _unit_scale(rows_t)  # so that F Fᵀ cannot overflow
+        if variant == "sp" or weighting == "uniform":
             weights = rows_s.new_full((n,), 1.0 / n)
         else:
             weights = entropy_weights(rows_logits, eps).to(rows_s.dtype)
