@@ -192,6 +192,9 @@ class MADConfig(Section):
     #: normalises the first and the second half of the columns separately (the authors' segmentation code;
     #: about twice the ``whole`` value)
     row_normalization: Literal["whole", "column_halves"] = "whole"
+    #: the sample weights: ``entropy`` (the teacher's uncertainty, the "margin" of MAD) or ``uniform``
+    #: (1/N: the SP ablation of the same relation; ``variant: sp`` is the paper relation, uniform)
+    weighting: Literal["entropy", "uniform"] = "entropy"
     #: distil ``feature: fused`` of a concat fusion anyway (an error otherwise; see RunConfig)
     allow_concat_fused: bool = False
 

@@ -21,7 +21,8 @@ from __future__ import annotations
 import copy
 import inspect
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,6 +79,20 @@ class LevelPlan:
     indices: tuple[int, ...]  # per modality, index into its encoder's levels
     pooled: tuple[bool, ...]  # per modality, True when its map is pooled to a vector here
     info: FeatureInfo  # the aligned level (channels, stride or None)
+
+
+@contextmanager
+def running_batch_statistics(module: nn.Module) -> Iterator[None]:
+    """Within the block, the BatchNorm layers of ``module`` normalise with their running statistics (and
+    leave them unchanged) while the rest of the module keeps its training mode (dropout, gradients)."""
+    layers = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    for layer in layers:
+        layer.train(False)
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.train(True)
 
 
 def _exporting() -> bool:
@@ -226,11 +241,11 @@ class MultimodalNet(nn.Module):
                 torch.zeros((x.shape[0], *o.shape[1:]), dtype=o.dtype, device=o.device) + 0.0 * o.sum() for o in out
             ]
         if index.numel() == 1:
-            # One present row: BatchNorm cannot normalise a 1×1 map of one sample (one value per channel).
-            # Two copies of the row give exactly that row's statistics; the second copy is dropped.
-            index = index.repeat(2)
-            out = [o[:1] for o in encoder(x[index], None if lengths is None else lengths[index])]
-            index = index[:1]
+            # One present row: batch statistics of one sample are degenerate (a 1×1 map has one value per
+            # channel: an error, or — duplicated — a zero variance whose gradient explodes); its BatchNorm
+            # layers use their running statistics for this row, as in evaluation, and do not update them.
+            with running_batch_statistics(encoder):
+                out = encoder(x[index], None if lengths is None else lengths[index])
         else:
             out = encoder(x[index], None if lengths is None else lengths[index])
         full = []

@@ -236,7 +236,10 @@ class MMANetStage(Stage):
             target, weak = target[keep], weak[keep]
         ignore = module.ignore_index
         if module.config.mar.variant == "paper":
-            return mar_loss(reg.logits, target, weak, ignore_index=ignore)
+            # the formula reads the head's prediction; its training-only side outputs stay in the graph at
+            # zero weight (every parameter must take part in every step under DDP)
+            unused = sum((side.sum() * 0.0 for side in reg.aux_logits), reg.logits.new_zeros(()))
+            return mar_loss(reg.logits, target, weak, ignore_index=ignore) + unused
         weight = module.class_weights.to(reg.logits.device) if module.class_weights is not None else None
         scales = [reg.logits, *reg.aux_logits] if reg.logits.dim() > 2 else [reg.logits]
         return sum(
@@ -259,7 +262,12 @@ class MMANetStage(Stage):
             if student_f.shape[0] < 2:  # no relation between samples to distil
                 terms.append(student_f.sum() * 0.0)
                 continue
-            options = {"variant": cfg.variant, "reduction": cfg.reduction, "row_normalization": cfg.row_normalization}
+            options = {
+                "variant": cfg.variant,
+                "reduction": cfg.reduction,
+                "row_normalization": cfg.row_normalization,
+                "weighting": cfg.weighting,
+            }
             if per_pixel and student_f.dim() == 4:
                 student_f, teacher_f = pool_at_most(student_f, cfg.pool_size), pool_at_most(teacher_f, cfg.pool_size)
                 terms.append(mad_loss(student_f, teacher_f, teacher.logits, per_pixel=True, **options))

@@ -31,7 +31,12 @@ class ESANetDecoderHead(Head):
       ``context``, ``skip16`` and ``skip8`` (summed; ``mad.feature: [context, skip16, skip8]``);
     * ``"decoder"``: the last decoder module's output at 1/4.
 
-    Decoder widths follow the skip levels.
+    Decoder widths: ``decoder_channels = [d16, d8, d4]`` — the context module maps the 1/32 map to
+    ``d16``, decoder module i outputs ``d_i``, and each skip adapter projects its fused encoder map to
+    that width (a ResNet-50 encoder's 1024/512/256 channels → 512/256/128). ``"esanet"``: ESANet's
+    ``[8, 4, 2] · width`` (``[512, 256, 128]`` at ``model.width: 64``, smaller with the width of a CPU
+    run). ``None`` (default): the decoder follows the skip levels' own widths (``c16, c8, c4``; the
+    context module keeps ``c32``) — ESANet's widths for a ResNet-18/34 encoder up to the context.
     """
 
     levels = "all"
@@ -45,6 +50,8 @@ class ESANetDecoderHead(Head):
         blocks: int = 1,
         context_bins: Sequence[int] = (1, 5),
         dropout: float = 0.0,
+        decoder_channels: Sequence[int] | str | None = None,
+        width: int = 64,
     ) -> None:
         super().__init__()
         if len(fused_info) != 4 or any(info.is_global for info in fused_info):
@@ -53,13 +60,24 @@ class ESANetDecoderHead(Head):
                 "use the resnet encoder"
             )
         c4, c8, c16, c32 = (info.channels for info in fused_info)
-        self.context = PyramidPoolingContext(c32, c32, bins=tuple(context_bins))
-        widths = (c16, c8, c4)
-        ins = (c32, c16, c8)
+        if decoder_channels is None:
+            widths, context_out = (c16, c8, c4), c32
+        elif isinstance(decoder_channels, str):
+            if decoder_channels != "esanet":
+                raise ValueError(f"decoder_channels must be [d16, d8, d4], 'esanet' or null, got {decoder_channels!r}")
+            widths = (8 * width, 4 * width, 2 * width)
+            context_out = widths[0]
+        else:
+            widths = tuple(int(c) for c in decoder_channels)
+            if len(widths) != 3 or any(c < 1 for c in widths):
+                raise ValueError(f"decoder_channels must be three positive widths [d16, d8, d4], got {widths}")
+            context_out = widths[0]
+        self.context = PyramidPoolingContext(c32, context_out, bins=tuple(context_bins))
+        ins = (context_out, *widths[:2])
         self.decoders = nn.ModuleList(DecoderModule(i, o, blocks, dropout) for i, o in zip(ins, widths, strict=True))
-        self.skips = nn.ModuleList(SkipAdapter(c, c) for c in widths)
+        self.skips = nn.ModuleList(SkipAdapter(c, w) for c, w in zip((c16, c8, c4), widths, strict=True))
         self.side = nn.ModuleList(nn.Conv2d(o, num_classes, 1) for o in widths)
-        self.classifier = nn.Conv2d(c4, num_classes, 1)
+        self.classifier = nn.Conv2d(widths[2], num_classes, 1)
         self.stride = int(fused_info[0].stride)
         self.num_classes = num_classes
 
