@@ -82,15 +82,23 @@ def train(
     config: Path = typer.Argument(..., help="YAML run configuration"),
     set_: list[str] = typer.Option([], "--set", help="override a key: --set train.lr=0.01 (repeatable)"),
     out: Path | None = typer.Option(None, "--out", help="run directory (default runs/<name>)"),
-    overwrite: bool = typer.Option(False, "--overwrite", help="delete an existing run directory first"),
+    overwrite: bool = typer.Option(
+        False,
+        "--overwrite",
+        help="delete an existing run directory first (never one holding a file this command reads)",
+    ),
 ) -> None:
     """Train (resuming from the run directory's last checkpoint) and write per-combination tables."""
     from mmanet.config import load_run_config
     from mmanet.training import run
+    from mmanet.training.run_dir import check_config_file, check_deletable
 
     with _handled():
         cfg = load_run_config(config, set_)
         out_dir = out or Path("runs") / cfg.name
+        if overwrite:  # --overwrite never deletes what this command reads (the run checks its config's paths)
+            check_deletable(out_dir, cfg, [("the config file", config)])
+        check_config_file(out_dir, cfg, config)
     with _handled(f"The run directory {out_dir} keeps every finished epoch: run the same command again to resume it"):
         result = run(cfg, out_dir, overwrite=overwrite)
     split = cfg.evaluate.split

@@ -1,15 +1,26 @@
-"""Check that an output path can be written BEFORE any work is done, with errors that say what to pass instead.
+"""Check an output path BEFORE any work is done, with errors that say what to pass instead.
 
-The check creates (and removes) a temporary file in the target directory (or, when that does
-not exist yet, in its nearest existing ancestor): it catches what ``os.access`` misses (a
-read-only file system, running as root on a read-only mount) and leaves nothing behind except,
-when asked to (``create=True``), the directory itself.
+The rule every command follows: it never writes over one of its own inputs, over a file it did
+not create, or outside its output directory, and it never deletes something it reads.
+
+* :func:`writable_directory` / :func:`writable_file`: the place accepts new files. The check
+  creates (and removes) a temporary file in the target directory (or, when that does not exist
+  yet, in its nearest existing ancestor): it catches what ``os.access`` misses (a read-only file
+  system, running as root on a read-only mount) and leaves nothing behind except, when asked to
+  (``create=True``), the directory itself.
+* :func:`check_not_read`: an output is none of the command's inputs (:data:`Reads`), not even
+  through a link; :func:`check_keeps_reads`: a directory about to be cleared holds none of them.
+* :func:`check_replaceable`: an existing file is replaced only when it is this command's own
+  earlier output (the caller says how to recognise one).
+* :func:`plain_name_problem`: a name used as one folder of an output directory (a benchmark
+  method's label) cannot point anywhere else.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from mmanet.errors import MMANetError
@@ -60,3 +71,78 @@ def writable_file(path: str | Path, option: str = "--out", example_name: str = "
             "directory you can write to"
         ) from None
     return path
+
+
+#: what a command reads: ``(what it is, path)`` pairs, e.g. ``("the checkpoint", ckpt)``; None paths are skipped
+Reads = Sequence[tuple[str, "str | Path | None"]]
+
+
+def _resolved(path: str | Path) -> Path:
+    return Path(path).expanduser().resolve()
+
+
+def same_path(a: str | Path, b: str | Path) -> bool:
+    """``a`` and ``b`` name the same file (through links and hard links too)."""
+    try:
+        if Path(a).exists() and Path(b).exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return _resolved(a) == _resolved(b)
+
+
+def inside(directory: str | Path, path: str | Path) -> bool:
+    """``path`` is ``directory`` itself or lies somewhere below it (links resolved)."""
+    d, p = _resolved(directory), _resolved(path)
+    return p == d or d in p.parents
+
+
+def _reads(reads: Reads) -> Iterable[tuple[str, Path]]:
+    return ((what, Path(path)) for what, path in reads if path is not None and str(path) != "")
+
+
+def check_not_read(path: str | Path, reads: Reads, option: str = "--out", subject: str | None = None) -> None:
+    """Refuse to write ``path`` when it is one of the files this command reads (``subject``: how the
+    message names ``path``, by default ``"<option> <path>"``)."""
+    for what, read in _reads(reads):
+        if same_path(path, read):
+            named = "" if str(read) == str(path) else f" ({read})"
+            raise OutputPathError(
+                f"{subject or f'{option} {path}'} is {what}{named}, which this command reads; writing there would "
+                f"destroy it: pass {option} with another path"
+            )
+
+
+def check_keeps_reads(directory: str | Path, reads: Reads, action: str = "refusing --overwrite") -> None:
+    """Refuse to clear ``directory`` when it holds (or is) something this command reads."""
+    for what, read in _reads(reads):
+        if inside(directory, read):
+            raise OutputPathError(
+                f"{action}: {directory} contains {what} {read}, which this command reads; move it out of "
+                f"{directory} first, or choose another --out"
+            )
+
+
+def check_replaceable(path: str | Path, ours: Callable[[Path], bool], kind: str, option: str = "--out") -> None:
+    """An existing ``path`` is replaced only when ``ours(path)``: it is this command's own earlier output."""
+    path = Path(path)
+    if path.is_symlink() or (path.exists() and not ours(path)):
+        raise OutputPathError(
+            f"{path} already exists and is not {kind}; this command replaces only its own earlier output. "
+            f"Move the file away, or pass {option} with another path"
+        )
+
+
+def plain_name_problem(name: str, reserved: Iterable[str] = ()) -> str | None:
+    """Why ``name`` cannot be one folder inside an output directory (None when it can)."""
+    if not name or not name.strip():
+        return "is empty"
+    if "\0" in name:
+        return "contains a NUL character"
+    if "/" in name or "\\" in name:
+        return "contains a path separator"
+    if name in (".", "..") or Path(name).is_absolute():
+        return "names another directory"
+    if name in set(reserved):
+        return "is the name of a file or folder the command writes itself"
+    return None

@@ -1,7 +1,11 @@
 """The run-directory guard: what ``--out`` may hold, what ``--overwrite`` may delete, one run at a time.
 
-* A run directory is one that holds an mmanet ``config.yaml``. ``--overwrite`` deletes only an
-  empty directory or a run directory, and never one that contains the data root.
+* A run directory is one that holds an mmanet ``config.yaml`` (or checkpoints). ``--overwrite``
+  deletes only an empty directory or a run directory, and never one that contains something the
+  run reads (:func:`config_reads`: the data root, ``teacher.checkpoint``, ``model.pretrained``;
+  callers add their own, e.g. the config file or a benchmark method's ``config:``).
+* A directory that is not a run directory is used only when it holds none of the names a run
+  writes (:data:`RUN_OUTPUTS`): a run never writes over a file it did not create.
 * A directory whose saved configuration differs from this run's is refused (without
   ``--overwrite``) — unless that earlier attempt never wrote a checkpoint (it failed before
   training started): then it is simply started again.
@@ -21,10 +25,26 @@ from filelock import FileLock, Timeout
 
 from mmanet.config import RunConfig, dump_config
 from mmanet.errors import MMANetError
-from mmanet.outputs import OutputPathError, writable_directory
+from mmanet.outputs import OutputPathError, Reads, check_keeps_reads, same_path, writable_directory
 
 LOCK_NAME = ".lock"
 PID_NAME = ".lock.pid"
+#: what a run writes at the top of its directory (runner's layout)
+RUN_OUTPUTS = (
+    "config.yaml",
+    "checkpoints",
+    "logs",
+    "tb",
+    "teacher",
+    "sf",
+    "per_combination.csv",
+    "per_combination.md",
+    "per_combination_val.csv",
+    "per_combination_val.md",
+    "results.json",
+)
+#: keys every configuration mmanet saves has (what tells its config.yaml from someone else's)
+_RUN_CONFIG_KEYS = {"method", "stage", "data", "model", "train"}
 
 
 def process_rank() -> int:
@@ -46,27 +66,112 @@ class RunDirectoryError(MMANetError):
 
 
 def is_run_directory(path: Path) -> bool:
-    return (path / "config.yaml").is_file()
+    """``path`` holds a run: a ``config.yaml`` mmanet wrote, or (its config damaged) checkpoints."""
+    saved = path / "config.yaml"
+    return saved.is_file() and (_saved_config(saved) is not None or has_checkpoints(path))
 
 
 def has_checkpoints(path: Path) -> bool:
     return any(path.glob("checkpoints/*.ckpt")) or any(path.glob("**/checkpoints/*.ckpt"))
 
 
-def _contains(directory: Path, other: str | Path | None) -> bool:
-    if other is None:
+def run_part(path: Path) -> str | None:
+    """What part of an mmanet run ``path`` is — a place no other command writes into (None: none)."""
+    if not path.is_dir():
+        return None
+    if is_run_directory(path):
+        return "a run directory"
+    if any(path.glob("checkpoints/*.ckpt")):
+        return "a training stage of a run (it holds checkpoints/)"
+    if any(path.glob("*.ckpt")):
+        return "a run's checkpoints folder"
+    return None
+
+
+def _saved_config(saved: Path) -> dict | None:
+    """The configuration in ``saved`` when it is one mmanet wrote (None: unreadable or someone else's)."""
+    try:
+        previous = yaml.safe_load(saved.read_text())
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return None
+    return previous if isinstance(previous, dict) and previous.keys() >= _RUN_CONFIG_KEYS else None
+
+
+def config_reads(config: RunConfig) -> list[tuple[str, str | None]]:
+    """The paths a run with ``config`` reads (what ``--overwrite`` must never delete)."""
+    return [
+        ("the data root", config.data.root),
+        ("the teacher checkpoint (teacher.checkpoint)", config.teacher.checkpoint),
+        ("the pretrained weights (model.pretrained)", config.model.pretrained),
+    ]
+
+
+def check_deletable(path: Path, config: RunConfig, reads: Reads = ()) -> None:
+    """What ``--overwrite`` checks before it deletes ``path``: a run directory (or empty), holding nothing
+    the run reads (:func:`config_reads` and ``reads``)."""
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise RunDirectoryError(f"--out {path} is an existing file, not a directory; choose a directory")
+    try:
+        check_keeps_reads(path, [*config_reads(config), *reads])
+    except OutputPathError as err:
+        raise RunDirectoryError(str(err)) from None
+    entries = [p for p in path.iterdir() if p.name not in (LOCK_NAME, PID_NAME)]
+    if entries and not is_run_directory(path):
+        raise RunDirectoryError(
+            f"refusing --overwrite: {path} is not an mmanet run directory (no config.yaml written by mmanet) and "
+            "is not empty; --overwrite only deletes earlier runs"
+        )
+
+
+def changed_run(path: Path, config: RunConfig) -> bool:
+    """``path`` holds a trained run (checkpoints) whose saved configuration is not ``config`` (or is damaged):
+    resuming it is refused, and only ``--overwrite`` starts it again."""
+    saved = path / "config.yaml"
+    if not saved.is_file() or not has_checkpoints(path):
         return False
-    d, o = directory.resolve(), Path(other).expanduser().resolve()
-    return o == d or d in o.parents
+    try:
+        previous = yaml.safe_load(saved.read_text())
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return True
+    return previous != config.model_dump(mode="json")
+
+
+def check_config_file(path: Path, config: RunConfig, config_file: str | Path) -> None:
+    """A run rewrites ``path/config.yaml``: refuse when that is the config file the command reads and the
+    new content would differ (a run never writes over one of its own inputs)."""
+    saved = path / "config.yaml"
+    if not (saved.is_file() and same_path(saved, config_file)):
+        return
+    if saved.read_text(errors="replace") != yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False):
+        raise RunDirectoryError(
+            f"{config_file} is both the config file this command reads and the config.yaml of --out {path}, "
+            "and this run's configuration differs from it (--set?); copy the file out of the run directory "
+            "first, or choose another --out"
+        )
+
+
+def check_evaluation_dir(out_dir: Path, option: str = "--out") -> None:
+    """An evaluation's ``per_combination.{csv,md}`` go to a directory of their own: never into a run directory
+    (whose tables are the run's results), a checkpoints folder or an SF run."""
+    part = run_part(out_dir)
+    if part is not None:
+        raise RunDirectoryError(
+            f"{option} {out_dir} is {part} (a run's per_combination.csv is its own result table); pass {option} "
+            f"with a directory of its own, e.g. {out_dir / 'eval'}"
+        )
 
 
 class RunDirectory:
     """Context manager: validate ``out_dir`` for ``config``, take the lock, clear it if asked."""
 
-    def __init__(self, out_dir: str | Path, config: RunConfig, overwrite: bool = False) -> None:
+    def __init__(self, out_dir: str | Path, config: RunConfig, overwrite: bool = False, reads: Reads = ()) -> None:
         self.path = Path(out_dir)
         self.config = config
         self.overwrite = overwrite
+        #: what the command reads besides :func:`config_reads` (never deleted by ``overwrite``)
+        self.reads = reads
         self._lock: FileLock | None = None
 
     def __enter__(self) -> RunDirectory:
@@ -75,8 +180,10 @@ class RunDirectory:
             return self
         if path.exists() and not path.is_dir():
             raise RunDirectoryError(f"--out {path} is an existing file, not a directory; choose a directory")
-        if self.overwrite and path.exists():
-            self._check_deletable()
+        if self.overwrite:
+            check_deletable(path, self.config, self.reads)
+        elif path.is_dir():
+            self._check_foreign_files()
         try:
             writable_directory(path, "--out")
         except OutputPathError as err:
@@ -97,17 +204,26 @@ class RunDirectory:
         self._release()
 
     # ------------------------------------------------------------------ checks
-    def _check_deletable(self) -> None:
-        path = self.path
-        if _contains(path, self.config.data.root):
+    def _check_foreign_files(self) -> None:
+        """A directory that is not a run: refused when the run would write over one of its files."""
+        saved = self.path / "config.yaml"
+        if saved.is_file():
+            if not is_run_directory(self.path) and saved.read_text(errors="replace").strip():
+                raise RunDirectoryError(
+                    f"--out {self.path} holds a config.yaml that is not an mmanet run configuration, "
+                    "which a run would replace; choose a new or empty directory"
+                )
+            return
+        part = run_part(self.path)
+        if part is not None:
             raise RunDirectoryError(
-                f"refusing --overwrite: {path} contains the data root {self.config.data.root}; choose another --out"
+                f"--out {self.path} is {part}, not a run directory of its own; choose a new or empty directory"
             )
-        entries = [p for p in path.iterdir() if p.name not in (LOCK_NAME, PID_NAME)]
-        if entries and not is_run_directory(path):
+        taken = [name for name in RUN_OUTPUTS if (self.path / name).exists() or (self.path / name).is_symlink()]
+        if taken:
             raise RunDirectoryError(
-                f"refusing --overwrite: {path} is not an mmanet run directory (no config.yaml) and is not empty; "
-                "--overwrite only deletes earlier runs"
+                f"--out {self.path} is not an mmanet run directory (no config.yaml) but already holds "
+                f"{', '.join(taken)}, which a run would write over; choose a new or empty directory"
             )
 
     def _check_same_run(self) -> None:
@@ -119,7 +235,7 @@ class RunDirectory:
         except (yaml.YAMLError, UnicodeDecodeError) as err:
             previous = err
         if not has_checkpoints(self.path):
-            return  # never trained: its config is simply replaced
+            return  # never trained (and written by mmanet: _check_foreign_files): its config is simply replaced
         if not isinstance(previous, dict):
             reason = "is not valid YAML" if isinstance(previous, Exception) else "does not hold a configuration"
             raise RunDirectoryError(

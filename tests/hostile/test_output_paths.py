@@ -1,0 +1,92 @@
+"""Issue 20, "Loss of data": no command writes over one of its own inputs, over a file it did not
+create, or outside its output directory; a changed configuration never deletes finished work
+without ``--overwrite``, and ``--overwrite`` never deletes something the same command reads.
+
+Each case runs the issue's command on a copy of the fixture tree (:mod:`hostile_tree`) and checks
+the exit code, the message, and that every file that was there before is byte-identical after.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from hostile_tree import TRAIN_YAML, changed_files, invoke, sets, snapshot, working_copy
+
+
+@pytest.fixture
+def tree(tmp_path, monkeypatch):
+    """A copy of the fixture tree as the working directory (``tmp_path`` is what the tests snapshot)."""
+    root = working_copy(tmp_path)
+    monkeypatch.chdir(root)
+    return root
+
+
+def refused(result, *needles: str) -> None:
+    """Exit code 2, one message (no traceback) that says each of ``needles``."""
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and result.output.count("error:") == 1, result.output
+    said = " ".join(result.output.split())
+    for needle in needles:
+        assert needle in said, said
+
+
+def write_benchmark(path: Path, methods: list[dict]) -> Path:
+    base = {
+        "data": {"name": "npz", "root": "D", "batch_size": 128},
+        "model": {"channels": 8, "encoder": {"hidden": 16}, "head": {"hidden": 16}},
+        "train": {"max_epochs": 1, "progress_bar": False},
+    }
+    path.write_text(yaml.safe_dump({"name": "b", "seeds": 1, "base": base, "methods": methods}))
+    return path
+
+
+# ----------------------------------------------------------------------------- the six cases
+
+
+def test_case6_overwrite_never_deletes_the_teacher_it_was_told_to_use(tree, tmp_path):
+    before = snapshot(tmp_path)
+    teacher = "MM/teacher/checkpoints/best.ckpt"
+    args = sets("method=mmanet", f"teacher.checkpoint={teacher}")
+    result = invoke("train", TRAIN_YAML, *args, "--out", "MM", "--overwrite")
+    refused(result, f"refusing --overwrite: MM contains the teacher checkpoint (teacher.checkpoint) {teacher}")
+    # nor the pretrained weights, the config file it reads, or the data root
+    result = invoke("train", TRAIN_YAML, *sets("model.pretrained=R/extra.pth"), "--out", "R", "--overwrite")
+    refused(result, "R contains the pretrained weights (model.pretrained) R/extra.pth")
+    refused(invoke("train", "R/config.yaml", "--out", "R", "--overwrite"), "R contains the config file R/config.yaml")
+    result = invoke("train", TRAIN_YAML, *sets("data.root=R/D2"), "--out", "R", "--overwrite")
+    refused(result, "R contains the data root R/D2")
+    assert changed_files(before, snapshot(tmp_path)) == []
+
+
+# ----------------------------------------------------------------------------- the rest of the class
+
+
+def test_a_config_file_inside_its_run_directory_is_not_rewritten_with_another_configuration(tree, tmp_path):
+    before = snapshot(tmp_path)
+    result = invoke("train", "R/config.yaml", "--set", "train.lr=0.5", "--out", "R")
+    refused(result, "R/config.yaml is both the config file this command reads and the config.yaml of --out R")
+    assert changed_files(before, snapshot(tmp_path)) == []
+
+
+def test_train_never_writes_over_files_of_a_directory_that_is_not_a_run(tree, tmp_path):
+    (tree / "mine").mkdir()
+    (tree / "mine" / "results.json").write_text('{"my": "results"}\n')
+    (tree / "theirs").mkdir()
+    (tree / "theirs" / "config.yaml").write_text("lr: 3\n")  # someone else's config, no checkpoints
+    before = snapshot(tmp_path)
+    args = sets("method=sf_md")
+    refused(invoke("train", TRAIN_YAML, *args, "--out", "mine"), "already holds results.json")
+    refused(invoke("train", TRAIN_YAML, *args, "--out", "theirs"), "holds a config.yaml that is not an mmanet run")
+    refused(invoke("train", TRAIN_YAML, *args, "--out", "R/checkpoints"), "is a run's checkpoints folder")
+    assert changed_files(before, snapshot(tmp_path)) == []
+
+
+def test_overwrite_still_starts_an_ordinary_run_again(tree):
+    stamp = json.loads((tree / "R" / "results.json").read_text())
+    result = invoke("train", TRAIN_YAML, *sets("method=sf_md", "train.lr=0.01"), "--out", "R", "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tree / "R" / "results.json").read_text()) != stamp
+    assert not (tree / "R" / "checkpoints" / "best.onnx").exists()  # the old run (and its export) is gone
