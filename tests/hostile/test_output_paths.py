@@ -9,6 +9,7 @@ the exit code, the message, and that every file that was there before is byte-id
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,42 @@ def write_benchmark(path: Path, methods: list[dict]) -> Path:
 
 
 # ----------------------------------------------------------------------------- the six cases
+
+
+def test_case1_export_never_writes_over_the_checkpoint_it_exports(tree, tmp_path):
+    os.symlink(tree / "R/checkpoints/best.ckpt", tree / "link.onnx")
+    before = snapshot(tmp_path)
+    result = invoke("export", "R", "--out", "R/checkpoints/best.ckpt")
+    refused(result, "--out R/checkpoints/best.ckpt is the checkpoint being exported", "pass --out with another path")
+    # not through a link either
+    refused(invoke("export", "R", "--out", "link.onnx"), "is the checkpoint being exported (R/checkpoints/best.ckpt)")
+    # another file of the run: not an .onnx name, or a name whose card belongs to another export
+    refused(invoke("export", "R", "--out", "R/checkpoints/last.ckpt"), "must be an .onnx file name")
+    refused(
+        invoke("export", "R", "--out", "R/checkpoints/last.onnx"),
+        "R/checkpoints/model_card.json already exists and is not the model card of an earlier export of last.onnx",
+    )
+    assert changed_files(before, snapshot(tmp_path)) == []
+    assert invoke("evaluate", "R", "--out", "ev").exit_code == 0  # the run can still be evaluated
+
+
+def test_case2_export_never_replaces_a_file_it_did_not_write(tree, tmp_path):
+    (tree / "E").mkdir()
+    (tree / "E" / "model_card.json").write_text('{"mine":1}\n')
+    before = snapshot(tmp_path)
+    result = invoke("export", "R", "--out", "E/a.onnx")
+    refused(result, "E/model_card.json already exists and is not the model card of an earlier export of a.onnx", "Move")
+    assert changed_files(before, snapshot(tmp_path)) == [] and sorted(os.listdir(tree / "E")) == ["model_card.json"]
+    # its own earlier files are replaced by the same export; another export's card is not
+    assert invoke("export", "R", "--out", "F/a.onnx").exit_code == 0
+    assert invoke("export", "R", "--out", "F/a.onnx").exit_code == 0
+    before = snapshot(tmp_path)
+    refused(invoke("export", "R", "--out", "F/b.onnx"), "F/model_card.json", "earlier export of b.onnx")
+    (tree / "G").mkdir()
+    (tree / "G" / "a.onnx").write_text("my notes\n")
+    before = snapshot(tmp_path)
+    refused(invoke("export", "R", "--out", "G/a.onnx"), "G/a.onnx already exists and is not an ONNX graph")
+    assert changed_files(before, snapshot(tmp_path)) == []
 
 
 def test_case6_overwrite_never_deletes_the_teacher_it_was_told_to_use(tree, tmp_path):
