@@ -218,14 +218,21 @@ def predict(
     input_: list[str] = typer.Option(
         [], "--input", help="an .npz of raw arrays (one per modality, any subset) or modality=IMAGE (repeatable)"
     ),
-    out: Path | None = typer.Option(None, "--out", help="write the JSON lines here (and segmentation PNGs beside it)"),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        help="write the JSON lines here (and segmentation PNGs beside it); replaces only predict's own files",
+    ),
 ) -> None:
     """Predict with any subset of modalities: one JSON line per sample (present modalities, probabilities, class)."""
+    from mmanet.deploy.predict import check_output
     from mmanet.deploy.predict import predict as run_predict
     from mmanet.outputs import writable_file
 
     with _handled():
         target = writable_file(out, "--out", "predictions.jsonl") if out is not None else None
+        if target is not None:  # never the model, an --input file, or a file predict did not write
+            check_output(target, model, input_)
         records = run_predict(model, input_, label_map_dir=target.parent if target is not None else None)
         lines = [json.dumps(r) for r in records]
         if target is None:

@@ -83,6 +83,28 @@ def test_case2_export_never_replaces_a_file_it_did_not_write(tree, tmp_path):
     assert changed_files(before, snapshot(tmp_path)) == []
 
 
+def test_case3_predict_never_writes_over_its_input_or_its_model(tree, tmp_path):
+    before = snapshot(tmp_path)
+    refused(invoke("predict", "R", "--input", "x.npz", "--out", "x.npz"), "--out x.npz is an --input file")
+    refused(
+        invoke("predict", "R", "--input", "x.npz", "--out", "R/checkpoints/best.ckpt"),
+        "--out R/checkpoints/best.ckpt is the model",
+    )
+    refused(
+        invoke("predict", "R/checkpoints/best.onnx", "--input", "x.npz", "--out", "R/checkpoints/best.onnx"),
+        "is the model",
+    )
+    refused(
+        invoke("predict", "R", "--input", "x.npz", "--out", "D/train.npz"),
+        "D/train.npz already exists and is not a predictions file written by mmanet predict",
+    )
+    assert changed_files(before, snapshot(tmp_path)) == []
+    # its own output is replaced by a rerun
+    assert invoke("predict", "R", "--input", "x.npz", "--out", "p.jsonl").exit_code == 0
+    result = invoke("predict", "R", "--input", "x.npz", "--out", "p.jsonl")
+    assert result.exit_code == 0 and len((tree / "p.jsonl").read_text().splitlines()) == 200
+
+
 def test_case6_overwrite_never_deletes_the_teacher_it_was_told_to_use(tree, tmp_path):
     before = snapshot(tmp_path)
     teacher = "MM/teacher/checkpoints/best.ckpt"

@@ -210,17 +210,30 @@ def image_batch(assignments: Sequence[tuple[str, str]], model: ModelInputs) -> R
     return batch_from_arrays(values, model, source=source)
 
 
+def parse_input(spec: str) -> tuple[str | None, str]:
+    """One ``--input`` value as ``(modality, image path)`` for ``modality=IMAGE``, else ``(None, npz path)``."""
+    name, sep, path = spec.partition("=")
+    if sep and name and "/" not in name and not Path(spec).exists():
+        return name, path
+    return None, spec
+
+
+def input_files(specs: Sequence[str]) -> list[Path]:
+    """The files ``--input`` values name (what predict reads, so never writes over)."""
+    return [Path(parse_input(spec)[1]) for spec in specs]
+
+
 def read_inputs(specs: Sequence[str], model: ModelInputs) -> list[RawBatch]:
     """``--input`` values → batches: each ``FILE.npz`` is a batch; all ``modality=IMAGE`` together one sample."""
     if not specs:
         raise InputError(f"no --input given; pass FILE.npz or modality=IMAGE (the model takes {model.describe()})")
     batches, assignments = [], []
     for spec in specs:
-        name, sep, path = spec.partition("=")
-        if sep and name and "/" not in name and not Path(spec).exists():
+        name, path = parse_input(spec)
+        if name is not None:
             assignments.append((name, path))
         else:
-            batches.append(read_npz_batch(spec, model))
+            batches.append(read_npz_batch(path, model))
     if assignments:
         batches.append(image_batch(assignments, model))
     return batches

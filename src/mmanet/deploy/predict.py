@@ -8,10 +8,15 @@ which modalities, shapes and classes it has). Nothing here imports Lightning.
 One record per sample: its source, index, present modalities, and for classification the
 class probabilities and the predicted class; for segmentation the label map, written as a
 PNG next to the output file, and the pixel count per class.
+
+Output rule (:func:`check_output`): the JSON-lines file and the label maps are never the model
+or an ``--input`` file, and an existing one is replaced only when it is an earlier output of
+``mmanet predict`` (a predictions file; a PNG carrying the :data:`LABEL_MAP_KEY` marker).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -22,12 +27,23 @@ import numpy as np
 import torch
 
 from mmanet.deploy.checkpoint import CheckpointError
-from mmanet.deploy.inputs import InputError, ModelInputs, RawBatch, batch_from_arrays, read_inputs, to_tensors
+from mmanet.deploy.inputs import (
+    InputError,
+    ModelInputs,
+    RawBatch,
+    batch_from_arrays,
+    input_files,
+    read_inputs,
+    to_tensors,
+)
 from mmanet.deploy.model_card import ONNX_KEY, card_spec
 from mmanet.normalization import InputNormalizer
+from mmanet.outputs import Reads, check_not_read, check_replaceable
 
 #: samples per forward pass
 CHUNK = 256
+#: the PNG text entry that marks a label map written by predict (what it may replace on a rerun)
+LABEL_MAP_KEY = "mmanet"
 
 
 @dataclass
@@ -139,8 +155,11 @@ def softmax(logits: np.ndarray, axis: int = 1) -> np.ndarray:
     return e / e.sum(axis=axis, keepdims=True)
 
 
-def predict_batch(predictor: Predictor, batch: RawBatch, label_map_dir: Path | None = None) -> list[dict[str, Any]]:
-    """One record per sample (module docstring); segmentation label maps go to ``label_map_dir``."""
+def predict_batch(
+    predictor: Predictor, batch: RawBatch, label_map_dir: Path | None = None, reads: Reads = ()
+) -> list[dict[str, Any]]:
+    """One record per sample (module docstring); segmentation label maps go to ``label_map_dir``
+    (never over a file in ``reads`` or one predict did not write)."""
     batch = predictor.restrict(batch)
     logits = predictor.logits(batch)
     probs = softmax(logits)
@@ -158,19 +177,68 @@ def predict_batch(predictor: Predictor, batch: RawBatch, label_map_dir: Path | N
             counts = np.bincount(label_map.ravel(), minlength=len(predictor.class_names))
             record["pixels_per_class"] = {n: int(c) for n, c in zip(predictor.class_names, counts, strict=True) if c}
             if label_map_dir is not None:
-                record["label_map"] = str(_write_label_map(label_map, label_map_dir, batch.source, i))
+                record["label_map"] = str(_write_label_map(label_map, label_map_dir, batch.source, i, reads))
         records.append(record)
     return records
 
 
-def _write_label_map(label_map: np.ndarray, directory: Path, source: str, index: int) -> Path:
-    from PIL import Image
+def _write_label_map(label_map: np.ndarray, directory: Path, source: str, index: int, reads: Reads = ()) -> Path:
+    from PIL import Image, PngImagePlugin
 
     stem = Path(source.split("=")[-1].split()[0]).stem or "input"
     path = directory / f"{stem}_{index:05d}_labels.png"
+    check_not_read(path, reads)
+    check_replaceable(path, _is_label_map, "a label map written by mmanet predict")
     dtype = np.uint8 if label_map.max(initial=0) < 256 else np.uint16
-    Image.fromarray(label_map.astype(dtype)).save(path)
+    info = PngImagePlugin.PngInfo()
+    info.add_text(LABEL_MAP_KEY, "label map")
+    Image.fromarray(label_map.astype(dtype)).save(path, pnginfo=info)
     return path
+
+
+def _is_label_map(path: Path) -> bool:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return getattr(image, "text", {}).get(LABEL_MAP_KEY) == "label map"
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return False
+
+
+def _is_predictions_file(path: Path) -> bool:
+    """An earlier output of predict (its first line is one of its records), or an empty file."""
+    try:
+        with path.open("rb") as fh:
+            first = fh.readline(1 << 20)
+        if not first.strip():  # empty (or blank) files hold nothing to lose
+            return path.stat().st_size <= 1 << 20 and not path.read_bytes().strip()
+        record = json.loads(first)
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and {"source", "index", "present"} <= record.keys()
+
+
+def prediction_reads(model: str | Path | Predictor, inputs: Mapping[str, Any] | Iterable[str]) -> Reads:
+    """What predict reads: the model's file (a run directory's checkpoint) and every ``--input`` file."""
+    reads: list[tuple[str, str | Path | None]] = []
+    if not isinstance(model, Predictor):
+        path = Path(model)
+        if path.is_dir():
+            from mmanet.deploy.locate import resolve_checkpoint
+
+            with contextlib.suppress(CheckpointError):  # not a model: loading it says so
+                path = resolve_checkpoint(path)
+        reads.append(("the model", path))
+    if not isinstance(inputs, Mapping) and not isinstance(inputs, str | bytes) and isinstance(inputs, Iterable):
+        reads += [("an --input file", p) for p in input_files([str(s) for s in inputs])]
+    return reads
+
+
+def check_output(target: Path, model: str | Path | Predictor, inputs: Mapping[str, Any] | Iterable[str]) -> None:
+    """The JSON-lines file ``target`` is neither the model nor an input, nor a file predict did not write."""
+    check_not_read(target, prediction_reads(model, inputs))
+    check_replaceable(target, _is_predictions_file, "a predictions file written by mmanet predict")
 
 
 def predict(
@@ -180,6 +248,8 @@ def predict(
 ) -> list[dict[str, Any]]:
     """Records for raw ``inputs``: a dict of arrays (``.npz`` layout) or ``--input`` strings (files, ``m=IMAGE``)."""
     predictor = model if isinstance(model, Predictor) else load_predictor(model)
+    if not isinstance(inputs, Mapping | str | bytes) and isinstance(inputs, Iterable):
+        inputs = [str(s) for s in inputs]  # (read twice: for the files it names, and for their data)
     if isinstance(inputs, Mapping):
         batches = [batch_from_arrays(inputs, predictor.inputs)]
     elif isinstance(inputs, str | bytes) or not isinstance(inputs, Iterable):
@@ -189,4 +259,5 @@ def predict(
     if predictor.task != "classification" and label_map_dir is None:
         raise InputError("a segmentation model predicts label maps: pass --out FILE.jsonl (the PNGs go next to it)")
     directory = Path(label_map_dir) if label_map_dir is not None else None
-    return [record for batch in batches for record in predict_batch(predictor, batch, directory)]
+    reads = prediction_reads(model, inputs)
+    return [record for batch in batches for record in predict_batch(predictor, batch, directory, reads)]
