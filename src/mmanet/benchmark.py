@@ -5,6 +5,13 @@ method with training seed ``base.seed + k``. Reported: per combination mean ± s
 the Average over all combinations, the mean of the 5 worst combinations (by the reference
 method), the mean over the mined weak set, and the paired per-seed difference of every
 method to the reference method. Model selection uses the validation split only.
+
+Outputs (:func:`check_outputs`): each run in ``OUT/<label>/seed_<k>`` (a label is a plain name,
+:func:`check_labels`), shared teachers in ``OUT/shared_teachers``, the report files
+(:data:`REPORT_FILES`) at the top. A rerun reuses every finished run whose configuration is
+unchanged; a run whose configuration changed is refused before anything is trained, unless
+``overwrite`` (then only the changed runs are trained again). Nothing the benchmark reads (its
+file, a method's ``config:``, the data, a teacher) is ever deleted or written over.
 """
 
 from __future__ import annotations
@@ -20,17 +27,20 @@ from typing import Any
 
 import yaml
 
-from mmanet.config import BenchmarkConfig, BenchmarkMethod, RunConfig, method_config
+from mmanet.config import BenchmarkConfig, BenchmarkMethod, ConfigError, RunConfig, method_config
 from mmanet.data import DataBundle
 from mmanet.modality import Combination
+from mmanet.outputs import OutputPathError, Reads, check_not_read, inside, plain_name_problem
 from mmanet.report import plot_mar_discrepancy, plot_per_combination
 from mmanet.results import AVERAGE, ResultTable, higher_is_better, markdown_table
 from mmanet.training.factory import load_bundle
-from mmanet.training.run_dir import RunDirectoryError
+from mmanet.training.run_dir import RunDirectoryError, changed_run, check_deletable, run_part
 from mmanet.training.runner import run
 from mmanet.training.shared_teacher import BENCHMARK_TEACHERS, share_teacher
 
 WORST_K = 5
+#: the files a benchmark writes at the top of its output directory (besides mar_discrepancy_*.png)
+REPORT_FILES = ("report.md", "table.csv", "ablation.csv", "summary.json", "per_combination.png")
 
 
 @dataclass
@@ -89,8 +99,14 @@ def _subset_mean(table: ResultTable, names: list[str]) -> float:
     return sum(values) / len(values) if values else math.nan
 
 
-def run_or_reuse(cfg: RunConfig, run_dir: Path, bundle: DataBundle) -> tuple[ResultTable, ResultTable, dict[str, Any]]:
-    """Run (or reuse a finished run in ``run_dir`` with the same config) and return its tables."""
+def run_or_reuse(
+    cfg: RunConfig, run_dir: Path, bundle: DataBundle, overwrite: bool = False, reads: Reads = ()
+) -> tuple[ResultTable, ResultTable, dict[str, Any]]:
+    """Run (or reuse a finished run in ``run_dir`` with the same config) and return its tables.
+
+    A run whose saved configuration differs is refused (:class:`RunDirectoryError`) unless
+    ``overwrite``: then it alone is trained again — never when ``run_dir`` holds something the run
+    reads (its config's paths and ``reads``). An interrupted run with the same config resumes."""
     done = run_dir / "results.json"
     if done.exists() and (run_dir / "per_combination.csv").exists():
         try:
@@ -103,20 +119,120 @@ def run_or_reuse(cfg: RunConfig, run_dir: Path, bundle: DataBundle) -> tuple[Res
                 val = ResultTable.read_csv(run_dir / "per_combination_val.csv", bundle.spec, metric)
                 return test, val, summary
         except (OSError, KeyError, ValueError, TypeError, yaml.YAMLError):
-            pass  # incomplete, damaged or foreign: run it again below
-    try:
-        result = run(cfg, run_dir, bundle=bundle)
-    except RunDirectoryError:
-        result = run(cfg, run_dir, overwrite=True, bundle=bundle)
+            pass  # incomplete or damaged: resumed below (a changed config is refused by the run directory)
+    redo = overwrite and changed_run(run_dir, cfg)
+    if redo:
+        check_deletable(run_dir, cfg, reads)
+    result = run(cfg, run_dir, overwrite=redo, bundle=bundle)
     summary = json.loads((run_dir / "results.json").read_text())
     return result.tables[cfg.evaluate.split], result.tables["val"], summary
 
 
+def check_labels(bench: BenchmarkConfig) -> None:
+    """Every method label is a plain name: it becomes the folder ``OUT/<label>`` and must not point elsewhere."""
+    for m in bench.methods:
+        problem = plain_name_problem(m.display, (BENCHMARK_TEACHERS, *REPORT_FILES))
+        if problem:
+            plain = Path(m.display.replace("\\", "/")).name
+            hint = plain if plain and not plain_name_problem(plain, (BENCHMARK_TEACHERS, *REPORT_FILES)) else "MyMethod"
+            raise ConfigError(
+                f"benchmark method label {m.display!r} {problem}: a label names the method's folder in the "
+                f"output directory (OUT/<label>/seed_<k>); give a plain name, e.g. label: {hint}"
+            )
+
+
+def _is_benchmark_directory(out_dir: Path) -> bool:
+    """``out_dir`` holds an earlier benchmark (its summary, its shared teachers or one of its runs)."""
+    summary = out_dir / "summary.json"
+    try:
+        known = json.loads(summary.read_text()).keys() >= {"metric", "methods"} if summary.is_file() else False
+    except (OSError, ValueError, AttributeError):
+        known = False
+    return known or (out_dir / BENCHMARK_TEACHERS).is_dir() or any(out_dir.glob("*/seed_*/config.yaml"))
+
+
+def check_outputs(out_dir: Path, reads: Reads = ()) -> None:
+    """``out_dir`` can take a benchmark: a new or empty directory, or an earlier benchmark's; its report files
+    are neither something the benchmark reads nor files it did not write."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputPathError(f"--out {out_dir} is an existing file, not a directory; choose a directory")
+    if not out_dir.is_dir():
+        return
+    part = run_part(out_dir)
+    if part is not None:
+        raise OutputPathError(f"--out {out_dir} is {part} (of mmanet train), not a benchmark's; choose a new directory")
+    reports = [out_dir / name for name in REPORT_FILES] + sorted(out_dir.glob("mar_discrepancy_*.png"))
+    for path in reports:
+        check_not_read(path, reads, subject=f"the report file {path}")
+    taken = [p.name for p in reports if p.exists() or p.is_symlink()]
+    if taken and not _is_benchmark_directory(out_dir):
+        raise OutputPathError(
+            f"--out {out_dir} is not a benchmark directory (no summary.json, no runs) but already holds "
+            f"{', '.join(taken)}, which the benchmark would write over; choose a new or empty directory"
+        )
+
+
+def _planned(bench: BenchmarkConfig, method: BenchmarkMethod, seed: int, out_dir: Path) -> RunConfig:
+    """The configuration a run will have, as far as it is known before anything is trained: a shared
+    teacher's checkpoint (found or trained later) is taken from the saved run when it lies in this benchmark."""
+    cfg = method_config(bench, method, seed=seed)
+    if not (bench.share_teachers and cfg.stage == "mmanet" and not cfg.teacher.checkpoint):
+        return cfg
+    saved = out_dir / method.display / f"seed_{seed}" / "config.yaml"
+    try:
+        pointer = yaml.safe_load(saved.read_text())["teacher"]["checkpoint"]
+    except (OSError, KeyError, TypeError, yaml.YAMLError, UnicodeDecodeError):
+        return cfg
+    if isinstance(pointer, str) and inside(out_dir / BENCHMARK_TEACHERS, pointer):
+        return cfg.model_copy(update={"teacher": cfg.teacher.model_copy(update={"checkpoint": pointer})})
+    return cfg
+
+
+def check_changed_runs(
+    bench: BenchmarkConfig,
+    methods: list[BenchmarkMethod],
+    seeds: list[int],
+    out_dir: Path,
+    overwrite: bool,
+    reads: Reads,
+) -> list[Path]:
+    """The finished runs whose configuration changed; refused (before anything is trained) unless ``overwrite``,
+    and never when such a run's directory holds something the benchmark reads."""
+    changed = []
+    for seed in seeds:
+        for method in methods:
+            run_dir = out_dir / method.display / f"seed_{seed}"
+            cfg = _planned(bench, method, seed, out_dir)
+            if changed_run(run_dir, cfg):
+                if overwrite:
+                    check_deletable(run_dir, cfg, reads)
+                changed.append(run_dir)
+    if changed and not overwrite:
+        listed = ", ".join(str(p) for p in changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+        runs = "holds a finished run" if len(changed) == 1 else f"hold {len(changed)} finished runs"
+        raise RunDirectoryError(
+            f"{listed} {runs} trained with another configuration than this benchmark gives now; pass --overwrite "
+            "to train the changed runs again (runs whose configuration is unchanged are kept), or choose another --out"
+        )
+    return changed
+
+
 def run_benchmark(
-    bench: BenchmarkConfig, out_dir: str | Path, only: list[str] | None = None, console=None
+    bench: BenchmarkConfig,
+    out_dir: str | Path,
+    only: list[str] | None = None,
+    console=None,
+    overwrite: bool = False,
+    reads: Reads = (),
 ) -> BenchmarkReport:
+    """Train (or reuse) every method × seed into ``out_dir`` and write the report (module docstring).
+
+    ``overwrite``: train again the runs whose configuration changed; ``reads``: files the caller read
+    (the benchmark file), never deleted or written over — the methods' ``config:`` files are added here."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_labels(bench)
+    reads = [*reads, *((f"the config file of method {m.display!r}", m.config) for m in bench.methods)]
+    check_outputs(out_dir, reads)
     methods: list[BenchmarkMethod] = bench.methods
     if only:
         labels = [m.display for m in methods]
@@ -125,6 +241,9 @@ def run_benchmark(
             raise ValueError(f"--only {unknown[0]!r} is not a method label of this benchmark; labels: {labels}")
         methods = [m for m in methods if m.display in only]
     first_cfg = method_config(bench, methods[0])
+    seeds = [first_cfg.seed + k for k in range(bench.seeds)]
+    check_changed_runs(bench, methods, seeds, out_dir, overwrite, reads)
+    out_dir.mkdir(parents=True, exist_ok=True)
     bundle = load_bundle(first_cfg)  # every method shares the data and its split
     report = BenchmarkReport(bench, out_dir, {m.display: [] for m in methods})
     total = len(methods) * bench.seeds
@@ -137,7 +256,8 @@ def run_benchmark(
                 cfg = share_teacher(cfg, out_dir / BENCHMARK_TEACHERS, bundle)
             done += 1
             _say(console, f"[{done}/{total}] {method.display} seed {cfg.seed} ({time.perf_counter() - start:.0f} s)")
-            test, val, summary = run_or_reuse(cfg, out_dir / method.display / f"seed_{cfg.seed}", bundle)
+            run_dir = out_dir / method.display / f"seed_{cfg.seed}"
+            test, val, summary = run_or_reuse(cfg, run_dir, bundle, overwrite, reads)
             report.runs[method.display].append(MethodRun(method.display, cfg.seed, test, val, summary))
             _say(
                 console,

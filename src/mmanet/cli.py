@@ -136,8 +136,14 @@ def benchmark(
     out: Path | None = typer.Option(None, "--out", help="output directory (default runs/<name>)"),
     set_: list[str] = typer.Option([], "--set", help="override a key of the shared base config (repeatable)"),
     only: list[str] = typer.Option([], "--only", help="run only these method labels (repeatable)"),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="train again the runs whose configuration changed (the others are reused)"
+    ),
 ) -> None:
-    """Train several methods over several seeds; write report.md, table.csv, ablation.csv and plots."""
+    """Train several methods over several seeds; write report.md, table.csv, ablation.csv and plots.
+
+    A rerun reuses every finished run whose configuration is unchanged; a changed one is refused
+    unless --overwrite."""
     from mmanet.benchmark import run_benchmark
     from mmanet.config import load_benchmark_config
 
@@ -150,7 +156,8 @@ def benchmark(
         out_dir = out or Path("runs") / bench.name
     resume = "Run the same command again: finished runs are reused and the interrupted one resumes"
     with _handled(resume):
-        report = run_benchmark(bench, out_dir, only=only or None, console=console)
+        reads = [("the benchmark file", config)]
+        report = run_benchmark(bench, out_dir, only=only or None, console=console, overwrite=overwrite, reads=reads)
     console.print(f"\n[bold]Per combination[/] ({bench.seeds} seed(s), mean ± std) — {out_dir / 'table.csv'}")
     console.print(report.table_markdown(), highlight=False, soft_wrap=True)
     console.print("\n[bold]Summary[/]")

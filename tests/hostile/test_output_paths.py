@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -105,6 +106,42 @@ def test_case3_predict_never_writes_over_its_input_or_its_model(tree, tmp_path):
     assert result.exit_code == 0 and len((tree / "p.jsonl").read_text().splitlines()) == 200
 
 
+@pytest.mark.parametrize("label", ["/abs/victim", "../../victim", "..", ".", "a/b", "report.md"])
+def test_case4_a_benchmark_label_is_a_plain_name(tree, tmp_path, label):
+    shutil.copytree(tree / "R", tmp_path / "victim" / "seed_0")  # what '../../victim' reaches from B/x
+    label = str(tmp_path / "victim") if label == "/abs/victim" else label
+    bench = write_benchmark(tree / "bench.yaml", [{"label": label, "method": "sf_md"}])
+    before = snapshot(tmp_path)
+    result = invoke("benchmark", bench, "--out", "B/x")
+    refused(result, f"benchmark method label {label!r}", "give a plain name")
+    assert changed_files(before, snapshot(tmp_path)) == []
+    assert not (tree / "B").exists()
+
+
+def test_case5_a_changed_benchmark_run_is_refused_and_only_it_is_redone_with_overwrite(tree, tmp_path):
+    methods = [
+        {"label": "pinned", "method": "sf_md", "set": {"train.lr": 0.003}},  # --set train.lr does not change it
+        {"label": "follows", "method": "sf_md"},
+    ]
+    bench = write_benchmark(tree / "bench.yaml", methods)
+    assert invoke("benchmark", bench, "--out", "B").exit_code == 0
+    assert invoke("export", "B/follows/seed_0").exit_code == 0
+    before = snapshot(tmp_path)
+    result = invoke("benchmark", bench, "--out", "B", "--set", "train.lr=0.01")
+    refused(result, "B/follows/seed_0 holds a finished run trained with another configuration", "pass --overwrite")
+    assert "pinned" not in " ".join(result.output.split())
+    assert changed_files(before, snapshot(tmp_path)) == []
+    # --overwrite: only the changed run is trained again; the other one is reused as it is
+    result = invoke("benchmark", bench, "--out", "B", "--set", "train.lr=0.01", "--overwrite")
+    assert result.exit_code == 0, result.output
+    changed = changed_files(before, snapshot(tmp_path))
+    assert changed and all(
+        path.startswith("tree/B/follows/seed_0/") or path.startswith("tree/B/") and "/" not in path[len("tree/B/") :]
+        for path in changed
+    ), changed
+    assert yaml.safe_load((tree / "B/follows/seed_0/config.yaml").read_text())["train"]["lr"] == 0.01
+
+
 def test_case6_overwrite_never_deletes_the_teacher_it_was_told_to_use(tree, tmp_path):
     before = snapshot(tmp_path)
     teacher = "MM/teacher/checkpoints/best.ckpt"
@@ -141,6 +178,18 @@ def test_train_never_writes_over_files_of_a_directory_that_is_not_a_run(tree, tm
     refused(invoke("train", TRAIN_YAML, *args, "--out", "theirs"), "holds a config.yaml that is not an mmanet run")
     refused(invoke("train", TRAIN_YAML, *args, "--out", "R/checkpoints"), "is a run's checkpoints folder")
     assert changed_files(before, snapshot(tmp_path)) == []
+
+
+def test_benchmark_report_files_never_replace_files_it_did_not_write(tree, tmp_path):
+    bench = write_benchmark(tree / "bench.yaml", [{"label": "SF-MD", "method": "sf_md"}])
+    (tree / "notes").mkdir()
+    (tree / "notes" / "report.md").write_text("# my report\n")
+    before = snapshot(tmp_path)
+    refused(invoke("benchmark", bench, "--out", "notes"), "--out notes is not a benchmark directory", "report.md")
+    refused(invoke("benchmark", bench, "--out", "R"), "--out R is a run directory")
+    refused(invoke("benchmark", bench, "--out", "x.npz"), "--out x.npz is an existing file")
+    assert changed_files(before, snapshot(tmp_path)) == []
+    assert not (tree / "notes" / "SF-MD").exists()
 
 
 def test_overwrite_still_starts_an_ordinary_run_again(tree):
