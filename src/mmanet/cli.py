@@ -110,13 +110,16 @@ def train(
 def evaluate(
     checkpoint: Path = typer.Argument(..., help="a .ckpt file or a run directory"),
     split: str = typer.Option("test", "--split", help="val or test"),
-    out: Path | None = typer.Option(None, "--out", help="where to write per_combination.{csv,md}"),
+    out: Path | None = typer.Option(
+        None, "--out", help="where to write per_combination.{csv,md} (not a run directory)"
+    ),
     data_root: str | None = typer.Option(None, "--data-root", help="override the data root stored in the checkpoint"),
 ) -> None:
     """Evaluate a trained model on every modality combination (inputs standardised with its stored statistics)."""
     from mmanet.deploy import resolve_checkpoint
     from mmanet.outputs import writable_directory
     from mmanet.training import evaluate_checkpoint
+    from mmanet.training.run_dir import check_evaluation_dir
 
     if split not in ("val", "test"):
         _fail(ValueError(f"unknown split {split!r}; valid: ['test', 'val']"))
@@ -124,6 +127,7 @@ def evaluate(
         is_sf_run = checkpoint.is_dir() and (checkpoint / "sf").is_dir()
         model = checkpoint if is_sf_run else resolve_checkpoint(checkpoint)
         out_dir = writable_directory(out or _default_eval_dir(model, split), "--out", create=False)
+        check_evaluation_dir(out_dir)
         table = evaluate_checkpoint(model, split, out_dir, data_root)
     _print_table(table, f"{checkpoint} — {split} split, {table.metric} (%)")
     console.print(f"written to {out_dir}/per_combination.csv and .md")
@@ -192,7 +196,7 @@ def tune(
             raise ValueError(f"unknown --metric {metric!r}; valid: {list(METRICS)}")
         settings = TuneSettings(trials, metric, seeds, seed_base, sampler_seed, tuple(param))  # type: ignore[arg-type]
     with _handled("Run the same command again: finished trials are kept and the interrupted one resumes"):
-        run_tune(raw, out, settings, console=console)
+        run_tune(raw, out, settings, console=console, reads=[("the config file", config)])
 
 
 def _default_eval_dir(model: Path, split: str) -> Path:

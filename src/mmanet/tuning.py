@@ -20,7 +20,9 @@ A trial whose training diverges (a non-finite loss) is recorded as failed and no
 
 Outputs: ``best.yaml`` (a complete run configuration with the best parameters, the original seed and
 teacher, for ``mmanet train`` or a benchmark entry's ``config:``), ``trials.csv``,
-``optimization_history.png`` and ``param_importances.png``.
+``optimization_history.png`` and ``param_importances.png``. ``--out`` is a new or empty directory or
+an earlier study's (it holds ``study.db``); none of the outputs is a file the command reads (the
+config file), and nothing is written into a directory that holds other files of those names.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import yaml
 from mmanet.config import ConfigError, RunConfig, deep_merge, resolve_run_config, set_dotted
 from mmanet.data import DataBundle
 from mmanet.errors import MMANetError
+from mmanet.outputs import OutputPathError, Reads, check_not_read, writable_directory
 from mmanet.results import ResultTable, higher_is_better
 
 Metric = Literal["avg", "worst5", "weak"]
@@ -50,6 +53,16 @@ METRICS: dict[str, str] = {
 }
 STUDY_NAME = "mmanet"
 WORST_K = 5
+#: what a study writes in its directory (check_outputs: only into a new or empty directory, or a study's)
+STUDY_OUTPUTS = (
+    "study.db",
+    "best.yaml",
+    "trials.csv",
+    "optimization_history.png",
+    "param_importances.png",
+    "trials",
+    "teachers",
+)
 
 
 class TuneError(MMANetError):
@@ -152,12 +165,16 @@ class TuneSettings:
 class Tuner:
     """One study: ``run()`` finishes ``settings.trials`` complete trials (resuming a stored study)."""
 
-    def __init__(self, raw: dict[str, Any], out_dir: Path, settings: TuneSettings, console=None) -> None:
+    def __init__(
+        self, raw: dict[str, Any], out_dir: Path, settings: TuneSettings, console=None, reads: Reads = ()
+    ) -> None:
         #: the user's configuration as given (its own evaluate split, progress bar, seed and teacher)
         self.user_raw = raw
         self.raw = apply_params(raw, {"evaluate.split": "val", "train.progress_bar": False})
         self.base = resolve_run_config(self.raw, source="tune config")
         self.out = Path(out_dir)
+        #: what the command reads (the config file): never written over
+        self.reads = reads
         self.settings = settings
         self.say: Callable[[str], None] = console.print if console is not None else print
         if settings.trials < 1 or settings.seeds < 1:
@@ -171,6 +188,29 @@ class Tuner:
         self.metric_name = "error"
 
     # ------------------------------------------------------------------ the pieces
+    def check_outputs(self) -> None:
+        """``--out`` takes this study (module docstring) — checked before anything is loaded or written."""
+        from mmanet.training.run_dir import run_part
+
+        out = self.out
+        try:
+            writable_directory(out, "--out", create=False)
+            for name in STUDY_OUTPUTS:
+                check_not_read(out / name, self.reads, subject=f"the study's output {out / name}")
+        except OutputPathError as err:
+            raise TuneError(str(err)) from None
+        if not out.is_dir() or (out / "study.db").is_file():
+            return
+        part = run_part(out)
+        if part is not None:
+            raise TuneError(f"--out {out} is {part} (of mmanet train), not a study's; choose a new directory")
+        taken = [name for name in STUDY_OUTPUTS if (out / name).exists() or (out / name).is_symlink()]
+        if taken:
+            raise TuneError(
+                f"--out {out} is not a study directory (no study.db) but already holds {', '.join(taken)}, which "
+                "the study would write over; choose a new or empty directory"
+            )
+
     def _prepare(self) -> None:
         from mmanet.models.factory import build_net
         from mmanet.training.factory import load_bundle, quiet_lightning, task_info
@@ -289,6 +329,7 @@ class Tuner:
     def run(self) -> dict[str, Any]:
         from optuna.trial import TrialState
 
+        self.check_outputs()
         self._prepare()
         study = self._study()
         done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
@@ -374,6 +415,9 @@ class Tuner:
             plt.close(fig)
 
 
-def tune(raw: dict[str, Any], out_dir: str | Path, settings: TuneSettings, console=None) -> dict[str, Any]:
-    """Run (or continue) the study for the run configuration ``raw``; see the module docstring."""
-    return Tuner(raw, Path(out_dir), settings, console).run()
+def tune(
+    raw: dict[str, Any], out_dir: str | Path, settings: TuneSettings, console=None, reads: Reads = ()
+) -> dict[str, Any]:
+    """Run (or continue) the study for the run configuration ``raw``; see the module docstring.
+    ``reads``: the files the caller read (the config file), never written over."""
+    return Tuner(raw, Path(out_dir), settings, console, reads).run()

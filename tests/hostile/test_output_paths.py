@@ -180,6 +180,15 @@ def test_train_never_writes_over_files_of_a_directory_that_is_not_a_run(tree, tm
     assert changed_files(before, snapshot(tmp_path)) == []
 
 
+def test_evaluate_never_writes_its_tables_into_a_run(tree, tmp_path):
+    before = snapshot(tmp_path)
+    result = invoke("evaluate", "R", "--split", "val", "--out", "R")
+    refused(result, "--out R is a run directory (a run's per_combination.csv is its own result table)")
+    refused(invoke("evaluate", "R", "--out", "MM/teacher"), "--out MM/teacher is a run directory")
+    refused(invoke("evaluate", "R", "--out", "R/checkpoints"), "--out R/checkpoints is a run's checkpoints folder")
+    assert changed_files(before, snapshot(tmp_path)) == []
+
+
 def test_benchmark_report_files_never_replace_files_it_did_not_write(tree, tmp_path):
     bench = write_benchmark(tree / "bench.yaml", [{"label": "SF-MD", "method": "sf_md"}])
     (tree / "notes").mkdir()
@@ -190,6 +199,20 @@ def test_benchmark_report_files_never_replace_files_it_did_not_write(tree, tmp_p
     refused(invoke("benchmark", bench, "--out", "x.npz"), "--out x.npz is an existing file")
     assert changed_files(before, snapshot(tmp_path)) == []
     assert not (tree / "notes" / "SF-MD").exists()
+
+
+def test_tune_writes_only_into_a_new_directory_or_its_own_study(tree, tmp_path):
+    (tree / "S").mkdir()
+    (tree / "S" / "best.yaml").write_text((tree / "R" / "config.yaml").read_text())
+    (tree / "T").mkdir()
+    (tree / "T" / "trials.csv").write_text("mine\n")
+    before = snapshot(tmp_path)
+    tune = ["tune", "S/best.yaml", "--trials", "1"]
+    refused(invoke(*tune, "--out", "S"), "the study's output S/best.yaml is the config file")
+    refused(invoke(*tune, "--out", "T"), "--out T is not a study directory (no study.db)", "trials.csv")
+    refused(invoke(*tune, "--out", "R"), "--out R is a run directory")
+    refused(invoke(*tune, "--out", "x.npz"), "--out x.npz is an existing file")
+    assert changed_files(before, snapshot(tmp_path)) == []
 
 
 def test_overwrite_still_starts_an_ordinary_run_again(tree):
