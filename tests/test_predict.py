@@ -17,6 +17,7 @@ from mmanet.deploy.export import export_model
 from mmanet.deploy.inputs import InputError, ModelInputs, RawBatch
 from mmanet.deploy.predict import Predictor, load_predictor, predict, predict_batch, softmax
 from mmanet.modality import ModalitySpec
+from mmanet.outputs import OutputPathError
 from mmanet.training import run
 from mmanet.training.factory import load_bundle
 from tests_helpers import make_raw_npz_dataset, npz_run_config
@@ -148,3 +149,17 @@ def test_segmentation_writes_label_maps_next_to_the_output(tmp_path):
     assert label_map.shape == (4, 5) and set(np.unique(label_map)) == {0, 1}
     with pytest.raises(InputError, match="pass --out"):
         predict(predictor, {"rgb": np.zeros((3, 4, 5))})
+    # issue 20: a rerun replaces its own maps, never a file predict did not write
+    predict_batch(predictor, batch, tmp_path)
+    (tmp_path / "scene_00001_labels.png").write_bytes(b"my picture")
+    with pytest.raises(OutputPathError, match="scene_00001_labels.png already exists and is not a label map"):
+        predict_batch(predictor, batch, tmp_path)
+    assert (tmp_path / "scene_00001_labels.png").read_bytes() == b"my picture"
+    # two inputs of one command never write the same maps
+    for folder in ("one", "two"):
+        (tmp_path / folder).mkdir()
+        np.savez(tmp_path / folder / "scene.npz", rgb=np.zeros((2, 3, 4, 5), np.float32))
+    twice = [str(tmp_path / "one" / "scene.npz"), str(tmp_path / "two" / "scene.npz")]
+    with pytest.raises(InputError, match=r"two inputs would write the same label maps \(scene_\*_labels.png\)"):
+        predict(predictor, twice, label_map_dir=tmp_path / "maps")
+    assert not (tmp_path / "maps").exists()

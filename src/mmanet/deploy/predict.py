@@ -185,8 +185,7 @@ def predict_batch(
 def _write_label_map(label_map: np.ndarray, directory: Path, source: str, index: int, reads: Reads = ()) -> Path:
     from PIL import Image, PngImagePlugin
 
-    stem = Path(source.split("=")[-1].split()[0]).stem or "input"
-    path = directory / f"{stem}_{index:05d}_labels.png"
+    path = directory / f"{_label_map_stem(source)}_{index:05d}_labels.png"
     check_not_read(path, reads)
     check_replaceable(path, _is_label_map, "a label map written by mmanet predict")
     dtype = np.uint8 if label_map.max(initial=0) < 256 else np.uint16
@@ -194,6 +193,11 @@ def _write_label_map(label_map: np.ndarray, directory: Path, source: str, index:
     info.add_text(LABEL_MAP_KEY, "label map")
     Image.fromarray(label_map.astype(dtype)).save(path, pnginfo=info)
     return path
+
+
+def _label_map_stem(source: str) -> str:
+    """The name a batch's label maps start with: its (last) input file's stem."""
+    return Path(source.split("=")[-1].split()[0]).stem or "input"
 
 
 def _is_label_map(path: Path) -> bool:
@@ -259,5 +263,12 @@ def predict(
     if predictor.task != "classification" and label_map_dir is None:
         raise InputError("a segmentation model predicts label maps: pass --out FILE.jsonl (the PNGs go next to it)")
     directory = Path(label_map_dir) if label_map_dir is not None else None
+    stems = [_label_map_stem(b.source) for b in batches]
+    if predictor.task != "classification" and len(set(stems)) < len(stems):
+        twice = next(s for s in stems if stems.count(s) > 1)
+        raise InputError(
+            f"two inputs would write the same label maps ({twice}_*_labels.png): give inputs with different file "
+            "names, or predict them in separate commands"
+        )
     reads = prediction_reads(model, inputs)
     return [record for batch in batches for record in predict_batch(predictor, batch, directory, reads)]
