@@ -284,6 +284,17 @@ def test_each_combination_equals_evaluating_it_alone_with_missing_data():
     k_b = [c.name for c in evaluator.combinations].index("b")
     assert evaluator.skipped[k_b] == sum(int((~r[:, 1]).sum()) for r in rows)
     assert evaluator.skipped[k_b] >= 10
+    # each row says how many samples it scored; the full combination is also scored on the complete samples
+    for k, combo in enumerate(evaluator.combinations):
+        assert table.samples[combo.name] == 30 - evaluator.skipped[k], combo.name
+    complete_rows = [(b[0], b[1], b[2]) for b in batches]
+    complete_only = [
+        ({m: v[p.all(1)] for m, v in x.items()}, p[p.all(1)], y[p.all(1)]) for x, p, y in complete_rows
+    ]
+    expected_complete, _ = alone(net, [b for b in complete_only if b[2].numel()], SPEC.full)
+    assert table.complete_samples == sum(int(p.all(1).sum()) for _, p, _ in complete_rows) > 0
+    assert table.complete_samples < table.samples[SPEC.full.name]
+    assert table.complete_full["error"] == pytest.approx(expected_complete)
     evaluator.reset()
     assert evaluator.skipped == [0] * 7
 

@@ -170,8 +170,18 @@ class CombinationConfusion(Metric):
         shape = (num_combinations, num_classes, num_classes)
         self.add_state("confusion", default=torch.zeros(shape, dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("skipped", default=torch.zeros(num_combinations, dtype=torch.long), dist_reduce_fx="sum")
+        #: per combination, the samples scored (valid rows)
+        self.add_state("scored", default=torch.zeros(num_combinations, dtype=torch.long), dist_reduce_fx="sum")
+        #: the confusion of the rows given as ``complete`` (:meth:`update`): a full combination on the samples
+        #: whose data has every modality, and how many there were
+        square = (num_classes, num_classes)
+        self.add_state("complete_confusion", default=torch.zeros(square, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("complete_scored", default=torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
 
-    def update(self, logits: Tensor, valid: Tensor, target: Tensor) -> None:
+    def update(
+        self, logits: Tensor, valid: Tensor, target: Tensor, complete: tuple[int, Tensor] | None = None
+    ) -> None:
+        """``complete = (c, rows)``: also count combination c on the rows ``rows`` (``BoolTensor[B]``) alone."""
         n_c, k = self.num_combinations, self.num_classes
         if logits.shape[:2] != valid.shape or logits.shape[0] != n_c:
             raise ValueError(
@@ -192,6 +202,14 @@ class CombinationConfusion(Metric):
         index = (combo * k + target.unsqueeze(0)) * k + preds
         self.confusion += torch.bincount(index[counted], minlength=n_c * k * k).reshape(n_c, k, k)
         self.skipped += (~valid).sum(dim=1)
+        self.scored += valid.sum(dim=1)
+        if complete is not None:
+            c, rows = complete
+            rows = rows.to(preds.device) & valid[c]
+            chosen = counted[c] & rows.reshape(rows.shape + (1,) * (preds.dim() - 2))
+            pair = target * k + preds[c]
+            self.complete_confusion += torch.bincount(pair[chosen], minlength=k * k).reshape(k, k)
+            self.complete_scored += rows.sum()
 
     def compute(self) -> Tensor:
         return self.confusion
@@ -224,6 +242,8 @@ class PerCombinationEvaluator:
         self.bona_fide_class = bona_fide_class
         self.confusion = CombinationConfusion(len(self.combinations), num_classes, ignore_index)
         self._masks = torch.stack([c.mask() for c in self.combinations])
+        #: index of the full combination among those evaluated (scored again on the complete samples)
+        self._full = next((i for i, c in enumerate(self.combinations) if c == spec.full), None)
 
     @property
     def skipped(self) -> list[int]:
@@ -239,8 +259,10 @@ class PerCombinationEvaluator:
 
     @torch.no_grad()
     def update(self, net, inputs: dict[str, Tensor], present: Tensor, target: Tensor) -> None:
-        out = net.predict_all(inputs, present.to(self._masks.device), self._masks)
-        self.confusion.update(out.logits, out.valid, target)
+        present = present.to(self._masks.device)
+        out = net.predict_all(inputs, present, self._masks)
+        complete = None if self._full is None else (self._full, present.bool().all(dim=1))
+        self.confusion.update(out.logits, out.valid, target, complete)
 
     def compute(self) -> ResultTable:
         confusion = self.confusion.compute()
@@ -248,7 +270,14 @@ class PerCombinationEvaluator:
             (combo, metrics_from_confusion(confusion[k], self.metric, self.bona_fide_class))
             for k, combo in enumerate(self.combinations)
         ]
-        return ResultTable(self.spec, rows, metric=self.metric)
+        samples = {c.name: int(n) for c, n in zip(self.combinations, self.confusion.scored.tolist(), strict=True)}
+        table = ResultTable(self.spec, rows, metric=self.metric, samples=samples)
+        if self._full is not None:
+            table.complete_full = metrics_from_confusion(
+                self.confusion.complete_confusion, self.metric, self.bona_fide_class
+            )
+            table.complete_samples = int(self.confusion.complete_scored)
+        return table
 
     @torch.no_grad()
     def evaluate(self, net, loader, device: torch.device | str | None = None) -> ResultTable:

@@ -9,12 +9,14 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mmanet.modality import Combination, ModalitySpec, all_combinations
 
 AVERAGE = "Average"
+#: the column of a per-combination table that counts the samples a row scored (not a metric)
+SAMPLES = "samples"
 #: metric name → True when a higher value is better (every metric in percent)
 HIGHER_IS_BETTER: dict[str, bool] = {
     "error": False,
@@ -42,11 +44,20 @@ def monitor_mode(metric: str) -> str:
 
 @dataclass
 class ResultTable:
-    """Per-combination metric values of ONE model (one row per combination)."""
+    """Per-combination metric values of ONE model (one row per combination).
+
+    ``samples``: per combination name, how many samples that row scored (a sample whose data lacks every
+    modality of a combination is skipped for it). ``complete_full``: the full combination's metrics on
+    the samples whose data has every modality only (the full row also scores samples that lack some),
+    with ``complete_samples`` their number.
+    """
 
     spec: ModalitySpec
     rows: list[tuple[Combination, dict[str, float]]]
     metric: str = "error"
+    samples: dict[str, int] = field(default_factory=dict)
+    complete_full: dict[str, float] | None = None
+    complete_samples: int | None = None
 
     @property
     def metric_names(self) -> list[str]:
@@ -77,19 +88,38 @@ class ResultTable:
         return ranked[:k]
 
     def header(self) -> list[str]:
-        return [*self.spec.names, "combination", *self.metric_names]
+        counted = [SAMPLES] if self.samples else []
+        return [*self.spec.names, "combination", *counted, *self.metric_names]
 
     def records(self) -> list[list[str]]:
         out = []
         for combo, values in self.rows:
             marks = list(combo.render())
-            out.append([*marks, combo.name, *(_fmt(values.get(n, math.nan)) for n in self.metric_names)])
+            counted = [str(self.samples.get(combo.name, ""))] if self.samples else []
+            out.append([*marks, combo.name, *counted, *(_fmt(values.get(n, math.nan)) for n in self.metric_names)])
         avg = self.average()
-        out.append(["" for _ in self.spec.names] + [AVERAGE, *(_fmt(avg[n]) for n in self.metric_names)])
+        counted = [""] if self.samples else []
+        out.append(["" for _ in self.spec.names] + [AVERAGE, *counted, *(_fmt(avg[n]) for n in self.metric_names)])
         return out
 
+    def complete_note(self) -> str | None:
+        """One sentence on the full combination over the complete samples (None when not evaluated)."""
+        if self.complete_full is None or self.complete_samples is None:
+            return None
+        full = self.spec.full.name
+        scored = self.samples.get(full)
+        value = _fmt(self.complete_full.get(self.metric, math.nan))
+        if scored is not None and scored == self.complete_samples:
+            return f"Every sample the {full} row scored has every modality ({scored} samples)."
+        of = f" of the {scored} it scores" if scored is not None else ""
+        return (
+            f"{full} on the {self.complete_samples} samples{of} whose data has every modality: "
+            f"{self.metric} {value} (the {full} row also scores samples that lack a modality)."
+        )
+
     def to_markdown(self) -> str:
-        return markdown_table(self.header(), self.records())
+        note = self.complete_note()
+        return markdown_table(self.header(), self.records()) + (f"\n\n{note}" if note else "")
 
     def write(self, directory: str | Path, stem: str = "per_combination") -> tuple[Path, Path]:
         """Write ``stem.csv`` and ``stem.md``; returns their paths."""
@@ -105,21 +135,41 @@ class ResultTable:
 
     @classmethod
     def read_csv(cls, path: str | Path, spec: ModalitySpec, metric: str) -> ResultTable:
+        """A table written by :meth:`write` (tables written before the ``samples`` column read too)."""
         with Path(path).open() as fh:
             reader = csv.DictReader(fh)
-            rows = []
+            rows, samples = [], {}
             for rec in reader:
                 if rec["combination"] == AVERAGE:
                     continue
                 combo = spec.combination(rec["combination"])
-                values = {k: float(v) for k, v in rec.items() if k not in spec.names and k != "combination"}
+                skip = {*spec.names, "combination", SAMPLES}
+                values = {k: float(v) for k, v in rec.items() if k not in skip}
+                if rec.get(SAMPLES):
+                    samples[combo.name] = int(rec[SAMPLES])
                 rows.append((combo, values))
-        return cls(spec, rows, metric)
+        return cls(spec, rows, metric, samples)
 
     def ordered_like(self, combos: Sequence[Combination] | None = None) -> ResultTable:
         combos = list(combos) if combos is not None else all_combinations(self.spec)
         by_name = {c.name: v for c, v in self.rows}
-        return ResultTable(self.spec, [(c, by_name[c.name]) for c in combos if c.name in by_name], self.metric)
+        rows = [(c, by_name[c.name]) for c in combos if c.name in by_name]
+        return ResultTable(self.spec, rows, self.metric, dict(self.samples), self.complete_full, self.complete_samples)
+
+    @classmethod
+    def merged(cls, tables: Sequence[ResultTable]) -> ResultTable:
+        """One table from the rows of several (the customized models, one combination each), in canonical order."""
+        if not tables:
+            raise ValueError("no table to merge")
+        rows, samples = [], {}
+        complete = next((t for t in tables if t.complete_full is not None), None)
+        for table in tables:
+            rows += table.rows
+            samples.update(table.samples)
+        merged = cls(tables[0].spec, rows, tables[0].metric, samples)
+        if complete is not None:
+            merged.complete_full, merged.complete_samples = complete.complete_full, complete.complete_samples
+        return merged.ordered_like()
 
 
 def _nanmean(values: Sequence[float]) -> float:

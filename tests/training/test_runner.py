@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 from pathlib import Path
 
@@ -23,14 +24,29 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 
 
 def test_unified_run_writes_tables_checkpoints_and_logs(tiny_config, tmp_path):
-    result = run(tiny_config("sf_md"), tmp_path / "run")
+    options = {"num_samples": 120, "num_classes": 3, "missing_rate": 0.3}
+    result = run(tiny_config("sf_md", data__options=options), tmp_path / "run")
     out = tmp_path / "run"
     rows = read_rows(out / "per_combination.csv")
     assert [r["combination"] for r in rows] == ["a", "b", "c", "a+b", "a+c", "b+c", "a+b+c", "Average"]
     assert rows[0]["a"] == "●" and rows[0]["b"] == "○"
     values = [float(r["error"]) for r in rows[:-1]]
     assert float(rows[-1]["error"]) == pytest.approx(sum(values) / len(values), abs=0.01)
-    assert (out / "per_combination.md").read_text().strip().splitlines()[-1].count("Average") == 1
+    table_lines = [line for line in (out / "per_combination.md").read_text().splitlines() if line.startswith("|")]
+    assert table_lines[-1].count("Average") == 1
+    # every row says how many samples it scored; the toy data lacks modalities, so the full row differs
+    # from the full combination on the complete samples, which the table and results.json also report
+    bundle = load_bundle(tiny_config("sf_md", data__options=options))
+    present = bundle.test.present
+    for r in rows[:-1]:
+        members = [bundle.spec.names.index(m) for m in r["combination"].split("+")]
+        assert int(r["samples"]) == int(present[:, members].any(dim=1).sum())
+    complete = int(present.all(dim=1).sum())
+    assert 0 < complete < int(rows[-2]["samples"])
+    summary = json.loads((out / "results.json").read_text())
+    assert summary["test"]["complete_full"]["samples"] == complete
+    assert summary["test"]["samples"]["a+b+c"] == int(rows[-2]["samples"])
+    assert f"on the {complete} samples of the {rows[-2]['samples']}" in (out / "per_combination.md").read_text()
     assert (out / "per_combination_val.csv").exists()
     assert (out / "config.yaml").exists() and (out / "results.json").exists()
     assert list(out.glob("logs/version_*/metrics.csv")) and list(out.glob("tb/version_*/events.*"))

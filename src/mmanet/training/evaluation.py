@@ -99,16 +99,11 @@ def _check_data_matches(info: TaskInfo, bundle: DataBundle, path: Path) -> None:
 
 
 def _evaluate_customized_dir(run_dir: Path, split: str, out_dir, data_root) -> ResultTable:
-    rows = []
-    spec = None
-    metric = "error"
-    for ckpt in sorted((run_dir / "sf").glob("*/checkpoints/best.ckpt")):
-        table = evaluate_checkpoint(ckpt, split, None, data_root)
-        rows += table.rows
-        spec, metric = table.spec, table.metric
-    if spec is None:
+    checkpoints = sorted((run_dir / "sf").glob("*/checkpoints/best.ckpt"))
+    tables = [evaluate_checkpoint(ckpt, split, None, data_root) for ckpt in checkpoints]
+    if not tables:
         raise CheckpointError(f"{run_dir / 'sf'} holds no trained customized model")
-    table = ResultTable(spec, rows, metric).ordered_like()
+    table = ResultTable.merged(tables)
     if out_dir is not None:
         table.write(out_dir)
     return table

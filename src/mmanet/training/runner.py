@@ -85,21 +85,20 @@ def _run_stages(config: RunConfig, out_dir: Path, bundle: DataBundle) -> RunResu
     splits = evaluated_splits(config)
     if config.stage == "customized":
         combos = customized_combinations(config, bundle)
-        rows: dict[str, list] = {split: [] for split in splits}
+        parts: dict[str, list[ResultTable]] = {split: [] for split in splits}
         num_parameters = 0
         for k, combo in enumerate(combos, 1):
             net, _ = fit_stage(config, bundle, out_dir / "sf" / combo.name, combination=combo)
             tables = evaluate_tables(net, bundle, config, [combo], splits=splits)
             for split, table in tables.items():
-                rows[split] += table.rows
+                parts[split].append(table)
             num_parameters += count_parameters(net)
             print(
                 f"SF [{k}/{len(combos)}] {combo.name}: val {tables['val'].metric} "
                 f"{tables['val'].average()[tables['val'].metric]:.2f}",
                 flush=True,
             )
-        metric = tables["val"].metric
-        result_tables = {s: ResultTable(bundle.spec, r, metric).ordered_like() for s, r in rows.items()}
+        result_tables = {s: ResultTable.merged(t) for s, t in parts.items()}
         extras["models"] = len(combos)
     else:
         teacher = train_teacher(config, bundle, out_dir) if config.stage == "mmanet" else None
@@ -143,7 +142,10 @@ def write_summary(result: RunResult) -> None:
             "average": avg[table.metric],
             "worst": [(c.name, v) for c, v in table.worst(5)],
             "best": [(c.name, v) for c, v in table.best(1)],
+            "samples": dict(table.samples),
         }
+        if table.complete_full is not None:  # the full combination on the samples with every modality
+            summary[split]["complete_full"] = {**table.complete_full, "samples": table.complete_samples}
     summary.update({k: v for k, v in result.extras.items() if k != "miner"})
     if "miner" in result.extras:
         summary["miner"] = _jsonable(result.extras["miner"])
