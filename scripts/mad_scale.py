@@ -65,7 +65,7 @@ def measure(path: Path, dataset: str, out: Path) -> dict:
     teacher_epochs = min(config.teacher.max_epochs or config.train.max_epochs, TEACHER_EPOCHS_CAP)
     overrides += [f"train.max_epochs={first + 1}", f"teacher.max_epochs={teacher_epochs}"]
     if config.mar.mode != "off" and config.mar.warmup_epochs > first:  # MAR is not what is measured here
-        overrides.append("mar.mode=off")
+        overrides.append("mar.mode='off'")  # quoted: YAML reads a bare off as false
     config = load_run_config(path, overrides)
     run_dir = out / "runs" / f"{dataset}_{path.parent.name}_{path.stem}"
     start = time.perf_counter()
