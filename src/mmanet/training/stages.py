@@ -170,9 +170,10 @@ class MMANetStage(Stage):
         if self.miner is not None and module.current_epoch >= module.config.mar.warmup_epochs and self.weak_set is None:
             self.miner.select()
             self.weak_set = self.miner
+            n = len(self.miner.weak_set)
             module.print(
                 f"MAR: strong modalities {list(self.miner.strong_modalities)}; weak set = the "
-                f"{len(self.miner.weak_set)} combinations without them"
+                f"{n} combination{'s' if n != 1 else ''} without them"
             )
 
     def extra_losses(self, step: StepBatch) -> dict[str, Tensor]:
