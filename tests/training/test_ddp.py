@@ -115,14 +115,38 @@ def worker(out: Path, devices: int) -> None:
         dist.barrier()
 
 
-def run_driver(out: Path, devices: int) -> None:
+def segmentation_config(devices: int):
+    """MMANet on the rooms with the ESANet network — BatchNorm in the encoders, the context module, the
+    decoder and the regularization head — at two samples per process (often one weak row), the authors'
+    per-pixel MAD on three maps and their MAR (the weak rows' pixel CE with the side outputs)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from conftest import tiny_raw
+    from mmanet.config import resolve_run_config
+
+    rooms = {"num_train": 16, "num_val": 4, "num_test": 4, "height": 64, "width": 64, "augment": True}
+    raw = tiny_raw(
+        "mmanet",
+        data={"name": "rooms", "options": rooms, "batch_size": 2},
+        model={"width": 4, "channels": None, "encoder": {"type": "resnet"}, "head": {"type": "esanet_decoder"},
+               "fusion": "se_add", "dropout": 0.0},
+        mad={"variant": "official", "alpha": 4.0, "reduction": "sum", "row_normalization": "column_halves",
+             "feature": ["context", "skip16", "skip8"], "start_epoch": 1},
+        mar={"warmup_epochs": 1, "variant": "official"},
+        train={"max_epochs": 2, "lr": 0.001, "progress_bar": False, "devices": devices, "accelerator": "cpu",
+               "strategy": "ddp" if devices > 1 else "auto"},
+        teacher__max_epochs=1,
+    )  # fmt: skip
+    return resolve_run_config(raw)
+
+
+def run_driver(out: Path, devices: int, segmentation: bool = False) -> None:
     """``mmanet.training.run`` itself (what ``mmanet train`` calls) under DDP."""
     import torch
 
     torch.set_num_threads(1)
     from mmanet.training import run
 
-    run(worker_config(devices), out)
+    run((segmentation_config if segmentation else worker_config)(devices), out)
 
 
 def launch(out: Path, devices: int, mode: str = "stages") -> subprocess.CompletedProcess:
@@ -181,5 +205,18 @@ def test_the_run_driver_trains_under_ddp(tmp_path):
     assert not (tmp_path / "run" / ".lock.pid").exists()  # released
 
 
+def test_mmanet_with_batchnorm_heads_and_one_weak_row_trains_under_ddp(tmp_path):
+    """Every parameter of the ESANet network and its regularization head in every step (no unused
+    parameter for DDP's reducer), whatever the weak rows of a process's two-sample batch."""
+    proc = launch(tmp_path / "run", 2, mode="segmentation")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert summary["miner"]["weak_set"]
+
+
 if __name__ == "__main__":
-    (worker if sys.argv[3] == "stages" else run_driver)(Path(sys.argv[1]), int(sys.argv[2]))
+    mode = sys.argv[3]
+    if mode == "stages":
+        worker(Path(sys.argv[1]), int(sys.argv[2]))
+    else:
+        run_driver(Path(sys.argv[1]), int(sys.argv[2]), segmentation=mode == "segmentation")
