@@ -65,13 +65,13 @@ torch.set_num_threads(THREADS)
 from mmanet.config import RunConfig, resolve_run_config  # noqa: E402
 from mmanet.data import ArrayMultimodalDataset, DataBundle, collate_samples, load_dataset  # noqa: E402
 from mmanet.losses import mad_loss  # noqa: E402
+from mmanet.methods.mar import mine_discrepancies, mining_loader  # noqa: E402
 from mmanet.metrics import PerCombinationEvaluator  # noqa: E402
 from mmanet.modality import ModalitySpec, all_combinations, leave_one_out_combinations  # noqa: E402
 from mmanet.models.factory import build_net  # noqa: E402
 from mmanet.models.network import MultimodalNet, build_network  # noqa: E402
 from mmanet.task import TaskInfo  # noqa: E402
-from mmanet.training.factory import make_loader, mining_loader, task_info  # noqa: E402
-from mmanet.training.mining import mine_discrepancies  # noqa: E402
+from mmanet.training.factory import make_loader, task_info  # noqa: E402
 from mmanet.training.module import MultimodalModule  # noqa: E402
 from mmanet.training.teacher import FrozenTeacher  # noqa: E402
 
@@ -400,12 +400,9 @@ class _BenchModule(MultimodalModule):
 
 
 def _optimizer(module: MultimodalModule) -> torch.optim.Optimizer:
-    """What ``configure_optimizers`` builds (without the Trainer-dependent scheduler)."""
-    t = module.config.train
-    params = [p for p in module.parameters() if p.requires_grad]
-    if t.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
-    return torch.optim.SGD(params, lr=t.lr, momentum=0.9, weight_decay=t.weight_decay)
+    """The optimizer ``configure_optimizers`` builds (its scheduler is not needed here)."""
+    setup = module.configure_optimizers()
+    return setup["optimizer"] if isinstance(setup, dict) else setup
 
 
 def b_train_step(q: bool) -> None:
@@ -419,9 +416,9 @@ def b_train_step(q: bool) -> None:
     mma = _BenchModule(build_net(mma_cfg, info), mma_cfg, info, teacher=teacher).train()
     # MAR active: epoch ω with a mined weak set (the memory bank filled with made-up discrepancies)
     mma.epoch = mma_cfg.mar.warmup_epochs
-    miner = mma.miner
+    miner = mma.method.mar.miner
     miner.record(0, {c.name: float(i) for i, c in enumerate(miner.leave_one_out)})
-    mma.stage.on_train_epoch_start()
+    mma.method.on_train_epoch_start(mma.epoch, lambda _message: None)
     g = torch.Generator().manual_seed(1)
     inputs = {m: torch.randn((batch_size, *SF_SHAPES[m]), generator=g) for m in SF_SPEC.names}
     present = torch.ones(batch_size, len(SF_SPEC), dtype=torch.bool)
@@ -442,14 +439,15 @@ def b_train_step(q: bool) -> None:
 
     pair = time_pair(step(mma), step(sfmd), 3 if q else 5)
     # FLOP estimate: backward ≈ 2 × forward; the student encoders run on the kept rows only, the
-    # teacher forward on every row, the regularization head (forward + backward) on the weak rows only
+    # teacher forward on every row, the regularization head (forward + backward) on every row (its
+    # BatchNorm needs the whole batch; the cross-entropy is masked to the weak rows)
     torch.manual_seed(0)
     mask = sfmd.dropout(present)  # the mask every timed step used
     kept = float(mask.float().mean())
-    weak = float(mma.stage.weak_mask(mask).float().mean())
+    weak = float(mma.method.mar.weak_mask(mask, mma.epoch).float().mean())
     e, t = encoder_head_macs(sfmd.net, sf_one())
     base = 3 * (kept * e + t)
-    floor = (base + (e + t) + 3 * weak * t) / base
+    floor = (base + (e + t) + 3 * t) / base
     # the teacher's forward alone: inference_mode (as FrozenTeacher) vs no_grad, for information
     with torch.no_grad():
         tg = _median_time(lambda: teacher.net.forward_all(inputs, present), 3)
@@ -461,7 +459,8 @@ def b_train_step(q: bool) -> None:
         1.4,
         f"net=sf_resnet+resnet_trunk width={SF_WIDTH} input=3x3x112x112 batch={batch_size}"
         f"{'(quick;full_run_uses_16)' if q else ''} steps=training_step+backward+optimizer(sgd) "
-        f"{pair.describe('mmanet', 'sf_md')} mad=paper(feature=trunk) mar=mined(active) "
+        f"{pair.describe('mmanet', 'sf_md')} mad={mma_cfg.mad.variant}(feature={'+'.join(mma_cfg.mad.features)}) "
+        f"mar=mined(active) "
         f"teacher_fwd_inference_mode={ti * 1e3:.0f}ms teacher_fwd_no_grad={tg * 1e3:.0f}ms kept_rows={kept:.2f} "
         f"weak_rows={weak:.2f} "
         f"est_flop_floor={floor:.2f}(bwd=2xfwd){' TARGET_BELOW_FLOP_FLOOR' if floor > 1.4 else ''}",

@@ -111,7 +111,7 @@ def test_alpha_mad_is_within_3x_of_the_authors_formula_at_their_alpha(dataset, k
     mask = ModalityDropout(info.spec)(present)
     out = module.net.forward_all(inputs, mask)
     t_out = teacher.forward_all(inputs, present)
-    ours = config.mad.alpha * float(module.stage.mad_term(out, t_out))
+    ours = config.mad.alpha * float(module.method.mad_term(out, t_out))
     names = config.mad.features
     if info.task == "segmentation":
         theirs = authors_segmentation(

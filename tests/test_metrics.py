@@ -1,4 +1,4 @@
-"""Metrics (DESIGN §5) and the per-combination evaluator."""
+"""The per-combination evaluator (DESIGN §5); the metrics themselves: tests/test_reducers.py."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import accuracy_score, confusion_matrix, jaccard_score
+from sklearn.metrics import jaccard_score
 from torch.utils.data import DataLoader
 
 from mmanet.data.base import ArrayMultimodalDataset
-from mmanet.metrics import ErrorRate, MeanIoU, PerCombinationEvaluator, PresentationAttackErrors, primary_metric
+from mmanet.metrics import PerCombinationEvaluator
 from mmanet.modality import ModalitySpec, all_combinations
 from mmanet.models import build_network
 from mmanet.models.network import MultimodalNet
@@ -20,163 +20,6 @@ from mmanet.models.network import MultimodalNet
 SPEC = ModalitySpec(("a", "b", "c"))
 SHAPES = {"a": (6,), "b": (5,), "c": (4,)}
 K = 4
-
-# ----------------------------------------------------------------------------- ErrorRate
-
-
-def test_error_rate_matches_sklearn_over_several_updates():
-    g = torch.Generator().manual_seed(0)
-    metric = ErrorRate()
-    all_pred, all_true = [], []
-    for batch in (7, 13, 1, 30):
-        logits = torch.randn(batch, 5, generator=g)
-        target = torch.randint(0, 5, (batch,), generator=g)
-        metric.update(logits, target)
-        all_pred.append(logits.argmax(1))
-        all_true.append(target)
-    expected = 100 * (1 - accuracy_score(torch.cat(all_true), torch.cat(all_pred)))
-    assert float(metric.compute()) == pytest.approx(expected, abs=1e-9)
-    assert 0 < expected < 100  # a non-trivial case
-
-
-def test_error_rate_accepts_label_predictions_and_resets():
-    metric = ErrorRate()
-    metric.update(torch.tensor([0, 1, 2, 2]), torch.tensor([0, 1, 1, 0]))
-    assert float(metric.compute()) == pytest.approx(50.0)
-    metric.reset()
-    metric.update(torch.tensor([1, 1, 1]), torch.tensor([1, 1, 0]))
-    assert float(metric.compute()) == pytest.approx(100 / 3)
-
-
-def test_error_rate_shape_mismatch_and_empty():
-    with pytest.raises(ValueError, match="differ in shape"):
-        ErrorRate().update(torch.tensor([0, 1]), torch.tensor([0, 1, 1]))
-    with pytest.warns(UserWarning):  # torchmetrics warns when compute runs before update
-        assert math.isnan(float(ErrorRate().compute()))
-
-
-# ----------------------------------------------------------------------------- APCER / BPCER / ACER
-
-
-def test_presentation_attack_errors_hand_computed():
-    # default convention: 1 = bona fide, 0 = attack
-    target = torch.tensor([1, 1, 1, 1, 0, 0, 0, 0, 0, 0])
-    preds = torch.tensor([1, 1, 1, 0, 1, 1, 0, 0, 0, 0])
-    metric = PresentationAttackErrors()
-    metric.update(preds[:3], target[:3])
-    metric.update(preds[3:], target[3:])
-    out = metric.compute()
-    assert float(out["apcer"]) == pytest.approx(100 * 2 / 6)  # 2 of 6 attacks accepted
-    assert float(out["bpcer"]) == pytest.approx(100 * 1 / 4)  # 1 of 4 bona fide rejected
-    assert float(out["acer"]) == pytest.approx((100 * 2 / 6 + 25) / 2)
-
-
-def test_presentation_attack_errors_match_confusion_matrix():
-    g = torch.Generator().manual_seed(1)
-    logits = torch.randn(200, 2, generator=g)
-    target = torch.randint(0, 2, (200,), generator=g)
-    metric = PresentationAttackErrors(bona_fide_class=1)
-    metric.update(logits, target)
-    out = metric.compute()
-    # rows = truth, columns = decision; labels [attack, bona fide]
-    (tn_attack, fp_accept), (fn_reject, tp_bona) = confusion_matrix(target, logits.argmax(1), labels=[0, 1])
-    apcer = 100 * fp_accept / (tn_attack + fp_accept)
-    bpcer = 100 * fn_reject / (fn_reject + tp_bona)
-    assert float(out["apcer"]) == pytest.approx(apcer)
-    assert float(out["bpcer"]) == pytest.approx(bpcer)
-    assert float(out["acer"]) == pytest.approx((apcer + bpcer) / 2)
-
-
-def test_bona_fide_class_zero_convention_swaps_the_roles():
-    target = torch.tensor([1, 1, 1, 1, 0, 0, 0, 0, 0, 0])
-    preds = torch.tensor([1, 1, 1, 0, 1, 1, 0, 0, 0, 0])
-    default = PresentationAttackErrors()
-    default.update(preds, target)
-    zero = PresentationAttackErrors(bona_fide_class=0)
-    zero.update(1 - preds, 1 - target)  # the same decisions with the labels swapped
-    a, b = default.compute(), zero.compute()
-    for key in ("apcer", "bpcer", "acer"):
-        assert float(a[key]) == pytest.approx(float(b[key]))
-    # and the same labels under the other convention give different numbers
-    other = PresentationAttackErrors(bona_fide_class=0)
-    other.update(preds, target)
-    assert float(other.compute()["apcer"]) == pytest.approx(100 * 1 / 4)  # now class 1 are attacks
-    assert float(other.compute()["bpcer"]) == pytest.approx(100 * 2 / 6)
-
-
-def test_multiclass_attack_labels_count_any_attack_decision_as_rejection():
-    # bona fide = 1; attack types 0, 2, 3; an attack decided as another attack type is still rejected
-    target = torch.tensor([0, 2, 3, 3, 1, 1])
-    preds = torch.tensor([2, 3, 1, 0, 1, 3])
-    metric = PresentationAttackErrors(bona_fide_class=1)
-    metric.update(preds, target)
-    out = metric.compute()
-    assert float(out["apcer"]) == pytest.approx(25.0)
-    assert float(out["bpcer"]) == pytest.approx(50.0)
-
-
-def test_presentation_attack_errors_nan_without_attacks():
-    metric = PresentationAttackErrors()
-    metric.update(torch.tensor([1, 0]), torch.tensor([1, 1]))
-    out = metric.compute()
-    assert math.isnan(float(out["apcer"])) and math.isnan(float(out["acer"]))
-    assert float(out["bpcer"]) == pytest.approx(50.0)
-
-
-# ----------------------------------------------------------------------------- mIoU
-
-
-def test_mean_iou_matches_sklearn_with_ignore_index_and_absent_classes():
-    """torchmetrics' macro mIoU averages over the classes that occur in the predictions OR the target
-    (after removing void pixels): a class absent from both counts neither as 0 nor as 1. This is the
-    same set sklearn's ``jaccard_score(average='macro')`` uses by default (labels = union of both)."""
-    g = torch.Generator().manual_seed(2)
-    num_classes, void = 6, 255  # class 5 never occurs anywhere
-    metric = MeanIoU(num_classes, ignore_index=void)
-    trues, preds = [], []
-    for _ in range(3):
-        target = torch.randint(0, 5, (2, 8, 8), generator=g)
-        target[torch.rand(target.shape, generator=g) < 0.2] = void
-        logits = torch.randn(2, num_classes, 8, 8, generator=g)
-        logits[:, 5] = -10.0
-        logits[:, 4] -= 1.0  # class 4 rarer in predictions
-        metric.update(logits, target)
-        trues.append(target.flatten())
-        preds.append(logits.argmax(1).flatten())
-    y_true, y_pred = torch.cat(trues), torch.cat(preds)
-    valid = y_true != void
-    expected = 100 * jaccard_score(y_true[valid], y_pred[valid], average="macro")
-    assert float(metric.compute()) == pytest.approx(expected, rel=1e-5)
-    # averaging over all 6 classes (absent class as IoU 0) would be a different number
-    all_six = 100 * jaccard_score(y_true[valid], y_pred[valid], average="macro", labels=list(range(6)), zero_division=0)
-    assert abs(all_six - expected) > 1.0
-    # void pixels really are ignored: changing the prediction there changes nothing
-    metric.reset()
-    logits = torch.randn(1, num_classes, 8, 8, generator=g)
-    target = torch.randint(0, 5, (1, 8, 8), generator=g)
-    target[0, :4] = void
-    metric.update(logits, target)
-    before = float(metric.compute())
-    logits2 = logits.clone()
-    logits2[0, :, :4] = torch.randn(num_classes, 4, 8, generator=g)
-    metric.reset()
-    metric.update(logits2, target)
-    assert float(metric.compute()) == pytest.approx(before)
-
-
-def test_mean_iou_class_predicted_but_absent_from_target_counts_as_zero():
-    metric = MeanIoU(4)
-    metric.update(torch.tensor([3, 0, 1, 1, 2, 2]), torch.tensor([0, 0, 1, 1, 2, 2]))
-    # classes 0: 1/2, 1: 1, 2: 1, 3: 0/1 → mean 0.625 (class 3 included: it was predicted)
-    assert float(metric.compute()) == pytest.approx(62.5)
-
-
-def test_primary_metric():
-    assert primary_metric("segmentation", None) == "miou"
-    assert primary_metric("classification", 1) == "acer"
-    assert primary_metric("classification", 0) == "acer"
-    assert primary_metric("classification", None) == "error"
-
 
 # ----------------------------------------------------------------------------- PerCombinationEvaluator
 

@@ -1,17 +1,10 @@
-"""Metrics (DESIGN §5) as torchmetrics ``Metric`` s, and the per-combination evaluator.
+"""The per-combination evaluator (DESIGN §5): one confusion matrix per combination, the metrics from it.
 
 Per-combination evaluation keeps ONE confusion matrix over (combination × true × predicted
-class) (:class:`CombinationConfusion`); error, APCER/BPCER/ACER and mIoU are computed from
-it (:func:`metrics_from_confusion`). The network's batched pass
+class) (:class:`CombinationConfusion`, a torchmetrics state: sums, all-reduced across DDP
+processes); every metric is a reducer of that matrix (:mod:`mmanet.reducers`: error,
+APCER/BPCER/ACER, mIoU, each with its direction). The network's batched pass
 (:meth:`~mmanet.models.MultimodalNet.predict_all`) produces every combination's logits at once.
-
-* :class:`ErrorRate` — 100 − accuracy (%), multi-class.
-* :class:`PresentationAttackErrors` — APCER, BPCER, ACER (%) with ISO/IEC 30107-3 names:
-  APCER = attacks classified as bona fide / attacks; BPCER = bona fide classified as attack /
-  bona fide; ACER = (APCER + BPCER) / 2. Decision: argmax; ``bona_fide_class`` configurable.
-* mIoU — torchmetrics ``MulticlassJaccardIndex(average="macro", ignore_index=…)`` (%).
-
-States are sums, so torchmetrics reduces them across DDP processes.
 """
 
 from __future__ import annotations
@@ -21,135 +14,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 from torchmetrics import Metric
-from torchmetrics.classification import MulticlassJaccardIndex
 
 from mmanet.modality import Combination, ModalitySpec, all_combinations
+from mmanet.reducers import metrics_from_confusion, primary_metric
 from mmanet.results import ResultTable
-
-
-def _predictions(preds: Tensor) -> Tensor:
-    """Class indices from logits ``(B, K, …)`` or already-decided labels ``(B, …)``."""
-    return preds.argmax(dim=1) if preds.is_floating_point() else preds
-
-
-class ErrorRate(Metric):
-    """Classification error in percent: 100 · (wrong / total)."""
-
-    higher_is_better = False
-    full_state_update = False
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.add_state("wrong", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
-        self.add_state("total", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
-
-    def update(self, preds: Tensor, target: Tensor) -> None:
-        labels = _predictions(preds)
-        if labels.shape != target.shape:
-            raise ValueError(f"predictions {tuple(labels.shape)} and targets {tuple(target.shape)} differ in shape")
-        self.wrong += (labels != target).sum()
-        self.total += target.numel()
-
-    def compute(self) -> Tensor:
-        if self.total == 0:
-            return torch.tensor(float("nan"))
-        return 100.0 * self.wrong.double() / self.total.double()
-
-
-class PresentationAttackErrors(Metric):
-    """APCER, BPCER and ACER in percent (ISO/IEC 30107-3), argmax decision.
-
-    A sample is decided bona fide when the argmax is ``bona_fide_class``; every other class
-    is an attack (multi-class attack labels are supported).
-    """
-
-    higher_is_better = False
-    full_state_update = False
-
-    def __init__(self, bona_fide_class: int = 1, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.bona_fide_class = bona_fide_class
-        for name in ("attacks", "attacks_accepted", "bona_fide", "bona_fide_rejected"):
-            self.add_state(name, default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
-
-    def update(self, preds: Tensor, target: Tensor) -> None:
-        decided_bona_fide = _predictions(preds) == self.bona_fide_class
-        is_bona_fide = target == self.bona_fide_class
-        self.attacks += (~is_bona_fide).sum()
-        self.attacks_accepted += (~is_bona_fide & decided_bona_fide).sum()
-        self.bona_fide += is_bona_fide.sum()
-        self.bona_fide_rejected += (is_bona_fide & ~decided_bona_fide).sum()
-
-    def compute(self) -> dict[str, Tensor]:
-        nan = torch.tensor(float("nan"), dtype=torch.float64)
-        apcer = 100.0 * self.attacks_accepted.double() / self.attacks.double() if self.attacks > 0 else nan
-        bpcer = 100.0 * self.bona_fide_rejected.double() / self.bona_fide.double() if self.bona_fide > 0 else nan
-        return {"apcer": apcer, "bpcer": bpcer, "acer": (apcer + bpcer) / 2}
-
-
-class MeanIoU(Metric):
-    """mIoU in percent from a dataset-level confusion matrix, macro over classes, void ignored."""
-
-    higher_is_better = True
-    full_state_update = False
-
-    def __init__(self, num_classes: int, ignore_index: int | None = None, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.jaccard = MulticlassJaccardIndex(num_classes, average="macro", ignore_index=ignore_index)
-
-    def update(self, preds: Tensor, target: Tensor) -> None:
-        self.jaccard.update(_predictions(preds), target)
-
-    def compute(self) -> Tensor:
-        return 100.0 * self.jaccard.compute()
-
-    def reset(self) -> None:
-        super().reset()
-        self.jaccard.reset()
-
-
-def primary_metric(task: str, bona_fide_class: int | None) -> str:
-    """The table's headline metric: ``acer`` (anti-spoofing), ``miou`` (segmentation), ``error``."""
-    if task == "segmentation":
-        return "miou"
-    return "acer" if bona_fide_class is not None else "error"
-
-
-# ------------------------------------------------------------------------------ from a confusion matrix
-
-
-def metrics_from_confusion(confusion: Tensor, metric: str, bona_fide_class: int | None = None) -> dict[str, float]:
-    """The metric values (%) of one confusion matrix ``(K, K)`` (rows: true class, columns: predicted).
-
-    * ``error``: 100 · (1 − trace / total).
-    * ``acer``: APCER = attacks decided bona fide / attacks, BPCER = bona fide decided attack /
-      bona fide, ACER = their mean (ISO/IEC 30107-3); every class but ``bona_fide_class`` is an attack.
-    * ``miou``: IoU_k = TP / (TP + FP + FN) averaged over the classes that occur in the target or
-      the predictions (union > 0), as torchmetrics' macro Jaccard; ``pixel_acc`` = trace / total.
-      Void pixels never enter the matrix.
-    NaN where a ratio has no denominator.
-    """
-    c = confusion.double()
-    total = c.sum()
-    nan = float("nan")
-    if metric == "error":
-        return {"error": float(100.0 * (1 - c.trace() / total)) if total > 0 else nan}
-    if metric == "acer":
-        if bona_fide_class is None:
-            raise ValueError("ACER needs the bona fide class")
-        bona = c[bona_fide_class]
-        attacks = torch.cat([c[:bona_fide_class], c[bona_fide_class + 1 :]])
-        n_bona, n_attack = bona.sum(), attacks.sum()
-        apcer = float(100.0 * attacks[:, bona_fide_class].sum() / n_attack) if n_attack > 0 else nan
-        bpcer = float(100.0 * (n_bona - bona[bona_fide_class]) / n_bona) if n_bona > 0 else nan
-        return {"apcer": apcer, "bpcer": bpcer, "acer": (apcer + bpcer) / 2}
-    if metric == "miou":
-        tp = c.diagonal()
-        union = c.sum(0) + c.sum(1) - tp
-        seen = union > 0
-        miou = float(100.0 * (tp[seen] / union[seen]).mean()) if bool(seen.any()) else nan
-        return {"pixel_acc": float(100.0 * tp.sum() / total) if total > 0 else nan, "miou": miou}
-    raise ValueError(f"unknown metric {metric!r}; valid: ['acer', 'error', 'miou']")
 
 
 class CombinationConfusion(Metric):

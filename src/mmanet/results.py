@@ -1,7 +1,7 @@
-"""Per-combination result tables and each metric's direction, defined once (DESIGN §5).
+"""Per-combination result tables (DESIGN §5): one row per combination, written as CSV and Markdown.
 
-:data:`HIGHER_IS_BETTER` is the single source of truth for which way a metric improves; the
-checkpoint monitor, the ``worst``/``best`` rankings and the plots all read it.
+Which way a metric improves is its registration's (:mod:`mmanet.reducers`); the ``worst``/``best``
+rankings, the checkpoint monitor and the plots all ask :func:`higher_is_better`.
 """
 
 from __future__ import annotations
@@ -13,35 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mmanet.modality import Combination, ModalitySpec, all_combinations
+from mmanet.reducers import higher_is_better, monitor_mode
+
+__all__ = ["AVERAGE", "SAMPLES", "ResultTable", "higher_is_better", "markdown_table", "monitor_mode"]
 
 AVERAGE = "Average"
 #: the column of a per-combination table that counts the samples a row scored (not a metric)
 SAMPLES = "samples"
-#: metric name → True when a higher value is better (every metric in percent)
-HIGHER_IS_BETTER: dict[str, bool] = {
-    "error": False,
-    "apcer": False,
-    "bpcer": False,
-    "acer": False,
-    "miou": True,
-    "pixel_acc": True,
-}
-
-
-def higher_is_better(metric: str) -> bool:
-    """Direction of ``metric``; an unknown name is an error (no silent default)."""
-    try:
-        return HIGHER_IS_BETTER[metric]
-    except KeyError:
-        raise KeyError(f"unknown metric {metric!r}; known: {sorted(HIGHER_IS_BETTER)}") from None
-
-
-def monitor_mode(metric: str) -> str:
-    """``'max'`` or ``'min'``: how a checkpoint callback should compare values of ``metric``."""
-    return "max" if higher_is_better(metric) else "min"
-
-
-
 @dataclass
 class ResultTable:
     """Per-combination metric values of ONE model (one row per combination).

@@ -9,10 +9,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mmanet.metrics import PerCombinationEvaluator, primary_metric
+from mmanet.metrics import PerCombinationEvaluator
 from mmanet.modality import Combination, ModalitySpec
 from mmanet.normalization import Normalization, normalizations_from_dict, normalizations_to_dict
-from mmanet.results import monitor_mode
+from mmanet.reducers import monitor_mode, primary_metric
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,7 @@ import pytest
 import torch
 
 from mmanet.losses import (
-    FixedWeakSet,
     MARLoss,
-    WeakCombinationMiner,
     combination_membership,
     kl_discrepancy,
     mar_loss,
@@ -19,6 +17,7 @@ from mmanet.losses import (
     single_modality_weak_set,
 )
 from mmanet.losses.mar import candidate_discrepancies, probability_sums
+from mmanet.methods.mar import FixedWeakSet, WeakCombinationMiner
 from mmanet.modality import ModalitySpec, all_combinations
 
 # ----------------------------------------------------------------------------- mar_loss

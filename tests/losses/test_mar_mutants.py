@@ -16,8 +16,9 @@ import torch
 from torch import nn
 
 from mmanet.losses import mar
+from mmanet.methods import mar as mar_state
+from mmanet.methods.mar import MiningCallback
 from mmanet.modality import ModalitySpec
-from mmanet.training.mining import MARMiningCallback
 
 
 def _softmax(row: list[float]) -> list[float]:
@@ -137,15 +138,15 @@ SPEC = ModalitySpec(("rgb", "depth", "ir"))
 
 
 def test_fixed_weak_set_state_names_its_modalities_and_combinations():
-    weak = mar.FixedWeakSet.single_modality(SPEC)
+    weak = mar_state.FixedWeakSet.single_modality(SPEC)
     assert weak.state_dict() == {"modalities": ["rgb", "depth", "ir"], "weak_set": ["rgb", "depth", "ir"]}
-    reordered = mar.FixedWeakSet.single_modality(ModalitySpec(("depth", "rgb", "ir")))
+    reordered = mar_state.FixedWeakSet.single_modality(ModalitySpec(("depth", "rgb", "ir")))
     with pytest.raises(ValueError, match="modalities"):
         reordered.load_state_dict(weak.state_dict())
 
 
 def test_fixed_weak_set_state_without_modalities_loads():
-    weak = mar.FixedWeakSet([SPEC.full])
+    weak = mar_state.FixedWeakSet([SPEC.full])
     weak.load_state_dict({"weak_set": ["depth+ir", "rgb"]})
     assert [c.name for c in weak.weak_set] == ["rgb", "depth+ir"]
 
@@ -164,14 +165,15 @@ class _FixedCandidateMaps(nn.Module):
 
 def test_mining_callback_uses_the_void_label_of_the_miner():
     spec = ModalitySpec(("rgb", "depth"))
-    miner = mar.WeakCombinationMiner(spec, ignore_index=7)
+    miner = mar_state.WeakCombinationMiner(spec, ignore_index=7)
     assert [c.name for c in miner.candidates] == ["rgb+depth", "depth", "rgb"]
     logits = torch.zeros(3, 1, 2, 1, 2)  # (candidates, B = 1, K = 2, a 1×2 map)
     logits[1, 0, 0, 0, 1] = 50.0  # 'depth' is certain of class 0 on pixel 1 only, which is void
     logits[2, 0, 0, 0, 0] = 50.0  # 'rgb' is certain of class 0 on pixel 0
     batch = ({}, torch.ones(1, 2, dtype=torch.bool), torch.tensor([[[1, 7]]]))
-    module = SimpleNamespace(miner=miner, net=_FixedCandidateMaps(logits), log=lambda *args, **kwargs: None)
-    MARMiningCallback(lambda: [batch], warmup_epochs=1).on_train_epoch_end(SimpleNamespace(current_epoch=0), module)
+    module = SimpleNamespace(log=lambda *args, **kwargs: None)
+    callback = MiningCallback(miner, _FixedCandidateMaps(logits), lambda: [batch], warmup_epochs=1)
+    callback.on_train_epoch_end(SimpleNamespace(current_epoch=0), module)
     # pixel 0 alone: q_full = (½, ½), q_depth = (½, ½), q_rgb = softmax(50, 0)
     eps, q_rgb = 1e-8, _softmax([50.0, 0.0])
     d_rgb = sum(0.5 * math.log((0.5 + eps) / (q + eps)) for q in q_rgb)

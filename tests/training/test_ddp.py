@@ -67,11 +67,11 @@ def worker(out: Path, devices: int) -> None:
 
     from mmanet.data import collate_samples
     from mmanet.deploy.checkpoint import load_checkpoint
+    from mmanet.methods.mar import mine_discrepancies, mining_loader
     from mmanet.modality import leave_one_out_combinations
     from mmanet.models.factory import build_net
-    from mmanet.training.factory import load_bundle, mining_loader, quiet_lightning, task_info
+    from mmanet.training.factory import load_bundle, quiet_lightning, task_info
     from mmanet.training.fit import fit_stage, train_teacher
-    from mmanet.training.mining import mine_discrepancies
 
     quiet_lightning()
     start = time.perf_counter()

@@ -15,11 +15,12 @@ from conftest import tiny_raw
 from mmanet.config import resolve_run_config
 from mmanet.data.base import DataError
 from mmanet.losses import mad_loss
+from mmanet.methods.mar import mining_loader
 from mmanet.modality import ModalitySpec
 from mmanet.models.factory import build_net
 from mmanet.models.heads.classification import ClassificationHead
 from mmanet.models.network import build_network
-from mmanet.training.factory import load_bundle, make_loader, mining_loader, task_info
+from mmanet.training.factory import load_bundle, make_loader, task_info
 from mmanet.training.fit import check_distillation_samples, training_split
 from mmanet.training.module import MultimodalModule
 from mmanet.training.schedules import LearningRateFactor
@@ -196,7 +197,7 @@ def test_several_mad_features_are_summed_each_pooled_to_at_most_the_pool_size(at
         expected = expected + mad_loss(
             s, t, t_out.logits, variant="official", per_pixel=True, reduction="sum", row_normalization="column_halves"
         )
-    torch.testing.assert_close(module.stage.mad_term(out, t_out), expected)
+    torch.testing.assert_close(module.method.mad_term(out, t_out), expected)
 
 
 # ----------------------------------------------------------------------------- one present row

@@ -1,4 +1,4 @@
-"""MAR mining on the training side: the batched data pass, skipped samples, DDP reduction."""
+"""MAR mining (mmanet.methods.mar): the batched data pass, skipped samples, DDP reduction."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from mmanet.losses import WeakCombinationMiner, kl_discrepancy, prediction_distribution
+from mmanet.losses import kl_discrepancy, prediction_distribution
+from mmanet.methods.mar import WeakCombinationMiner, mine_discrepancies
 from mmanet.modality import ModalitySpec
 from mmanet.models.network import MultimodalNet, NetOutput
-from mmanet.training.mining import mine_discrepancies
 
 
 class FakeNet(nn.Module):

@@ -8,15 +8,16 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from test_wiring import step_context
 
 from mmanet.config import resolve_run_config
 from mmanet.losses import mar_loss, mar_loss_official
+from mmanet.methods.base import labels_at
 from mmanet.modality import ModalitySpec
 from mmanet.models.factory import build_net
 from mmanet.models.heads import HEADS
 from mmanet.task import TaskInfo
 from mmanet.training.module import MultimodalModule
-from mmanet.training.stages import StepBatch, labels_at
 from mmanet.training.teacher import FrozenTeacher
 
 SPEC = ModalitySpec(("a", "b"))
@@ -74,10 +75,10 @@ def test_one_weak_row_with_every_head(head, variant, at_epoch):
     mask = torch.tensor([[True, False], [True, True], [True, True], [True, True]])  # row 0 alone is weak
     at_epoch(1)
     out = module.net.forward_all(inputs, mask)
-    weak = module.stage.weak_mask(mask)
+    weak = module.method.mar.weak_mask(mask, epoch=1)
     assert weak.tolist() == [True, False, False, False]
     torch.manual_seed(3)
-    got = module.stage.mar_term(StepBatch(inputs, present, mask, target, out), weak)
+    got = module.method.mar.term(step_context(module, inputs, present, mask, target, out), weak, weights)
     torch.manual_seed(3)  # the same dropout draws in the independent pass
     reg = module.reg_head(out.fused)  # the head on the whole batch, BatchNorm in training mode
     if variant == "paper":
@@ -92,8 +93,8 @@ def test_one_weak_row_with_every_head(head, variant, at_epoch):
     torch.testing.assert_close(got, expected)
     assert torch.isfinite(got) and got > 0
     module.zero_grad()
-    step = StepBatch(inputs, present, mask, target, module.net.forward_all(inputs, mask))
-    module.stage.mar_term(step, weak).backward()
+    step = step_context(module, inputs, present, mask, target, module.net.forward_all(inputs, mask))
+    module.method.mar.term(step, weak, weights).backward()
     missing = [n for n, p in module.reg_head.named_parameters() if p.grad is None]
     assert not missing, f"parameters of the regularization head without gradient: {missing[:5]}"
 

@@ -13,7 +13,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from test_wiring import setup, step_and_mask
+from test_wiring import setup, step_and_mask, step_context
 
 from conftest import tiny_raw
 from mmanet.config import resolve_run_config
@@ -22,7 +22,6 @@ from mmanet.modality import ModalityDropout
 from mmanet.models.factory import build_net
 from mmanet.training.factory import load_bundle, task_info
 from mmanet.training.module import MultimodalModule
-from mmanet.training.stages import StepBatch
 from mmanet.training.teacher import FrozenTeacher
 
 
@@ -129,40 +128,41 @@ def test_classification_mad_uses_the_configured_variant(tiny_config):
     _, module, (inputs, present, _) = setup(tiny_config, "sp", mad__reduction="sum")
     out, t_out = module.net.forward_all(inputs, present), module.teacher.net.forward_all(inputs, present)
     expected = mad_loss(out.embedding, t_out.embedding, t_out.logits, variant="sp", reduction="sum")
-    torch.testing.assert_close(module.stage.mad_term(out, t_out), expected)
+    torch.testing.assert_close(module.method.mad_term(out, t_out), expected)
 
 
 def test_miner_takes_num_strong_and_the_void_label_of_the_run(tiny_config):
     _, module, _ = setup(tiny_config, "mmanet", mar__num_strong=2)
-    assert module.miner.num_strong == 2
-    assert module.miner.ignore_index == module.ignore_index == -100
+    assert module.method.mar.miner.num_strong == 2
+    assert module.method.mar.miner.ignore_index == module.ignore_index == -100
 
 
 def test_weak_set_is_selected_at_the_first_epoch_of_mar(tiny_config, at_epoch):
     _, module, _ = setup(tiny_config, "mmanet", mar__warmup_epochs=2)
-    module.miner.record(0, {"b+c": 0.9, "a+c": 0.1, "a+b": 0.2})
+    module.method.mar.miner.record(0, {"b+c": 0.9, "a+c": 0.1, "a+b": 0.2})
     module.print = lambda *args, **kwargs: None
     at_epoch(1)
     module.on_train_epoch_start()
-    assert module.stage.weak_set is None
+    assert module.method.mar.weak_set is None
     at_epoch(2)  # e = ω
     module.on_train_epoch_start()
-    assert module.stage.weak_set is module.miner
-    assert {c.name for c in module.miner.weak_set} == {"b", "c", "b+c"}
+    assert module.method.mar.weak_set is module.method.mar.miner
+    assert {c.name for c in module.method.mar.miner.weak_set} == {"b", "c", "b+c"}
 
 
 def test_checkpoint_restores_the_selected_weak_set(tiny_config):
     _, module, _ = setup(tiny_config, "mmanet")
-    module.miner.record(0, {"b+c": 0.1, "a+c": 0.9, "a+b": 0.2})
-    module.miner.select()
+    module.method.mar.miner.record(0, {"b+c": 0.1, "a+c": 0.9, "a+b": 0.2})
+    module.method.mar.miner.select()
     checkpoint: dict = {}
     module.on_save_checkpoint(checkpoint)
     _, resumed, _ = setup(tiny_config, "mmanet")
     resumed.on_load_checkpoint({})  # a checkpoint without mmanet state changes nothing
-    assert resumed.stage.weak_set is None
+    assert resumed.method.mar.weak_set is None
     resumed.on_load_checkpoint(json.loads(json.dumps(checkpoint)))
-    assert resumed.stage.weak_set is resumed.miner
-    assert resumed.miner.weak_set == module.miner.weak_set and resumed.miner.strong_modalities == ["b"]
+    assert resumed.method.mar.weak_set is resumed.method.mar.miner
+    restored, saved = resumed.method.mar.miner, module.method.mar.miner
+    assert restored.weak_set == saved.weak_set and restored.strong_modalities == ["b"]
 
 
 def test_mar_term_of_one_labelled_weak_row_is_its_cross_entropy(tiny_config, at_epoch):
@@ -173,9 +173,9 @@ def test_mar_term_of_one_labelled_weak_row_is_its_cross_entropy(tiny_config, at_
     out = module.net.forward_all(inputs, mask)
     labels = torch.full_like(target, -1)  # every other row unlabelled
     labels[5] = target[5]
-    weak = module.stage.weak_mask(mask)
+    weak = module.method.mar.weak_mask(mask, epoch=1)
     assert weak.tolist() == [i == 5 for i in range(16)]
-    got = module.stage.mar_term(StepBatch(inputs, present, mask, labels, out), weak)
+    got = module.method.mar.term(step_context(module, inputs, present, mask, labels, out), weak, module.class_weights)
     reg = module.reg_head([f[5:6] for f in out.fused]).logits
     torch.testing.assert_close(got, F.cross_entropy(reg, target[5:6]))  # (1/1 labelled row) · CE
 
@@ -205,7 +205,7 @@ def test_segmentation_mad_without_pool_size_uses_the_whole_map_and_the_configure
     module, (inputs, present, _) = rooms_sr
     out = module.net.forward_all(inputs, present)
     t_out = module.teacher.net.forward_all(inputs, present)
-    got = module.stage.mad_term(out, t_out)
+    got = module.method.mad_term(out, t_out)
     student, teacher = out.feature("decoder"), t_out.feature("decoder")
     expected = mad_loss(student, teacher, t_out.logits, variant="sp", per_pixel=True, reduction="sum")
     torch.testing.assert_close(got, expected)
@@ -233,10 +233,11 @@ def test_segmentation_step_logs_the_side_outputs_term(rooms_sr, at_epoch):
     torch.testing.assert_close(total, sum(spy.calls[f"train/{name}"][0] for name in terms))
 
 
-def test_segmentation_mar_term_honours_the_void_label_of_the_data(rooms_sr, at_epoch, monkeypatch):
+def test_segmentation_mar_term_honours_the_void_label_of_the_data(rooms_sr, at_epoch):
     module, (inputs, present, target) = rooms_sr
     void = module.info.num_classes  # a void label other than 255 (npz datasets declare their own)
-    monkeypatch.setattr(module, "info", dataclasses.replace(module.info, ignore_index=void))
+    info = dataclasses.replace(module.info, ignore_index=void)
+    module = MultimodalModule(module.net, module.config, info, teacher=module.teacher).train()
     at_epoch(1)
     mask = torch.ones_like(present)
     mask[:2, 1:] = False  # rows 0 and 1 keep the first modality alone: weak under SR
@@ -244,9 +245,9 @@ def test_segmentation_mar_term_honours_the_void_label_of_the_data(rooms_sr, at_e
     labels[labels == 255] = void
     labels[:, :2] = void
     out = module.net.forward_all(inputs, mask)
-    weak = module.stage.weak_mask(mask)
+    weak = module.method.mar.weak_mask(mask, epoch=1)
     assert weak.tolist() == [True, True, False, False]
-    got = module.stage.mar_term(StepBatch(inputs, present, mask, labels, out), weak)
+    got = module.method.mar.term(step_context(module, inputs, present, mask, labels, out), weak, module.class_weights)
     reg = module.reg_head(out.fused).logits  # the head runs on the whole batch (its BatchNorm sees 4 rows)
     torch.testing.assert_close(got, mar_loss(reg, labels, weak, ignore_index=void))
 

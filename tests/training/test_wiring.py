@@ -49,6 +49,14 @@ def setup(tiny_config, method: str, **updates):
     return cfg, module, (inputs, present, target)
 
 
+def step_context(module, inputs, present, mask, target, out, epoch: int = 1):
+    """The :class:`~mmanet.methods.StepContext` a training step of ``module`` hands its method."""
+    from mmanet.methods import StepContext
+
+    return StepContext(epoch, inputs, present, mask, target, list(out.features), out, module.net, module.task_loss,
+                       lambda *args: None)  # fmt: skip
+
+
 def step_and_mask(module, batch, seed: int = 7):
     """The step's total loss and the dropout mask it drew (reproduced from the same seed)."""
     torch.manual_seed(seed)

@@ -1,11 +1,10 @@
-"""Training losses of the method: MAD (DESIGN §4.1), MAR (DESIGN §4.2) and logit distillation (KD)."""
+"""Training losses of the method: MAD (DESIGN §4.1), MAR (DESIGN §4.2) and logit distillation (KD) — pure
+functions on tensors (MAR's state and mining pass: :mod:`mmanet.methods.mar`)."""
 
 from mmanet.losses.kd import KDLoss, kd_loss
 from mmanet.losses.mad import REDUCTIONS, VARIANTS, MADLoss, entropy_weights, mad_loss, sp_loss
 from mmanet.losses.mar import (
-    FixedWeakSet,
     MARLoss,
-    WeakCombinationMiner,
     combination_membership,
     kl_discrepancy,
     mar_loss,
@@ -17,11 +16,9 @@ from mmanet.losses.mar import (
 __all__ = [
     "REDUCTIONS",
     "VARIANTS",
-    "FixedWeakSet",
     "KDLoss",
     "MADLoss",
     "MARLoss",
-    "WeakCombinationMiner",
     "combination_membership",
     "entropy_weights",
     "kd_loss",

@@ -12,14 +12,17 @@ Regularization: ``m_i = 1`` when sample i's dropout combination is in ``W``;
 :func:`mar_loss_official` is what the authors' released code computes instead (a named option,
 ``mar.variant: official``, kept to show what their reported numbers were trained with).
 
-SR ablation: ``W`` = every single-modality combination, no mining (:func:`single_modality_weak_set`,
-:class:`FixedWeakSet`). Mined and fixed weak sets share :func:`combination_membership`.
+SR ablation: ``W`` = every single-modality combination, no mining (:func:`single_modality_weak_set`).
+Mined and fixed weak sets share :func:`combination_membership`.
+
+This module holds MAR's pure functions on tensors. The rest of MAR — the weak-set state (the miner's
+memory bank and selection, a fixed weak set), the mining data pass, its schedule, the regularization
+head and what MAR writes to results — is one module, :mod:`mmanet.methods.mar`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +33,6 @@ from mmanet.modality import (
     ModalitySpec,
     all_combinations,
     combinations_to_mask,
-    leave_one_out_combinations,
 )
 
 DEFAULT_IGNORE_INDEX = 255
@@ -225,159 +227,3 @@ def combination_membership(keep_mask: Tensor, combinations: Sequence[Combination
 def single_modality_weak_set(spec: ModalitySpec) -> list[Combination]:
     """The SR ablation's weak set: every single-modality combination (no mining)."""
     return [c for c in all_combinations(spec) if c.size == 1]
-
-
-def _weak_set_from_names(spec: ModalitySpec, names: Iterable[str]) -> list[Combination]:
-    return sorted(spec.combination(name) for name in names)
-
-
-class FixedWeakSet:
-    """A weak set given up front (e.g. SR: :func:`single_modality_weak_set`); same interface as the miner."""
-
-    def __init__(self, combinations: Sequence[Combination]) -> None:
-        combos = list(combinations)
-        if not combos:
-            raise ValueError("a weak set needs at least one combination")
-        specs = {c.spec for c in combos}
-        if len(specs) != 1:
-            raise ValueError("the combinations of a weak set must come from one ModalitySpec")
-        self.spec = combos[0].spec
-        self._weak_set = sorted(set(combos))
-
-    @classmethod
-    def single_modality(cls, spec: ModalitySpec) -> FixedWeakSet:
-        """The SR ablation (DESIGN §4.2)."""
-        return cls(single_modality_weak_set(spec))
-
-    @property
-    def weak_set(self) -> list[Combination]:
-        return list(self._weak_set)
-
-    def weak_mask(self, keep_mask: Tensor) -> Tensor:
-        """``m_i`` (DESIGN §4.2): True where sample i's combination is in the weak set."""
-        return combination_membership(keep_mask, self._weak_set)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"modalities": list(self.spec.names), "weak_set": [c.name for c in self._weak_set]}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        _check_modalities(self.spec, state)
-        self._weak_set = _weak_set_from_names(self.spec, state["weak_set"])
-
-
-def _check_modalities(spec: ModalitySpec, state: Mapping[str, Any]) -> None:
-    saved = list(state.get("modalities", spec.names))
-    if saved != list(spec.names):
-        raise ValueError(f"state was saved for modalities {saved}, this run has {list(spec.names)}")
-
-
-# --------------------------------------------------------------------------- mining
-
-
-class WeakCombinationMiner:
-    """The memory bank and weak-set selection of MAR mining (DESIGN §4.2, Eqs. 9–16).
-
-    ``candidates`` = [full] + the ``M`` leave-one-out combinations. The data pass that forms
-    each candidate's prediction distribution lives on the training side
-    (:mod:`mmanet.training.mining`, with :func:`candidate_discrepancies` from this module);
-    :meth:`record` keeps one epoch's ``D_c`` in the memory bank (epoch → {name: D_c}),
-    :meth:`select` picks the ``num_strong`` strong modalities from the mean ``D̄_c`` and fixes
-    the weak set, and :meth:`weak_mask` gives ``m_i``. Pure state, no data loop.
-    """
-
-    def __init__(
-        self, spec: ModalitySpec, num_strong: int = 1, eps: float = 1e-8, *, ignore_index: int = DEFAULT_IGNORE_INDEX
-    ) -> None:
-        self.spec = spec
-        self.leave_one_out = leave_one_out_combinations(spec)
-        self._check_num_strong(num_strong)
-        self.num_strong = int(num_strong)
-        self.eps = eps
-        self.ignore_index = ignore_index
-        self.memory_bank: dict[int, dict[str, float]] = {}
-        self._weak_set: list[Combination] | None = None
-        self._strong: list[str] | None = None
-
-    def _check_num_strong(self, num_strong: int) -> None:
-        m = len(self.spec)
-        if not 1 <= num_strong < m:
-            raise ValueError(
-                f"num_strong must be in [1, {m - 1}] for {m} modalities (with {num_strong} strong "
-                "modalities no weak combination would remain)"
-                if num_strong >= m
-                else f"num_strong must be at least 1, got {num_strong}"
-            )
-
-    @property
-    def candidates(self) -> list[Combination]:
-        return [self.spec.full, *self.leave_one_out]
-
-    @property
-    def weak_set(self) -> list[Combination] | None:
-        return None if self._weak_set is None else list(self._weak_set)
-
-    @property
-    def strong_modalities(self) -> list[str] | None:
-        return None if self._strong is None else list(self._strong)
-
-    def record(self, epoch: int, discrepancies: Mapping[str, float]) -> None:
-        """Store one epoch's ``D_c`` in the memory bank (§4.2 step 4)."""
-        expected = {c.name for c in self.leave_one_out}
-        got = set(discrepancies)
-        if got != expected:
-            raise ValueError(
-                f"discrepancies must have one value per leave-one-out candidate {sorted(expected)}; "
-                f"missing {sorted(expected - got)}, unknown {sorted(got - expected)}"
-            )
-        self.memory_bank[int(epoch)] = {name: float(discrepancies[name]) for name in sorted(expected)}
-
-    def mean_discrepancies(self) -> dict[str, float]:
-        """``D̄_c``: the mean over the recorded epochs (§4.2 step 4)."""
-        if not self.memory_bank:
-            raise ValueError("the memory bank is empty: mine at least one warm-up epoch before select()")
-        epochs = list(self.memory_bank.values())
-        return {c.name: sum(e[c.name] for e in epochs) / len(epochs) for c in self.leave_one_out}
-
-    def select(self) -> list[Combination]:
-        """Fix the weak set from ``D̄_c`` (DESIGN §4.2, at e = ω) and return it.
-
-        The ``num_strong`` leave-one-out candidates with the largest ``D̄_c`` (ties: declared
-        order) each lack one strong modality; ``W`` = every non-empty combination with none of them.
-        """
-        self._check_num_strong(self.num_strong)
-        means = self.mean_discrepancies()
-        ranked = sorted(self.leave_one_out, key=lambda c: -means[c.name])  # stable: ties in declared order
-        # the modality each top-ranked candidate lacks is strong
-        strong_idx = sorted(c.present.index(False) for c in ranked[: self.num_strong])
-        self._strong = [self.spec.names[i] for i in strong_idx]
-        self._weak_set = [c for c in all_combinations(self.spec) if not any(c.present[i] for i in strong_idx)]
-        return list(self._weak_set)
-
-    def weak_mask(self, keep_mask: Tensor) -> Tensor:
-        """``m_i`` (DESIGN §4.2): True where sample i's combination is in the weak set."""
-        if self._weak_set is None:
-            raise RuntimeError("the weak set is not selected yet: call select() after the warm-up")
-        return combination_membership(keep_mask, self._weak_set)
-
-    # ----------------------------------------------------------------- checkpointing
-
-    def state_dict(self) -> dict[str, Any]:
-        """Plain Python types only (safe for ``torch.load(weights_only=True)``)."""
-        return {
-            "modalities": list(self.spec.names),
-            "num_strong": self.num_strong,
-            "memory_bank": {int(e): dict(d) for e, d in self.memory_bank.items()},
-            "weak_set": None if self._weak_set is None else [c.name for c in self._weak_set],
-            "strong_modalities": None if self._strong is None else list(self._strong),
-        }
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        _check_modalities(self.spec, state)
-        num_strong = int(state["num_strong"])
-        self._check_num_strong(num_strong)
-        self.num_strong = num_strong
-        self.memory_bank = {int(e): {str(k): float(v) for k, v in d.items()} for e, d in state["memory_bank"].items()}
-        weak = state.get("weak_set")
-        self._weak_set = None if weak is None else _weak_set_from_names(self.spec, weak)
-        strong = state.get("strong_modalities")
-        self._strong = None if strong is None else [str(s) for s in strong]

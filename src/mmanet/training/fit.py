@@ -10,16 +10,16 @@ from torch.utils.data import DataLoader
 
 from mmanet.config import ConfigError, RunConfig, dump_config
 from mmanet.data import DataBundle, collate_samples
-from mmanet.data.base import MultimodalDataset, complete_part, labelled_part
+from mmanet.data.base import MultimodalDataset, complete_part
 from mmanet.deploy import net_from_checkpoint
 from mmanet.deploy.checkpoint import load_checkpoint, model_hash_of_checkpoint
+from mmanet.methods import method_entry
 from mmanet.modality import Combination
 from mmanet.models.encoders.base import has_batch_statistics
 from mmanet.models.factory import build_net, check_feature_name
 from mmanet.models.network import MultimodalNet
-from mmanet.training.factory import make_loader, make_trainer, mining_loader, task_info
+from mmanet.training.factory import make_loader, make_trainer, task_info
 from mmanet.training.guards import NonFiniteGuard, interrupts_as_exception
-from mmanet.training.mining import MARMiningCallback
 from mmanet.training.module import MultimodalModule
 from mmanet.training.run_dir import process_rank
 from mmanet.training.teacher import FrozenTeacher, TeacherMismatchError, check_teacher_hash
@@ -32,13 +32,8 @@ def load_net_weights(net: MultimodalNet, checkpoint: dict) -> MultimodalNet:
 
 
 def training_split(bundle: DataBundle, config: RunConfig) -> MultimodalDataset:
-    """The training samples of this stage: with the unlabelled ones only where a distillation term uses them
-    (``train.unlabelled``); the teacher and the supervised baselines train on the labelled part, and the
-    teacher on its complete samples only (``teacher.samples: complete``, DESIGN §4.3)."""
-    split = bundle.train if config.uses_unlabelled else labelled_part(bundle.train)
-    if config.stage == "teacher" and config.teacher.samples == "complete":
-        split = complete_part(split, "the teacher")
-    return split
+    """The training samples of this run's method (:meth:`~mmanet.methods.Method.training_split`)."""
+    return method_entry(config.method).cls.training_split(bundle, config)
 
 
 def check_batch_size(config: RunConfig, modules: dict[str, nn.Module]) -> None:
@@ -92,9 +87,8 @@ def fit_stage(
 
         weights = class_weights(bundle)
     module = MultimodalModule(net, config, info, combination=combination, teacher=teacher, class_weights=weights)
-    check_batch_size(config, {"the network": net, "the MAR regularization head": module.reg_head})
-    if module.miner is not None:
-        callbacks.append(MARMiningCallback(lambda: mining_loader(bundle, config), config.mar.warmup_epochs))
+    check_batch_size(config, {"the network": net, **module.method.extra_modules()})
+    callbacks += module.method.callbacks(net, bundle)
     trainer = make_trainer(
         config, out_dir, module.monitor, module.monitor_mode, max_epochs or config.train.max_epochs, callbacks
     )

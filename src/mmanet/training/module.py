@@ -1,8 +1,10 @@
-"""The Lightning module shared by every training stage (DESIGN §4.3).
+"""The Lightning module: a thin adapter between Lightning and a training method (DESIGN §4.3).
 
-The training step only wires pure loss functions; what differs between stages (the
-training mask, the validated combinations, extra loss terms) is the stage strategy's
-(:mod:`mmanet.training.stages`). Every loss term is logged under ``train/``.
+Each training step encodes and fuses the batch under the method's training mask and hands the
+method a :class:`~mmanet.methods.StepContext`; the method returns its named, weighted loss terms,
+which are summed and logged under ``train/``. What differs between recipes (the mask, the validated
+combinations, the terms, extra modules such as MAR's head, callbacks, checkpoint state) is the
+method's (:mod:`mmanet.methods`); the module holds no recipe logic and the method no reference back.
 """
 
 from __future__ import annotations
@@ -11,16 +13,15 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmanet.config import RunConfig
-from mmanet.data.base import unlabelled_rows
+from mmanet.methods import StepContext, build_method
+from mmanet.methods.base import no_void_label
 from mmanet.modality import Combination, ModalityDropout
 from mmanet.models.network import MultimodalNet
 from mmanet.task import TaskInfo
 from mmanet.training.schedules import LearningRateFactor, make_scheduler
-from mmanet.training.stages import STAGES, StepBatch, labels_at
 from mmanet.training.teacher import FrozenTeacher
 
 __all__ = ["MultimodalModule", "TaskInfo"]
@@ -47,10 +48,14 @@ class MultimodalModule(L.LightningModule):
         self.dropout = ModalityDropout(
             info.spec, mode=config.dropout.mode, p=config.dropout.p, never_drop=config.dropout.never_drop
         )
-        #: the MAR regularization head (mmanet stage); trained, checkpointed, never deployed
+        #: the MAR regularization head (MMANet family); trained, checkpointed, never deployed
         self.reg_head: nn.Module | None = None
-        self.stage = STAGES.get(config.stage)(self)
-        self.val_evaluator = info.evaluator(self.stage.eval_combinations())
+        self.method = build_method(
+            config, info, net, combination=combination, teacher=teacher, class_weights=class_weights
+        )
+        for name, module in self.method.extra_modules().items():  # registered: trained, checkpointed, in DDP
+            setattr(self, name, module)
+        self.val_evaluator = info.evaluator(self.method.eval_combinations(info.spec, combination))
         self.monitor, self.monitor_mode = info.monitor()
 
     @property
@@ -58,55 +63,40 @@ class MultimodalModule(L.LightningModule):
         return self._teacher[0] if self._teacher else None
 
     @property
-    def miner(self):
-        """The MAR miner of the mmanet stage (None otherwise); the mining callback records into it."""
-        return getattr(self.stage, "miner", None)
-
-    @property
     def ignore_index(self) -> int:
         """The void label of the task (-100, PyTorch's "none", when the data has no void label)."""
-        return -100 if self.info.ignore_index is None else self.info.ignore_index
+        return no_void_label(self.info.ignore_index)
 
     # ------------------------------------------------------------------ training
     def task_loss(self, logits: Tensor, target: Tensor) -> Tensor:
-        """Cross-entropy; classification: the mean over the labelled rows (unlabelled samples have label
-        -1); segmentation: per pixel, void ignored, optional class weights, and logits at another scale
-        than the labels meet nearest-resized labels (side outputs)."""
-        if self.info.task == "segmentation":
-            target = labels_at(logits, target)
-            weight = self.class_weights.to(logits.device) if self.class_weights is not None else None
-            return F.cross_entropy(logits, target, weight=weight, ignore_index=self.ignore_index)
-        unlabelled = unlabelled_rows(target)
-        if bool(unlabelled.any()):  # unlabelled samples (label -1) only serve the distillation terms
-            if bool(unlabelled.all()):
-                return logits.sum() * 0.0  # keeps every parameter in the graph (DDP)
-            return F.cross_entropy(logits[~unlabelled], target[~unlabelled])
-        return F.cross_entropy(logits, target)
+        """The method's ``L_task`` (:class:`~mmanet.methods.TaskLoss`)."""
+        return self.method.task_loss(logits, target)
 
     def on_train_epoch_start(self) -> None:
-        self.stage.on_train_epoch_start()
+        self.method.on_train_epoch_start(self.current_epoch, self.print)
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         inputs, present, target = batch
-        mask = self.stage.training_mask(present)
+        mask = self.method.training_mask(present, self.dropout)
         keep = mask.any(dim=1)
-        if not bool(keep.all()):  # customized stage on data with genuinely missing modalities
+        if not bool(keep.all()):  # customized model on data with genuinely missing modalities
             inputs = {k: v[keep] for k, v in inputs.items()}
             mask, present, target = mask[keep], present[keep], target[keep]
         features = self.net.encode(inputs, mask)
         out = self.net.fuse_predict(features, mask)
-        losses: dict[str, Tensor] = {"task": self.task_loss(out.logits, target)}
-        if out.aux_logits:  # multi-scale supervision of a decoder's side outputs (ESANet)
-            losses["deep_supervision"] = sum(self.task_loss(side, target) for side in out.aux_logits)
-        for name, value in self.net.auxiliary_losses(features, mask, target, self.task_loss).items():
-            losses[name] = self.config.train.aux_weight * value
-        losses.update(self.stage.extra_losses(StepBatch(inputs, present, mask, target, out)))
+        context = StepContext(
+            self.current_epoch, inputs, present, mask, target, features, out, self.net, self.task_loss, self._log_epoch
+        )
+        losses = self.method.loss_terms(context)
         total = torch.stack(list(losses.values())).sum()
         batch_size = target.shape[0]
         for name, value in losses.items():
             self.log(f"train/{name}", value.detach(), on_step=False, on_epoch=True, batch_size=batch_size)
         self.log("train/loss", total.detach(), on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size)
         return total
+
+    def _log_epoch(self, name: str, value: Tensor) -> None:
+        self.log(name, value, on_step=False, on_epoch=True)
 
     # ------------------------------------------------------------------ validation
     def on_validation_epoch_start(self) -> None:
@@ -159,8 +149,8 @@ class MultimodalModule(L.LightningModule):
         }
         if self.teacher is not None:
             meta["teacher"] = self.teacher.reference()
-        meta.update(self.stage.state_dict())
+        meta.update(self.method.state_dict())
         checkpoint["mmanet"] = meta
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.stage.load_state_dict(checkpoint.get("mmanet", {}))
+        self.method.load_state_dict(checkpoint.get("mmanet", {}))

@@ -28,11 +28,13 @@ import torch
 from mmanet.config import RunConfig
 from mmanet.data import DataBundle
 from mmanet.deploy.checkpoint import load_checkpoint
+from mmanet.methods import method_entry
 from mmanet.modality import Combination, all_combinations
 from mmanet.results import ResultTable
 from mmanet.training.evaluation import evaluate_tables
 from mmanet.training.factory import load_bundle, quiet_lightning
 from mmanet.training.fit import check_resumed_teacher, fit_stage, train_teacher
+from mmanet.training.preflight import preflight
 from mmanet.training.run_dir import RunDirectory, process_rank
 
 
@@ -61,7 +63,7 @@ def count_parameters(net: torch.nn.Module) -> int:
 
 
 def run(config: RunConfig, out_dir: str | Path, overwrite: bool = False, bundle: DataBundle | None = None) -> RunResult:
-    """Train according to ``config.stage`` and write the per-combination tables into ``out_dir``."""
+    """Train according to the method's run plan and write the per-combination tables into ``out_dir``."""
     quiet_lightning()
     if config.train.num_threads is not None:
         torch.set_num_threads(config.train.num_threads)
@@ -71,6 +73,7 @@ def run(config: RunConfig, out_dir: str | Path, overwrite: bool = False, bundle:
             print(f"warning: {note}", flush=True)
     with RunDirectory(out_dir, config, overwrite):
         bundle = bundle if bundle is not None else load_bundle(config)
+        preflight(config, bundle)  # every name the configuration uses, before anything trains
         return _run_stages(config, out_dir, bundle)
 
 
@@ -80,16 +83,18 @@ def evaluated_splits(config: RunConfig) -> tuple[str, ...]:
 
 
 def _run_stages(config: RunConfig, out_dir: Path, bundle: DataBundle) -> RunResult:
+    """The method's run plan (:attr:`~mmanet.methods.Method.plan`), then the per-combination tables."""
     start = time.perf_counter()
     extras: dict[str, Any] = {}
     splits = evaluated_splits(config)
-    if config.stage == "customized":
+    method = method_entry(config.method).cls
+    if method.plan == "per_combination":
         combos = customized_combinations(config, bundle)
         parts: dict[str, list[ResultTable]] = {split: [] for split in splits}
         num_parameters = 0
         for k, combo in enumerate(combos, 1):
             net, _ = fit_stage(config, bundle, out_dir / "sf" / combo.name, combination=combo)
-            tables = evaluate_tables(net, bundle, config, [combo], splits=splits)
+            tables = evaluate_tables(net, bundle, config, method.eval_combinations(bundle.spec, combo), splits=splits)
             for split, table in tables.items():
                 parts[split].append(table)
             num_parameters += count_parameters(net)
@@ -101,20 +106,17 @@ def _run_stages(config: RunConfig, out_dir: Path, bundle: DataBundle) -> RunResu
         result_tables = {s: ResultTable.merged(t) for s, t in parts.items()}
         extras["models"] = len(combos)
     else:
-        teacher = train_teacher(config, bundle, out_dir) if config.stage == "mmanet" else None
+        teacher = train_teacher(config, bundle, out_dir) if method.plan == "teacher_then_student" else None
         if teacher is not None:
             extras["teacher"] = teacher.reference()
             full = evaluate_tables(teacher.net, bundle, config, [bundle.spec.full], splits=splits)
             extras["teacher_full"] = {s: t.average()[t.metric] for s, t in full.items()}
-        if teacher is not None:
             check_resumed_teacher(out_dir, teacher)
         net, best = fit_stage(config, bundle, out_dir, teacher=teacher)
-        combos = [bundle.spec.full] if config.stage == "teacher" else None
-        result_tables = evaluate_tables(net, bundle, config, combos, splits=splits)
+        result_tables = evaluate_tables(net, bundle, config, method.eval_combinations(bundle.spec), splits=splits)
         num_parameters = count_parameters(net)
-        meta = load_checkpoint(best.parent / "last.ckpt").get("mmanet", {})  # the final miner state
-        if "miner" in meta:
-            extras["miner"] = meta["miner"]
+        state = load_checkpoint(best.parent / "last.ckpt").get("mmanet", {})  # the method's final state
+        extras.update(method.results_of(state))
     seconds = time.perf_counter() - start
     writes = process_rank() == 0  # DDP: every rank evaluates (metrics are all-reduced), rank 0 writes
     for split, table in result_tables.items():
