@@ -173,3 +173,123 @@ def test_a_diverged_trial_is_recorded_as_failed_and_not_retried(tmp_path, monkey
     tune(_raw("sf_md"), out, TuneSettings(trials=2))  # resumed: the diverged point is not queued again
     study = optuna.load_study(study_name="mmanet", storage=f"sqlite:///{out / 'study.db'}")
     assert len(study.trials) == 3 and study.trials[2].params != study.trials[0].params
+
+
+# ----------------------------------------------------------------------------- issue 20: one study, clean failures
+
+
+class _Table:
+    """What ``score`` reads of a validation table: a deterministic function of the trial's parameters."""
+
+    metric = "error"
+
+    def __init__(self, value: float) -> None:
+        self.value_ = value
+
+    def average(self) -> dict[str, float]:
+        return {"error": self.value_}
+
+
+def _fake_training(monkeypatch, interrupt_at: int | None = None) -> list[dict]:
+    """Trials that 'train' instantly: the score is a smooth function of train.lr; call ``interrupt_at`` (1-based)
+    raises Ctrl-C once, as a user stopping the study in the middle of a trial."""
+    import mmanet.benchmark as benchmark
+
+    calls: list[dict] = []
+
+    def fake(config, run_dir, bundle, *args, **kwargs):
+        calls.append({"lr": config.train.lr})
+        if interrupt_at is not None and len(calls) == interrupt_at:
+            raise KeyboardInterrupt
+        return _Table((math.log10(config.train.lr) + 2.6) ** 2), None, {}
+
+    monkeypatch.setattr(benchmark, "run_or_reuse", fake)
+    return calls
+
+
+def _complete_points(out) -> list[tuple[float, float]]:
+    study = optuna.load_study(study_name="mmanet", storage=f"sqlite:///{out / 'study.db'}")
+    return [(t.params["train.lr"], t.value) for t in study.trials if t.state == TrialState.COMPLETE]
+
+
+def test_an_interrupted_then_resumed_study_draws_the_same_points_as_an_uninterrupted_one(tmp_path, monkeypatch):
+    """Issue 20: a rerun after Ctrl-C used to reseed the sampler with the number of stored trials (the failed
+    attempt included), so it drew other points and wrote another best.yaml. 12 trials: past TPE's 10 random
+    start-up trials, so the model-based draws are compared too."""
+    settings = TuneSettings(trials=12)
+    _fake_training(monkeypatch)
+    tune(_raw("sf_md"), tmp_path / "straight", settings)
+    _fake_training(monkeypatch, interrupt_at=6)
+    with pytest.raises(KeyboardInterrupt):
+        tune(_raw("sf_md"), tmp_path / "stopped", settings)
+    _fake_training(monkeypatch)
+    tune(_raw("sf_md"), tmp_path / "stopped", settings)  # the same command again
+    study = optuna.load_study(study_name="mmanet", storage=f"sqlite:///{tmp_path / 'stopped' / 'study.db'}")
+    assert [t.state for t in study.trials].count(TrialState.FAIL) == 1  # the interrupted attempt
+    assert _complete_points(tmp_path / "stopped") == _complete_points(tmp_path / "straight")
+    assert len(_complete_points(tmp_path / "straight")) == 12
+    assert (tmp_path / "stopped" / "best.yaml").read_text() == (tmp_path / "straight" / "best.yaml").read_text()
+
+
+def test_ctrl_c_in_a_trial_is_one_message_without_optunas_traceback(tmp_path, monkeypatch, capfd):
+    config = write_yaml(tmp_path / "c.yaml", _raw("sf_md"))
+    _fake_training(monkeypatch, interrupt_at=1)
+    result = CliRunner().invoke(app, ["tune", str(config), "--trials", "2", "--out", str(tmp_path / "o")])
+    printed = result.output + "".join(capfd.readouterr())
+    assert result.exit_code == 130, printed
+    assert "interrupted (Ctrl-C)" in printed and "finished trials are kept" in printed
+    assert "Traceback" not in printed and "failed" not in printed, printed
+
+
+def test_a_second_tune_on_the_same_out_is_refused_without_touching_the_first_ones_trials(tmp_path):
+    """Issue 20: two tune processes on one --out both printed Optuna tracebacks, and the second marked the
+    first one's running trial as failed. Tune takes the directory lock that train takes."""
+    from mmanet.training.run_dir import DirectoryLock
+
+    config = write_yaml(tmp_path / "c.yaml", _raw("sf_md"))
+    out = tmp_path / "o"
+    out.mkdir()
+    study = optuna.create_study(study_name="mmanet", storage=f"sqlite:///{out / 'study.db'}")
+    running = study.ask({"train.lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)})
+    with DirectoryLock(out, holder="mmanet tune"):  # the first process, in the middle of a trial
+        before = (out / "study.db").read_bytes()
+        result = CliRunner().invoke(app, ["tune", str(config), "--trials", "1", "--out", str(out)])
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+        assert f"in use by another mmanet tune (pid {__import__('os').getpid()})" in " ".join(result.output.split())
+        assert (out / "study.db").read_bytes() == before
+    study = optuna.load_study(study_name="mmanet", storage=f"sqlite:///{out / 'study.db'}")
+    assert [t.state for t in study.trials] == [TrialState.RUNNING] and study.trials[0].number == running.number
+
+
+def test_tune_out_that_cannot_hold_a_study_is_one_message(tmp_path, monkeypatch):
+    import tempfile
+    from pathlib import Path
+
+    config = write_yaml(tmp_path / "c.yaml", _raw("sf_md"))
+    runner = CliRunner()
+
+    def refused(out, *needles: str) -> None:
+        result = runner.invoke(app, ["tune", str(config), "--trials", "1", "--out", str(out)])
+        said = " ".join(result.output.split())
+        assert result.exit_code == 2 and "Traceback" not in result.output and said.count("error:") == 1, said
+        assert all(n in said for n in needles), said
+
+    (tmp_path / "file").write_text("x")
+    refused(tmp_path / "file", "is an existing file")
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "study.db").write_text("not a database")
+    refused(damaged, "study.db cannot be used as an Optuna study (file is not a database)", "Move it away")
+    assert (damaged / "study.db").read_text() == "not a database"
+    place = tmp_path / "read_only"  # (tests may run as root, who can write anywhere: creating a file is refused)
+    place.mkdir()
+    original = tempfile.TemporaryFile
+
+    def refuse(*args, dir=None, **kwargs):  # noqa: A002 - tempfile's own keyword
+        if dir is not None and Path(dir).resolve().is_relative_to(place.resolve()):
+            raise PermissionError(13, "Permission denied")
+        return original(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
+    refused(place / "study", "Permission denied", "--out")
+    assert not (place / "study").exists()

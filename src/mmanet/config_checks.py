@@ -7,6 +7,10 @@ Numeric strings stay accepted for numbers (YAML reads ``1e-3`` as a string).
 
 :func:`non_finite_keys` finds NaN/infinite floats anywhere in a raw configuration — also in the
 free-form sections (``data.options``, component options) that no typed field covers.
+
+:func:`load_yaml` reads a YAML file with a bounded cost: at most :data:`MAX_YAML_BYTES` bytes and
+:data:`MAX_YAML_VALUES` values once YAML aliases are expanded (ten nested aliases of ten entries
+each would otherwise expand to 10^10 values when the configuration is merged, checked or compared).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import math
 import types
 import typing
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 
@@ -69,3 +74,47 @@ def non_finite_keys(raw: Any, prefix: str = "") -> Iterator[tuple[str, float]]:
     elif isinstance(raw, list | tuple):
         for i, value in enumerate(raw):
             yield from non_finite_keys(value, f"{prefix}.{i}")
+
+
+#: the largest YAML file mmanet reads (configurations and dataset.yaml files are a few KB)
+MAX_YAML_BYTES = 4 << 20
+#: the most values a YAML document may hold with its aliases expanded
+MAX_YAML_VALUES = 200_000
+
+
+class YAMLTooLarge(ValueError):
+    """A YAML document too large, or expanding to too many values, to be read at a bounded cost."""
+
+
+def count_values(raw: Any, budget: int = MAX_YAML_VALUES) -> int:
+    """The number of values in ``raw`` with shared (aliased) parts counted each time they appear; a
+    :class:`YAMLTooLarge` as soon as it passes ``budget`` (so the count itself costs at most ``budget``)."""
+    seen, stack = 0, [raw]
+    while stack:
+        value = stack.pop()
+        seen += 1
+        if seen > budget:
+            raise YAMLTooLarge(
+                f"it holds more than {budget:,} values once its aliases (&name / *name) are expanded; "
+                "write the configuration out without aliases"
+            )
+        if isinstance(value, Mapping):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list | tuple):
+            stack.extend(value)
+    return seen
+
+
+def load_yaml(path: str | Path) -> Any:
+    """``yaml.safe_load`` of a file at a bounded cost (module docstring). Raises ``OSError``,
+    ``UnicodeDecodeError``, ``yaml.YAMLError`` or :class:`YAMLTooLarge` — the caller names the file."""
+    import yaml
+
+    path = Path(path)
+    size = path.stat().st_size
+    if size > MAX_YAML_BYTES:
+        raise YAMLTooLarge(f"it is {size:,} bytes, more than the {MAX_YAML_BYTES:,} a YAML file mmanet reads may have")
+    raw = yaml.safe_load(path.read_text())
+    count_values(raw)
+    return raw

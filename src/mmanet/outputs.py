@@ -14,13 +14,17 @@ not create, or outside its output directory, and it never deletes something it r
   earlier output (the caller says how to recognise one).
 * :func:`plain_name_problem`: a name used as one folder of an output directory (a benchmark
   method's label) cannot point anywhere else.
+* :func:`writing`: an ``OSError`` while a file is written (disk full, a directory made read-only
+  meanwhile) becomes an :class:`OutputPathError` naming the file and the reason.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from mmanet.errors import MMANetError
@@ -146,3 +150,24 @@ def plain_name_problem(name: str, reserved: Iterable[str] = ()) -> str | None:
     if name in set(reserved):
         return "is the name of a file or folder the command writes itself"
     return None
+
+
+@contextmanager
+def writing(path: str | Path, what: str = "", atomic: bool = False) -> Iterator[None]:
+    """Inside, an ``OSError`` (no space left, read-only, quota …) is an :class:`OutputPathError` that names
+    ``path`` (``what``: how to call it, e.g. ``"the checkpoint "``); ``atomic``: the write replaces the
+    file by a rename, so an earlier version is still there and the message says so."""
+    try:
+        yield
+    except OSError as err:
+        path = Path(path)
+        if not atomic and isinstance(err.filename, str) and not Path(err.filename).name.startswith("."):
+            path = Path(err.filename)  # the file that failed, when a step writes several (not a temporary one)
+        kept = f"; the previous {path.name} is unchanged" if atomic and path.exists() else ""
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            fix = "Free some space, then run the command again"
+        elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            fix = f"Make {path.parent} writable, then run the command again"
+        else:
+            fix = "Run the command again once the file can be written"
+        raise OutputPathError(f"cannot write {what}{path}: {_reason(err)}{kept}. {fix}") from None

@@ -18,6 +18,14 @@ trials share a teacher per seed whenever the teacher's own configuration is the 
 
 A trial whose training diverges (a non-finite loss) is recorded as failed and not retried.
 
+One process at a time: a study holds the lock of its directory (as a run holds its run directory's),
+so a second ``mmanet tune`` on the same ``--out`` is refused before it reads or changes the study.
+The sampler's draws for a trial depend only on ``--sampler-seed``, the trial's place among the trials
+that count (finished or diverged — not an interrupted attempt, which is run again with its own
+parameters) and the finished trials before it (:class:`TrialSeededSampler`): a study interrupted and
+continued draws the same points, and writes the same ``best.yaml``, as one that ran straight through.
+A damaged ``study.db`` is an error that says so.
+
 Outputs: ``best.yaml`` (a complete run configuration with the best parameters, the original seed and
 teacher, for ``mmanet train`` or a benchmark entry's ``config:``), ``trials.csv``,
 ``optimization_history.png`` and ``param_importances.png``. ``--out`` is a new or empty directory or
@@ -42,7 +50,7 @@ import yaml
 from mmanet.config import ConfigError, RunConfig, deep_merge, resolve_run_config, set_dotted
 from mmanet.data import DataBundle
 from mmanet.errors import MMANetError
-from mmanet.outputs import OutputPathError, Reads, check_not_read, writable_directory
+from mmanet.outputs import OutputPathError, Reads, check_not_read, writable_directory, writing
 from mmanet.results import ResultTable, higher_is_better
 
 Metric = Literal["avg", "worst5", "weak"]
@@ -67,6 +75,62 @@ STUDY_OUTPUTS = (
 
 class TuneError(MMANetError):
     """The tuning request cannot be carried out as given (and why)."""
+
+
+def counts_for_sampler(trial) -> bool:
+    """A trial that takes a place in the study's sequence: finished (complete, pruned) or diverged — not an
+    interrupted attempt, whose parameters are queued again (:meth:`Tuner._requeue_interrupted`)."""
+    from optuna.trial import TrialState
+
+    if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+        return True
+    return trial.state == TrialState.FAIL and bool(trial.user_attrs.get("diverged"))
+
+
+def trial_place(study, trial) -> int:
+    """A trial's place in the study's sequence: how many trials before it count (:func:`counts_for_sampler`).
+    What the sampler is seeded with and what messages and ``best.yaml`` call "trial k": unlike Optuna's
+    number, it does not move when an interrupted attempt is run again."""
+    return sum(1 for t in study.get_trials(deepcopy=False) if t.number < trial.number and counts_for_sampler(t))
+
+
+def _trial_seeded_sampler_class():
+    import optuna
+
+    class TrialSeededSampler(optuna.samplers.BaseSampler):
+        """TPE reseeded for every trial with ``seed + k``, ``k`` the number of trials before it that count
+        (:func:`counts_for_sampler`): a trial's draws depend on the seed, its place and the finished history
+        only, never on how many attempts were interrupted (module docstring)."""
+
+        def __init__(self, seed: int) -> None:
+            self.seed = seed
+            self._tpe = optuna.samplers.TPESampler(seed=seed)
+
+        def before_trial(self, study, trial) -> None:
+            self._tpe = optuna.samplers.TPESampler(seed=self.seed + trial_place(study, trial))
+            self._tpe.before_trial(study, trial)
+
+        def infer_relative_search_space(self, study, trial):
+            return self._tpe.infer_relative_search_space(study, trial)
+
+        def sample_relative(self, study, trial, search_space):
+            return self._tpe.sample_relative(study, trial, search_space)
+
+        def sample_independent(self, study, trial, param_name, param_distribution):
+            return self._tpe.sample_independent(study, trial, param_name, param_distribution)
+
+        def after_trial(self, study, trial, state, values) -> None:
+            self._tpe.after_trial(study, trial, state, values)
+
+    return TrialSeededSampler
+
+
+def study_storage_errors() -> tuple[type[BaseException], ...]:
+    """What Optuna's SQLite storage raises for a damaged or unwritable ``study.db``."""
+    import optuna
+    from sqlalchemy.exc import SQLAlchemyError
+
+    return (SQLAlchemyError, optuna.exceptions.StorageInternalError)
 
 
 @dataclass(frozen=True)
@@ -228,15 +292,35 @@ class Tuner:
     def _study(self):
         import optuna
 
-        self.out.mkdir(parents=True, exist_ok=True)
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        # ERROR: Optuna's warnings repeat what mmanet says itself (a diverged trial), and print a traceback
+        # block for Ctrl-C ("Trial … failed … KeyboardInterrupt") before mmanet's own message
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
         direction = "maximize" if higher_is_better(self.metric_name) else "minimize"
-        storage = f"sqlite:///{(self.out / 'study.db').resolve()}"
-        study = optuna.create_study(study_name=STUDY_NAME, storage=storage, direction=direction, load_if_exists=True)
-        # a resumed study must not redraw the points it already has: the sampler's seed moves on with
-        # the number of stored trials (deterministic for a given history)
-        seed = self.settings.sampler_seed + len(study.get_trials(deepcopy=False))
-        study.sampler = optuna.samplers.TPESampler(seed=seed)
+        db = self.out / "study.db"
+        try:
+            study = optuna.create_study(
+                study_name=STUDY_NAME, storage=f"sqlite:///{db.resolve()}", direction=direction, load_if_exists=True
+            )
+            return self._prepare_study(study)
+        except study_storage_errors() as err:
+            raise TuneError(self._storage_problem(err)) from None
+
+    def _storage_problem(self, err: BaseException) -> str:
+        db = self.out / "study.db"
+        reason = getattr(err, "orig", None) or err
+        first = str(reason).strip().splitlines()[0] if str(reason).strip() else type(err).__name__
+        if any(word in first.lower() for word in ("disk is full", "readonly", "read-only", "unable to open", "i/o")):
+            return (
+                f"cannot write the study {db}: {first}. Free some space or make {self.out} writable, then run the "
+                "same command again"
+            )
+        return (
+            f"{db} cannot be used as an Optuna study ({first}): it is damaged or not a study. Move it away to start "
+            f"the study afresh (finished trial runs in {self.out / 'trials'} are reused), or choose another --out"
+        )
+
+    def _prepare_study(self, study):
+        study.sampler = _trial_seeded_sampler_class()(self.settings.sampler_seed)
         identity = self._identity()
         stored = study.user_attrs.get("identity")
         if stored is None:
@@ -312,12 +396,12 @@ class Tuner:
             try:
                 config = self._shared_teacher(self.trial_config(params, seed))
             except ConfigError as err:  # a combination the config forbids: not a usable point
-                raise TuneError(f"trial {trial.number}: {err}") from None
+                raise TuneError(f"trial {trial_place(trial.study, trial)}: {err}") from None
             run_dir = self.out / "trials" / params_key(params) / f"seed_{seed}"
             try:
                 table, _, summary = run_or_reuse(config, run_dir, self.bundle)
             except TrainingDivergedError as err:  # e.g. a learning rate too high: a failed point, go on
-                self.say(f"trial {trial.number} diverged with {params}: {err}")
+                self.say(f"trial {trial_place(trial.study, trial)} diverged with {params}: {err}")
                 trial.set_user_attr("diverged", True)
                 return math.nan  # Optuna records a NaN objective as a failed trial
 
@@ -328,9 +412,23 @@ class Tuner:
 
     # ------------------------------------------------------------------ the study
     def run(self) -> dict[str, Any]:
-        from optuna.trial import TrialState
+        """Check ``--out``, take its lock, run the study and write its outputs (module docstring)."""
+        from mmanet.training.run_dir import DirectoryLock
 
         self.check_outputs()
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise TuneError(f"cannot create --out {self.out}: {err.strerror or err}") from None
+        with DirectoryLock(self.out, holder="mmanet tune"):
+            try:
+                return self._run()
+            except study_storage_errors() as err:
+                raise TuneError(self._storage_problem(err)) from None
+
+    def _run(self) -> dict[str, Any]:
+        from optuna.trial import TrialState
+
         self._prepare()
         study = self._study()
         done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
@@ -346,8 +444,8 @@ class Tuner:
         def report(study, trial) -> None:
             if trial.state == TrialState.COMPLETE:
                 self.say(
-                    f"trial {trial.number}: {trial.value:.3f} {trial.params}; best so far {study.best_value:.3f} "
-                    f"(trial {study.best_trial.number})"
+                    f"trial {trial_place(study, trial)}: {trial.value:.3f} {trial.params}; best so far "
+                    f"{study.best_value:.3f} (trial {trial_place(study, study.best_trial)})"
                 )
 
         attempts = 0  # failed (diverged) trials do not count towards --trials; give up after 2N attempts
@@ -371,14 +469,18 @@ class Tuner:
         header = (
             f"# mmanet tune: best of {len(complete)} trial(s) on the VALIDATION split (test never evaluated)\n"
             f"# metric {self.settings.metric} = {best.value:.4f} (mean over tuning seeds "
-            f"{self._identity()['seeds']}), trial {best.number}\n"
+            f"{self._identity()['seeds']}), trial {trial_place(study, best)}\n"
             f"# tuned: {json.dumps(best.params, default=str)}\n"
         )
         text = yaml.safe_dump(best_config.model_dump(mode="json"), sort_keys=False)
-        (self.out / "best.yaml").write_text(header + text)
-        self._write_trials(study)
-        self._plots(study)
-        self.say(f"best trial {best.number}: {self.settings.metric} = {best.value:.3f} with {best.params}")
+        with writing(self.out / "best.yaml"):
+            (self.out / "best.yaml").write_text(header + text)
+        with writing(self.out / "trials.csv"):
+            self._write_trials(study)
+        with writing(self.out / "optimization_history.png"):
+            self._plots(study)
+        place = trial_place(study, best)
+        self.say(f"best trial {place}: {self.settings.metric} = {best.value:.3f} with {best.params}")
         self.say(f"written {self.out / 'best.yaml'}, trials.csv and plots")
         return {"best_params": best.params, "best_value": best.value, "trials": len(complete)}
 

@@ -24,6 +24,7 @@ import yaml
 from filelock import FileLock, Timeout
 
 from mmanet.config import RunConfig, dump_config
+from mmanet.config_checks import load_yaml
 from mmanet.errors import MMANetError
 from mmanet.outputs import OutputPathError, Reads, check_keeps_reads, same_path, writable_directory
 
@@ -91,8 +92,8 @@ def run_part(path: Path) -> str | None:
 def _saved_config(saved: Path) -> dict | None:
     """The configuration in ``saved`` when it is one mmanet wrote (None: unreadable or someone else's)."""
     try:
-        previous = yaml.safe_load(saved.read_text())
-    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        previous = load_yaml(saved)
+    except (OSError, yaml.YAMLError, ValueError):  # (UnicodeDecodeError and YAMLTooLarge are ValueErrors)
         return None
     return previous if isinstance(previous, dict) and previous.keys() >= _RUN_CONFIG_KEYS else None
 
@@ -125,17 +126,68 @@ def check_deletable(path: Path, config: RunConfig, reads: Reads = ()) -> None:
         )
 
 
+def recorded_teacher_hash(path: Path) -> str | None:
+    """The content hash of the teacher the run in ``path`` was trained against, as its checkpoint records it."""
+    from mmanet.deploy.checkpoint import CheckpointError, load_checkpoint
+
+    for name in ("last.ckpt", "best.ckpt"):
+        ckpt = path / "checkpoints" / name
+        if ckpt.is_file():
+            try:
+                teacher = load_checkpoint(ckpt).get("mmanet", {}).get("teacher") or {}
+            except (CheckpointError, AttributeError):
+                continue
+            if isinstance(teacher, dict) and isinstance(teacher.get("sha256"), str):
+                return teacher["sha256"]
+    return None
+
+
+def _teacher_hash(teacher: dict) -> str | None:
+    """The content hash of the teacher a configuration names (``teacher.sha256``, else its checkpoint's)."""
+    from mmanet.deploy.checkpoint import CheckpointError, model_hash_of_checkpoint
+
+    if teacher.get("sha256"):
+        return str(teacher["sha256"])
+    checkpoint = teacher.get("checkpoint")
+    if checkpoint and Path(checkpoint).is_file():
+        try:
+            return model_hash_of_checkpoint(checkpoint)
+        except CheckpointError:
+            return None
+    return None
+
+
+def same_configuration(path: Path, saved: object, config: RunConfig) -> bool:
+    """The configuration ``saved`` in the run directory ``path`` is ``config``'s. A teacher checkpoint is compared
+    by content (``teacher.sha256``, or the hash the run's checkpoint recorded), not by its path: a benchmark or
+    study moved to another place, or named by another relative path, still holds the same runs."""
+    current = config.model_dump(mode="json")
+    if saved == current:
+        return True
+    if not isinstance(saved, dict) or not isinstance(saved.get("teacher"), dict):
+        return False
+
+    def without_teacher_file(d: dict) -> dict:
+        return {**d, "teacher": {k: v for k, v in d["teacher"].items() if k not in ("checkpoint", "sha256")}}
+
+    if without_teacher_file(saved) != without_teacher_file(current) or not current["teacher"].get("checkpoint"):
+        return False
+    theirs = saved["teacher"].get("sha256") or recorded_teacher_hash(path)
+    return theirs is not None and theirs == _teacher_hash(current["teacher"])
+
+
 def changed_run(path: Path, config: RunConfig) -> bool:
     """``path`` holds a trained run (checkpoints) whose saved configuration is not ``config`` (or is damaged):
-    resuming it is refused, and only ``--overwrite`` starts it again."""
+    resuming it is refused, and only ``--overwrite`` starts it again (teachers compared by content:
+    :func:`same_configuration`)."""
     saved = path / "config.yaml"
     if not saved.is_file() or not has_checkpoints(path):
         return False
     try:
-        previous = yaml.safe_load(saved.read_text())
-    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        previous = load_yaml(saved)
+    except (OSError, yaml.YAMLError, ValueError):  # (UnicodeDecodeError and YAMLTooLarge are ValueErrors)
         return True
-    return previous != config.model_dump(mode="json")
+    return not same_configuration(path, previous, config)
 
 
 def check_config_file(path: Path, config: RunConfig, config_file: str | Path) -> None:
@@ -163,6 +215,48 @@ def check_evaluation_dir(out_dir: Path, option: str = "--out") -> None:
         )
 
 
+class DirectoryLock:
+    """An exclusive lock on a directory for one mmanet process (``.lock``, its pid in ``.lock.pid``): a second
+    process gets a :class:`RunDirectoryError` naming the first one's pid, before it touches anything there."""
+
+    def __init__(self, path: str | Path, holder: str = "mmanet run", option: str = "--out") -> None:
+        self.path = Path(path)
+        self.holder = holder
+        self.option = option
+        self._lock: FileLock | None = None
+
+    def acquire(self) -> DirectoryLock:
+        lock = FileLock(str(self.path / LOCK_NAME))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            pid_file = self.path / PID_NAME
+            holder = pid_file.read_text().strip() if pid_file.is_file() else "unknown"
+            raise RunDirectoryError(
+                f"{self.path} is in use by another {self.holder} (pid {holder}); wait for it or choose another "
+                f"{self.option}"
+            ) from None
+        try:
+            (self.path / PID_NAME).write_text(str(os.getpid()))
+        except BaseException:
+            lock.release()
+            raise
+        self._lock = lock
+        return self
+
+    def release(self) -> None:
+        if self._lock is not None:
+            (self.path / PID_NAME).unlink(missing_ok=True)
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self) -> DirectoryLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
 class RunDirectory:
     """Context manager: validate ``out_dir`` for ``config``, take the lock, clear it if asked."""
 
@@ -172,7 +266,7 @@ class RunDirectory:
         self.overwrite = overwrite
         #: what the command reads besides :func:`config_reads` (never deleted by ``overwrite``)
         self.reads = reads
-        self._lock: FileLock | None = None
+        self._lock = DirectoryLock(self.path)
 
     def __enter__(self) -> RunDirectory:
         path = self.path
@@ -231,8 +325,8 @@ class RunDirectory:
         if not saved.is_file():
             return
         try:
-            previous = yaml.safe_load(saved.read_text())
-        except (yaml.YAMLError, UnicodeDecodeError) as err:
+            previous = load_yaml(saved)
+        except (yaml.YAMLError, ValueError) as err:  # (UnicodeDecodeError and YAMLTooLarge are ValueErrors)
             previous = err
         if not has_checkpoints(self.path):
             return  # never trained (and written by mmanet: _check_foreign_files): its config is simply replaced
@@ -242,7 +336,7 @@ class RunDirectory:
                 f"{saved} {reason} (damaged?), so this run cannot be resumed safely; restore the file, or pass "
                 "--overwrite to start the run again (or choose another --out)"
             )
-        if previous != self.config.model_dump(mode="json"):
+        if not same_configuration(self.path, previous, self.config):
             raise RunDirectoryError(
                 f"{self.path} holds a run with a different configuration; choose another --out "
                 "or pass --overwrite to start it again"
@@ -250,23 +344,10 @@ class RunDirectory:
 
     # ------------------------------------------------------------------ lock
     def _acquire(self) -> None:
-        lock = FileLock(str(self.path / LOCK_NAME))
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            pid_file = self.path / PID_NAME
-            holder = pid_file.read_text().strip() if pid_file.is_file() else "unknown"
-            raise RunDirectoryError(
-                f"{self.path} is in use by another mmanet run (pid {holder}); wait for it or choose another --out"
-            ) from None
-        (self.path / PID_NAME).write_text(str(os.getpid()))
-        self._lock = lock
+        self._lock.acquire()
 
     def _release(self) -> None:
-        if self._lock is not None:
-            (self.path / PID_NAME).unlink(missing_ok=True)
-            self._lock.release()
-            self._lock = None
+        self._lock.release()
 
     def _clear(self) -> None:
         for entry in self.path.iterdir():
