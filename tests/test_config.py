@@ -177,7 +177,8 @@ def test_load_run_config_with_overrides(tmp_path):
     path = write(
         tmp_path, "method: hemis\ntrain:\n  lr: 0.5\n  max_epochs: 7\ndata:\n  options: {protocol: standard}\n"
     )
-    config = load_run_config(path, ["train.lr=0.02", "data.options.labels_per_class=5", "dropout.p=[0.5, 0.6]"])
+    overrides = ["train.lr=0.02", "data.options.labels_per_class=5", "dropout.mode=bernoulli", "dropout.p=[0.5, 0.6]"]
+    config = load_run_config(path, overrides)
     assert config.train.lr == 0.02
     assert config.train.max_epochs == 7
     assert config.data.options == {"protocol": "standard", "labels_per_class": 5}

@@ -28,15 +28,16 @@ from typing import Any
 import yaml
 
 from mmanet.config import BenchmarkConfig, BenchmarkMethod, ConfigError, RunConfig, method_config
+from mmanet.config_checks import load_yaml
 from mmanet.data import DataBundle
 from mmanet.modality import Combination
-from mmanet.outputs import OutputPathError, Reads, check_not_read, inside, plain_name_problem
+from mmanet.outputs import OutputPathError, Reads, check_not_read, inside, plain_name_problem, writing
 from mmanet.report import plot_mar_discrepancy, plot_per_combination
 from mmanet.results import AVERAGE, ResultTable, higher_is_better, markdown_table
-from mmanet.training.factory import load_bundle
-from mmanet.training.run_dir import RunDirectoryError, changed_run, check_deletable, run_part
+from mmanet.training.factory import check_config_against_data, load_bundle
+from mmanet.training.run_dir import RunDirectoryError, changed_run, check_deletable, run_part, same_configuration
 from mmanet.training.runner import run
-from mmanet.training.shared_teacher import BENCHMARK_TEACHERS, share_teacher
+from mmanet.training.shared_teacher import BENCHMARK_TEACHERS, share_teacher, trained_shared_teacher
 
 WORST_K = 5
 #: the files a benchmark writes at the top of its output directory (besides mar_discrepancy_*.png)
@@ -110,7 +111,7 @@ def run_or_reuse(
     done = run_dir / "results.json"
     if done.exists() and (run_dir / "per_combination.csv").exists():
         try:
-            if yaml.safe_load((run_dir / "config.yaml").read_text()) == cfg.model_dump(mode="json"):
+            if same_configuration(run_dir, load_yaml(run_dir / "config.yaml"), cfg):
                 summary = json.loads(done.read_text())
                 metric = summary[cfg.evaluate.split]["metric"]
                 test = ResultTable.read_csv(run_dir / "per_combination.csv", bundle.spec, metric)
@@ -118,7 +119,7 @@ def run_or_reuse(
                     return test, test, summary
                 val = ResultTable.read_csv(run_dir / "per_combination_val.csv", bundle.spec, metric)
                 return test, val, summary
-        except (OSError, KeyError, ValueError, TypeError, yaml.YAMLError):
+        except (OSError, KeyError, ValueError, TypeError, yaml.YAMLError):  # (YAMLTooLarge is a ValueError)
             pass  # incomplete or damaged: resumed below (a changed config is refused by the run directory)
     redo = overwrite and changed_run(run_dir, cfg)
     if redo:
@@ -173,18 +174,25 @@ def check_outputs(out_dir: Path, reads: Reads = ()) -> None:
 
 
 def _planned(bench: BenchmarkConfig, method: BenchmarkMethod, seed: int, out_dir: Path) -> RunConfig:
-    """The configuration a run will have, as far as it is known before anything is trained: a shared
-    teacher's checkpoint (found or trained later) is taken from the saved run when it lies in this benchmark."""
+    """The configuration a run will have, as far as it is known before anything is trained: with a shared
+    teacher, the one already trained in this benchmark (its path and content hash), else — to be trained
+    later, the same weights as before — the teacher the saved run names."""
     cfg = method_config(bench, method, seed=seed)
     if not (bench.share_teachers and cfg.stage == "mmanet" and not cfg.teacher.checkpoint):
         return cfg
+    found = trained_shared_teacher(cfg, out_dir / BENCHMARK_TEACHERS)
+    if found is not None:
+        return found
     saved = out_dir / method.display / f"seed_{seed}" / "config.yaml"
     try:
-        pointer = yaml.safe_load(saved.read_text())["teacher"]["checkpoint"]
-    except (OSError, KeyError, TypeError, yaml.YAMLError, UnicodeDecodeError):
+        teacher = load_yaml(saved)["teacher"]
+        pointer, digest = teacher["checkpoint"], teacher.get("sha256")
+    except (OSError, KeyError, TypeError, AttributeError, ValueError, yaml.YAMLError):  # ValueError: too large
         return cfg
-    if isinstance(pointer, str) and inside(out_dir / BENCHMARK_TEACHERS, pointer):
-        return cfg.model_copy(update={"teacher": cfg.teacher.model_copy(update={"checkpoint": pointer})})
+    if isinstance(pointer, str) and (digest is not None or inside(out_dir / BENCHMARK_TEACHERS, pointer)):
+        return cfg.model_copy(
+            update={"teacher": cfg.teacher.model_copy(update={"checkpoint": pointer, "sha256": digest})}
+        )
     return cfg
 
 
@@ -238,13 +246,15 @@ def run_benchmark(
         labels = [m.display for m in methods]
         unknown = [o for o in only if o not in labels]
         if unknown:
-            raise ValueError(f"--only {unknown[0]!r} is not a method label of this benchmark; labels: {labels}")
+            raise ConfigError(f"--only {unknown[0]!r} is not a method label of this benchmark; labels: {labels}")
         methods = [m for m in methods if m.display in only]
     first_cfg = method_config(bench, methods[0])
     seeds = [first_cfg.seed + k for k in range(bench.seeds)]
     check_changed_runs(bench, methods, seeds, out_dir, overwrite, reads)
     out_dir.mkdir(parents=True, exist_ok=True)
     bundle = load_bundle(first_cfg)  # every method shares the data and its split
+    for method in methods[1:]:  # every method's keys that name the data's modalities, before anything trains
+        check_config_against_data(method_config(bench, method), bundle)
     report = BenchmarkReport(bench, out_dir, {m.display: [] for m in methods})
     total = len(methods) * bench.seeds
     done = 0
@@ -264,7 +274,8 @@ def run_benchmark(
                 f"    {method.display}: {test.metric} average {test.average()[test.metric]:.2f} (test), "
                 f"{val.average()[val.metric]:.2f} (val), {summary['train_seconds']:.1f} s",
             )
-    write_report(report)
+    with writing(out_dir / "report.md", "the report "):
+        write_report(report)
     return report
 
 

@@ -1,15 +1,20 @@
 """The ``mmanet`` command: train, evaluate, benchmark, tune, export, predict, datasets.
 
 Every error mmanet raises for the user's input (:class:`~mmanet.errors.MMANetError`) is printed
-without a traceback and exits with code 2; Ctrl-C exits with 130 after saying where the run's
-last checkpoint is and that the same command resumes it.
+without a traceback and exits with code 2, and so is a problem of the machine rather than of
+mmanet (a full disk, a read-only or vanished file: :data:`ENVIRONMENT_ERRNOS`; out of memory).
+Ctrl-C exits with 130 after saying where the run's last checkpoint is and that the same command
+resumes it. Anything else is a bug: its traceback is shown, followed by one line asking for a
+report, and the exit code is 1 (``MMANET_DEBUG=1`` re-raises every error as it is).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,9 +37,16 @@ console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
 
 #: errors that are the user's input, printed without a traceback (exit code 2)
-USER_ERRORS: tuple[type[BaseException], ...] = (MMANetError, ValueError, FileNotFoundError)
+USER_ERRORS: tuple[type[BaseException], ...] = (MMANetError,)
 #: the exit code of a run stopped by Ctrl-C (128 + SIGINT, as shells report it)
 INTERRUPTED = 130
+#: the exit code of a bug in mmanet (its traceback is shown)
+BUG = 1
+#: ``OSError``s that are the machine's state, not mmanet's logic: reported by file name, without a traceback
+_ENVIRONMENT = (
+    "ENOSPC EDQUOT EROFS EACCES EPERM EIO ENOENT ENOTDIR EISDIR ENAMETOOLONG EMFILE ENFILE ESTALE ETXTBSY ELOOP"
+)
+ENVIRONMENT_ERRNOS = frozenset(getattr(errno, name) for name in _ENVIRONMENT.split() if hasattr(errno, name))
 
 
 def _fail(err: BaseException) -> None:
@@ -42,6 +54,37 @@ def _fail(err: BaseException) -> None:
         raise err
     err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)
     raise typer.Exit(code=2)
+
+
+def environment_problem(err: BaseException, where: Path | None = None) -> str | None:
+    """The one-line message for an error of the machine (disk full, read-only, out of memory); None for others.
+    ``where``: the command's output, named when the error does not say which file it was."""
+    if isinstance(err, OSError) and err.errno in ENVIRONMENT_ERRNOS:
+        reason = err.strerror or str(err)
+        if err.filename is not None:
+            return f"cannot read or write {err.filename}: {reason}"
+        place = f" in {where}" if where is not None else ""
+        return f"a file could not be read or written{place}: {reason}"
+    if isinstance(err, MemoryError):
+        return "out of memory: lower data.batch_size (or data.num_workers), or free memory and run again"
+    torch = sys.modules.get("torch")  # (only imported when a command needed it)
+    oom = getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None)
+    if oom is not None and isinstance(err, oom):
+        return "out of GPU memory: lower data.batch_size (or use train.precision: 16-mixed), then run again"
+    return None
+
+
+def _bug(err: BaseException) -> None:
+    """An error mmanet did not expect: its traceback, then one line asking for a report (exit code 1)."""
+    if os.environ.get("MMANET_DEBUG"):
+        raise err
+    traceback.print_exception(type(err), err, err.__traceback__, file=sys.stderr)
+    err_console.print(
+        "[bold red]this is a bug in mmanet[/], not a problem with your input: please report it with the command "
+        "you ran and the traceback above",
+        highlight=False,
+    )
+    raise typer.Exit(code=BUG)
 
 
 def _interrupted(err: KeyboardInterrupt, resume: str | None) -> None:
@@ -57,14 +100,25 @@ def _interrupted(err: KeyboardInterrupt, resume: str | None) -> None:
 
 
 @contextmanager
-def _handled(resume: str | None = None) -> Iterator[None]:
-    """User errors → message + exit 2; Ctrl-C → where to resume + exit 130."""
+def _handled(resume: str | None = None, where: Path | None = None) -> Iterator[None]:
+    """User errors and the machine's → message + exit 2; Ctrl-C → where to resume + exit 130; bugs →
+    traceback + a request for a report, exit 1. ``where``: the command's output (named in messages about
+    a file operation that does not say which file failed)."""
     try:
         yield
     except KeyboardInterrupt as err:
         _interrupted(err, resume)
     except USER_ERRORS as err:
         _fail(err)
+    except typer.Exit:
+        raise
+    except Exception as err:
+        if os.environ.get("MMANET_DEBUG"):
+            raise
+        problem = environment_problem(err, where)
+        if problem is None:
+            _bug(err)
+        _fail(MMANetError(problem))
 
 
 def _print_table(table, title: str) -> None:
@@ -99,7 +153,8 @@ def train(
         if overwrite:  # --overwrite never deletes what this command reads (the run checks its config's paths)
             check_deletable(out_dir, cfg, [("the config file", config)])
         check_config_file(out_dir, cfg, config)
-    with _handled(f"The run directory {out_dir} keeps every finished epoch: run the same command again to resume it"):
+    resume = f"The run directory {out_dir} keeps every finished epoch: run the same command again to resume it"
+    with _handled(resume, where=out_dir):
         result = run(cfg, out_dir, overwrite=overwrite)
     split = cfg.evaluate.split
     _print_table(result.table, f"{cfg.name} ({cfg.method}) — {split} split, {result.table.metric} (%)")
@@ -119,15 +174,17 @@ def evaluate(
     from mmanet.deploy import resolve_checkpoint
     from mmanet.outputs import writable_directory
     from mmanet.training import evaluate_checkpoint
+    from mmanet.training.evaluation import check_evaluation_outputs
     from mmanet.training.run_dir import check_evaluation_dir
 
     if split not in ("val", "test"):
-        _fail(ValueError(f"unknown split {split!r}; valid: ['test', 'val']"))
+        _fail(MMANetError(f"--split {split!r} is not a split; valid: ['test', 'val']"))
     with _handled("Nothing was written; run the command again"):
         is_sf_run = checkpoint.is_dir() and (checkpoint / "sf").is_dir()
         model = checkpoint if is_sf_run else resolve_checkpoint(checkpoint)
         out_dir = writable_directory(out or _default_eval_dir(model, split), "--out", create=False)
         check_evaluation_dir(out_dir)
+        check_evaluation_outputs(out_dir)  # nothing there is replaced that an evaluation did not write
         table = evaluate_checkpoint(model, split, out_dir, data_root)
     _print_table(table, f"{checkpoint} — {split} split, {table.metric} (%)")
     console.print(f"written to {out_dir}/per_combination.csv and .md")
@@ -155,11 +212,11 @@ def benchmark(
         bench = load_benchmark_config(config, set_)
         if seeds is not None:
             if seeds < 1:
-                raise ValueError("--seeds must be at least 1")
+                raise MMANetError(f"--seeds must be at least 1, got {seeds}")
             bench = bench.model_copy(update={"seeds": seeds})
         out_dir = out or Path("runs") / bench.name
     resume = "Run the same command again: finished runs are reused and the interrupted one resumes"
-    with _handled(resume):
+    with _handled(resume, where=out_dir):
         reads = [("the benchmark file", config)]
         report = run_benchmark(bench, out_dir, only=only or None, console=console, overwrite=overwrite, reads=reads)
     console.print(f"\n[bold]Per combination[/] ({bench.seeds} seed(s), mean ± std) — {out_dir / 'table.csv'}")
@@ -193,9 +250,9 @@ def tune(
     with _handled():
         raw = load_raw_run_config(config, set_)
         if metric not in METRICS:
-            raise ValueError(f"unknown --metric {metric!r}; valid: {list(METRICS)}")
+            raise MMANetError(f"unknown --metric {metric!r}; valid: {list(METRICS)}")
         settings = TuneSettings(trials, metric, seeds, seed_base, sampler_seed, tuple(param))  # type: ignore[arg-type]
-    with _handled("Run the same command again: finished trials are kept and the interrupted one resumes"):
+    with _handled("Run the same command again: finished trials are kept and the interrupted one resumes", where=out):
         run_tune(raw, out, settings, console=console, reads=[("the config file", config)])
 
 
@@ -263,11 +320,12 @@ def datasets() -> None:
     table = Table(title="mmanet datasets")
     for col in ("name", "modalities", "task", "available", "where / how to get it"):
         table.add_column(col)
-    for name in DATASETS:
-        entry = DATASETS.get(name)
-        ok, where = entry.availability(None)
-        modalities = ", ".join(entry.modalities) or "(from the files)"
-        table.add_row(name, modalities, entry.task, "yes" if ok else "no", where)
+    with _handled():
+        for name in DATASETS:
+            entry = DATASETS.get(name)
+            ok, where = entry.availability(None)
+            modalities = ", ".join(entry.modalities) or "(from the files)"
+            table.add_row(name, modalities, entry.task, "yes" if ok else "no", where)
     console.print(table)
     for name in DATASETS:
         console.print(f"[bold]{name}[/]: {DATASETS.get(name).description}")

@@ -15,11 +15,13 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from mmanet.config_checks import check_strict_scalars, non_finite_keys
+from mmanet.config_checks import YAMLTooLarge, check_strict_scalars, count_values, load_yaml, non_finite_keys
 from mmanet.errors import MMANetError
 
 #: default MAD weight α (batch-size-free scale); chosen on the mfeat validation split (docs/results.md)
 ALPHA_DEFAULT = 2.0
+#: the largest seed numpy (and so Lightning's seed_everything) accepts; seeds are 0..MAX_SEED
+MAX_SEED = 2**32 - 1
 
 
 class ConfigError(MMANetError):
@@ -41,7 +43,7 @@ class DataConfig(Section):
     name: str = "mfeat"
     root: str | None = None
     #: seed of the train/val/test split (kept separate from the training seed)
-    split_seed: int = 0
+    split_seed: int = Field(0, ge=0, le=MAX_SEED)
     #: dataset-specific options, e.g. mfeat: protocol (standard | low_label), labels_per_class, modalities
     options: dict[str, Any] = Field(default_factory=dict)
     batch_size: int = Field(64, gt=0)
@@ -99,8 +101,18 @@ class ModelConfig(Section):
 
 class DropoutConfig(Section):
     mode: Literal["uniform", "bernoulli"] = "uniform"
+    #: ``mode: bernoulli``: the keep probability of every modality, or one per modality (in (0, 1])
     p: float | list[float] | None = None
     never_drop: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _keep_probabilities(self) -> DropoutConfig:
+        if self.p is not None and self.mode != "bernoulli":
+            raise ValueError("dropout.p (keep probabilities) applies to dropout.mode: bernoulli only")
+        values = self.p if isinstance(self.p, list) else [] if self.p is None else [self.p]
+        if any(not 0.0 < v <= 1.0 for v in values):
+            raise ValueError(f"dropout.p: keep probabilities must be in (0, 1], got {self.p}")
+        return self
 
 
 class TrainConfig(Section):
@@ -125,6 +137,7 @@ class TrainConfig(Section):
     #: weight of a fusion's auxiliary losses (RFNet, mmFormer, LCR)
     aux_weight: float = Field(1.0, ge=0)
     accelerator: str = "cpu"
+    #: a number of devices (-1: all), a list such as "0,1", or "auto" (checked by Lightning when training starts)
     devices: int | str = 1
     num_nodes: int = Field(1, gt=0)
     strategy: str = "auto"
@@ -138,6 +151,13 @@ class TrainConfig(Section):
     #: unlabelled training samples (label -1): ``keep`` (in every batch; only distillation terms use
     #: them), ``drop`` (train on the labelled part), ``auto`` (keep for a stage with a distillation term)
     unlabelled: Literal["auto", "keep", "drop"] = "auto"
+
+    @field_validator("devices")
+    @classmethod
+    def _devices(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1 and value != -1:
+            raise ValueError("must be a number of devices >= 1, -1 (every device), a list such as '0,1', or 'auto'")
+        return value
 
     @model_validator(mode="after")
     def _schedule(self) -> TrainConfig:
@@ -262,7 +282,8 @@ class RunConfig(Section):
     name: str = "run"
     method: str = "sf_md"
     stage: Stage = "unified"
-    seed: int = 0
+    #: the training seed (0..MAX_SEED: what numpy accepts)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     dropout: DropoutConfig = Field(default_factory=DropoutConfig)
@@ -435,6 +456,9 @@ def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
             raise ConfigError(f"override {pair!r} has an empty key")
         try:
             value = yaml.safe_load(raw) if raw != "" else None
+            count_values(value)
+        except YAMLTooLarge as err:
+            raise ConfigError(f"override {key!r}: {err}") from None
         except yaml.YAMLError as err:
             reason = str(getattr(err, "problem", None) or err).strip()
             raise ConfigError(
@@ -505,11 +529,11 @@ def _read_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"config file {path} cannot be read: {err}") from err
+        raw = load_yaml(path)
+    except (OSError, UnicodeDecodeError, YAMLTooLarge) as err:
+        raise ConfigError(f"config file {path} cannot be read: {err}") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
     if raw is None or raw == {}:
         raise ConfigError(
             f"config file {path} is empty; write at least the method and the data (see configs/, e.g. "
@@ -522,6 +546,10 @@ def _read_yaml(path: str | Path) -> dict[str, Any]:
 
 def resolve_run_config(raw: Mapping[str, Any], source: str = "config") -> RunConfig:
     """Apply the method preset under ``raw`` and validate."""
+    try:
+        count_values(raw)  # (a configuration from a file, an override or a checkpoint: bounded before it is walked)
+    except YAMLTooLarge as err:
+        raise ConfigError(f"invalid configuration ({source}): {err}") from None
     method = raw.get("method", "sf_md")
     if not isinstance(method, str) or method not in METHOD_PRESETS:
         raise ConfigError(
@@ -603,4 +631,7 @@ def method_config(bench: BenchmarkConfig, method: BenchmarkMethod, seed: int | N
 
 
 def dump_config(config: BaseModel, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    from mmanet.outputs import writing
+
+    with writing(path, "the configuration "):
+        Path(path).write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))

@@ -21,7 +21,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from mmanet.errors import MMANetError
 from mmanet.modality import ModalitySpec
+
+
+class NormalizationError(MMANetError):
+    """Statistics that cannot normalise a modality (non-finite, std ≤ 0, another shape, a modality left out);
+    the caller adds the file or dataset they came from."""
 
 
 @dataclass(frozen=True)
@@ -42,17 +48,17 @@ class Normalization:
             s = np.asarray(std, dtype=np.float32)
             shape = np.broadcast_shapes(m.shape, s.shape)
         except (TypeError, ValueError) as err:
-            raise ValueError(f"normalisation mean/std must be numbers or equal-shaped lists: {err}") from None
+            raise NormalizationError(f"normalisation mean/std must be numbers or equal-shaped lists: {err}") from None
         m, s = np.broadcast_to(m, shape), np.broadcast_to(s, shape)
         if not (np.isfinite(m).all() and np.isfinite(s).all()) or (s <= 0).any():
-            raise ValueError("normalisation mean/std must be finite with std > 0")
+            raise NormalizationError("normalisation mean/std must be finite with std > 0")
         shape_t = tuple(int(d) for d in shape)
         return cls(shape_t, tuple(float(v) for v in m.ravel()), tuple(float(v) for v in s.ravel()), bool(keep_zero))
 
     @classmethod
     def from_dict(cls, d: Any) -> Normalization:
         if not isinstance(d, Mapping) or not {"mean", "std"} <= set(d) <= {"mean", "std", "keep_zero"}:
-            raise ValueError(f"a normalisation is {{mean: …, std: …[, keep_zero: …]}}, got {d!r}")
+            raise NormalizationError(f"a normalisation is {{mean: …, std: …[, keep_zero: …]}}, got {d!r}")
         return cls.from_arrays(d["mean"], d["std"], bool(d.get("keep_zero", False)))
 
     def to_dict(self) -> dict[str, Any]:
@@ -95,21 +101,24 @@ def normalizations_from_dict(d: Any) -> dict[str, Normalization] | None:
     if d is None:
         return None
     if not isinstance(d, Mapping):
-        raise ValueError(f"normalization must map modality names to {{mean, std}}, got {d!r}")
+        raise NormalizationError(f"normalization must map modality names to {{mean, std}}, got {d!r}")
     return {str(m): Normalization.from_dict(v) for m, v in d.items()}
 
 
 def check_normalizations(norms: Any, names: tuple[str, ...], shapes: Mapping[str, tuple[int, ...]]) -> dict:
-    """Stored statistics validated against a dataset's modalities and per-sample shapes (ValueError otherwise)."""
+    """Stored statistics validated against a dataset's modalities and per-sample shapes (a
+    :class:`NormalizationError`, which is a ``ValueError``, otherwise)."""
     if isinstance(norms, Mapping) and all(isinstance(v, Normalization) for v in norms.values()):
         parsed = dict(norms)
     else:
         parsed = normalizations_from_dict(norms) or {}
     if set(parsed) != set(names):
-        raise ValueError(f"the stored normalisation covers modalities {sorted(parsed)}, the data has {sorted(names)}")
+        raise NormalizationError(
+            f"the stored normalisation covers modalities {sorted(parsed)}, the data has {sorted(names)}"
+        )
     for m in names:
         if not parsed[m].fits(tuple(shapes[m])):
-            raise ValueError(
+            raise NormalizationError(
                 f"the stored normalisation of {m!r} has shape {parsed[m].shape}, which does not fit its per-sample "
                 f"shape {tuple(shapes[m])}"
             )

@@ -113,3 +113,77 @@ def snapshot(root: Path) -> dict[str, str]:
 def changed_files(before: dict[str, str], after: dict[str, str]) -> list[str]:
     """Pre-existing files that are gone or differ (new files are not listed)."""
     return sorted(k for k, digest in before.items() if after.get(k) != digest)
+
+
+def refused(result, *needles: str) -> str:
+    """Exit code 2, one message (no traceback) that says each of ``needles``; returns the message."""
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and result.output.count("error:") == 1, result.output
+    said = " ".join(result.output.split())
+    for needle in needles:
+        assert needle in said, said
+    return said
+
+
+# ----------------------------------------------------------------------------- image fixtures (built on first use)
+
+#: a CASIA-SURF copy (``C``) and a 1-epoch SF-MD run on it at 32×32 (``RC``), tiny network
+FACE = ("data.root=C", "model.width=16", "data.batch_size=8", "train.max_epochs=1", "data.num_workers=0",
+        "train.progress_bar=false", "data.options.image_size=32", "train.warmup_epochs=0")  # fmt: skip
+FACE_YAML = REPO / "configs" / "casia_surf" / "sf_md.yaml"
+
+
+def face_sets(*pairs: str) -> list[str]:
+    return [arg for pair in (*FACE, *pairs) for arg in ("--set", pair)]
+
+
+def face_tree() -> Path:
+    """A tree with ``C`` (CASIA-SURF layout) and ``RC`` (an SF-MD run on it); copy it before changing it."""
+    if "face" not in _built:
+        sys.path.insert(0, str(REPO / "tests"))
+        from fixtures_face import write_casia_surf
+
+        root = Path(tempfile.mkdtemp(prefix="mmanet_hostile_face_")) / "tree"
+        atexit.register(shutil.rmtree, root.parent, ignore_errors=True)
+        root.mkdir()
+        write_casia_surf(root / "C")
+        with cwd(root):
+            result = invoke("train", FACE_YAML, *face_sets(), "--out", "RC")
+            assert result.exit_code == 0, result.output
+        _built["face"] = root
+    return _built["face"]
+
+
+def segmentation_tree() -> Path:
+    """A tree with ``S`` (an npz segmentation dataset: rgb (3, 8, 8), 3 classes) and ``RS`` (a 1-epoch run)."""
+    if "segmentation" not in _built:
+        import numpy as np
+        import yaml
+
+        root = Path(tempfile.mkdtemp(prefix="mmanet_hostile_seg_")) / "tree"
+        atexit.register(shutil.rmtree, root.parent, ignore_errors=True)
+        (root / "S").mkdir(parents=True)
+        rng = np.random.default_rng(0)
+        for split, n in (("train", 24), ("val", 8), ("test", 8)):
+            label = rng.integers(0, 3, (n, 8, 8))
+            rgb = (label[:, None] * 60.0 + rng.normal(0, 5, (n, 3, 8, 8))).astype(np.float32)
+            np.savez(root / "S" / f"{split}.npz", rgb=rgb, label=label)
+        config = {
+            "method": "sf_md",
+            "data": {"name": "npz", "root": "S", "batch_size": 8},
+            "model": {"channels": 8, "encoder": {"type": "cnn", "hidden": 8, "pool": False}, "head": "segmentation"},
+            "train": {"max_epochs": 1, "progress_bar": False},
+        }
+        (root / "seg.yaml").write_text(yaml.safe_dump(config))
+        with cwd(root):
+            result = invoke("train", "seg.yaml", "--out", "RS")
+            assert result.exit_code == 0, result.output
+        _built["segmentation"] = root
+    return _built["segmentation"]
+
+
+def copy_of(tree: Path, into: Path) -> Path:
+    """A copy of a fixture tree at ``into/tree``."""
+    target = into / "tree"
+    shutil.copytree(tree, target, symlinks=True)
+    return target

@@ -11,6 +11,7 @@ import lightning as L
 import pytest
 import torch
 
+from mmanet.outputs import OutputPathError
 from mmanet.training import evaluate_checkpoint, net_from_checkpoint, run
 from mmanet.training.checkpointing import CheckpointError, atomic_torch_save, load_checkpoint
 from mmanet.training.factory import load_bundle
@@ -135,7 +136,7 @@ def test_atomic_save_keeps_old_file_on_failure(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(OutputPathError, match="cannot write the checkpoint .*ckpt.pt: disk full; the previous ckpt.pt"):
         atomic_torch_save({"v": torch.tensor(2)}, path)
     monkeypatch.undo()
     assert torch.load(path, weights_only=True)["v"].item() == 1

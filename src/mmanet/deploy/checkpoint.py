@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
+import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,20 +26,41 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
 
     A crash leaves either the old file or the new one, never a truncated checkpoint. The file
     gets the permissions of any newly created file (``0o666`` less the umask), not ``mkstemp``'s 0600.
+    A failed write (disk full, a directory made read-only) is an
+    :class:`~mmanet.outputs.OutputPathError` naming the file; the old file stays.
     """
+    from mmanet.outputs import writing
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with writing(path, "the checkpoint ", atomic=True):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            os.fchmod(fd, new_file_mode())
+            with os.fdopen(fd, "wb") as fh:
+                _save(obj, fh, path.parent)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+#: how torch's zip writer reports a write the file system cut short (it hides the OSError)
+_SHORT_WRITE = re.compile(r"unexpected pos|file write failed|inline_container")
+
+
+def _save(obj: Any, fh: Any, directory: Path) -> None:
+    """``torch.save`` whose short writes are ``OSError`` s (torch reports some as a RuntimeError)."""
     try:
-        os.fchmod(fd, new_file_mode())
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        torch.save(obj, fh)
+    except RuntimeError as err:
+        if not _SHORT_WRITE.search(str(err)):
+            raise
+        full = shutil.disk_usage(directory).free < (1 << 20)
+        reason = "No space left on device" if full else "the write stopped short (is the disk full?)"
+        raise OSError(errno.ENOSPC if full else errno.EIO, reason) from None
 
 
 def new_file_mode() -> int:
@@ -82,6 +106,53 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
             f"checkpoint {path} is corrupt or not a checkpoint ({load_failure_reason(err)}); mmanet only loads "
             "plain tensors and containers, so no code in it was run. Use a checkpoint written by mmanet train"
         ) from None
+
+
+def non_finite_tensors(state: Mapping[str, Any]) -> list[str]:
+    """The names of the floating-point tensors in ``state`` that hold a NaN or an infinite value."""
+    return [
+        str(name)
+        for name, value in state.items()
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all())
+    ]
+
+
+def check_finite_weights(state: Mapping[str, Any], source: str, advice: str | None = None) -> None:
+    """A :class:`CheckpointError` when a weight in ``state`` is NaN or infinite (``source`` names the file):
+    such a model predicts nothing meaningful (every NaN logit becomes class 0), so it is never loaded."""
+    bad = non_finite_tensors(state)
+    if bad:
+        listed = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise CheckpointError(
+            f"{source} holds NaN or infinite weights ({len(bad)} tensor(s): {listed}): it was saved after training "
+            f"diverged, or the file is damaged. {advice or 'Use another checkpoint, or train the model again'}"
+        )
+
+
+def check_task_info(info: Any, source: str) -> None:
+    """A stored data description (:class:`~mmanet.task.TaskInfo`) that contradicts itself is a
+    :class:`CheckpointError` naming ``source`` and what disagrees: input shapes for other modalities, a
+    class list of another length, a normalisation that leaves a modality out or does not fit its shape."""
+    from mmanet.normalization import check_normalizations
+
+    names = list(info.spec.names)
+    if sorted(info.input_shapes) != sorted(names):
+        raise CheckpointError(
+            f"{source}: its data description lists the modalities {names} but input shapes for "
+            f"{sorted(info.input_shapes)}; the file is damaged or was edited"
+        )
+    if info.num_classes < 1 or (info.class_names and len(info.class_names) != info.num_classes):
+        raise CheckpointError(
+            f"{source}: its class list has {len(info.class_names)} name(s) {list(info.class_names)[:8]} but the model "
+            f"predicts {info.num_classes} classes; the file is damaged or was edited"
+        )
+    if info.bona_fide_class is not None and not 0 <= info.bona_fide_class < info.num_classes:
+        raise CheckpointError(f"{source}: its bona fide class {info.bona_fide_class} is not one of its classes")
+    if info.normalization is not None:
+        try:
+            check_normalizations(info.normalization, tuple(names), info.input_shapes)
+        except ValueError as err:
+            raise CheckpointError(f"{source}: {err}; the file is damaged or was edited") from None
 
 
 def sha256_of(path: str | Path) -> str:

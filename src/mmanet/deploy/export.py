@@ -25,7 +25,7 @@ from mmanet.deploy.locate import resolve_checkpoint
 from mmanet.deploy.model_card import FORMAT, ONNX_KEY, build_model_card
 from mmanet.deploy.onnx import DEFAULT_OPSET, check_opset, check_parity, export_onnx, read_metadata
 from mmanet.deploy.weights import read_header, save_weights
-from mmanet.outputs import OutputPathError, check_not_read, check_replaceable, writable_file
+from mmanet.outputs import OutputPathError, check_not_read, check_replaceable, writable_file, writing
 
 CARD_NAME = "model_card.json"
 
@@ -51,19 +51,22 @@ def export_model(model: str | Path, out: str | Path | None = None, opset: int = 
     lengths = tuple(m for m, shape in info.input_shapes.items() if len(shape) == 2)
     files = {"onnx": target.name, "safetensors": weights.name}
     card = build_model_card(checkpoint, config, info, meta, model_hash_of_checkpoint(checkpoint), lengths, files)
-    export_onnx(
-        net,
-        info.input_shapes,
-        target,
-        lengths_modalities=lengths,
-        opset=opset,
-        normalization=info.normalization,
-        metadata={ONNX_KEY: json.dumps(card)},
-    )
+    with writing(target, "the ONNX graph ", atomic=True):
+        export_onnx(
+            net,
+            info.input_shapes,
+            target,
+            lengths_modalities=lengths,
+            opset=opset,
+            normalization=info.normalization,
+            metadata={ONNX_KEY: json.dumps(card)},
+        )
     worst = check_parity(net, info.input_shapes, target, normalization=info.normalization)
     extra = {k: meta.get(k) for k in ("stage", "combination", "teacher")}
-    save_weights(net, config, info, weights, extra=extra)
-    _write_json(card, card_path)
+    with writing(weights, "the weights ", atomic=True):
+        save_weights(net, config, info, weights, extra=extra)
+    with writing(card_path, "the model card ", atomic=True):
+        _write_json(card, card_path)
     return ExportResult(target, weights, card_path, card["inputs"], 2 ** len(info.spec) - 1, worst)
 
 

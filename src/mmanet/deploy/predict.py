@@ -38,7 +38,7 @@ from mmanet.deploy.inputs import (
 )
 from mmanet.deploy.model_card import ONNX_KEY, card_spec
 from mmanet.normalization import InputNormalizer
-from mmanet.outputs import Reads, check_not_read, check_replaceable
+from mmanet.outputs import Reads, check_not_read, check_replaceable, writing
 
 #: samples per forward pass
 CHUNK = 256
@@ -135,15 +135,65 @@ def _onnx_predictor(path: Path) -> Predictor:
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"{path}: its model card is damaged ({err})") from None
     inputs = ModelInputs(spec, shapes, lengths)
+    check_card_matches_graph(path, card, inputs, classes, task, session)
     wanted = {i.name for i in session.get_inputs()}
 
     def run(batch: RawBatch) -> np.ndarray:
         feeds: dict[str, np.ndarray] = {m: batch.arrays[m] for m in spec.names}
         feeds.update({f"lengths_{m}": v for m, v in batch.lengths.items()})
         feeds["present"] = batch.present
-        return session.run(["logits"], {k: v for k, v in feeds.items() if k in wanted})[0]
+        try:
+            return session.run(["logits"], {k: v for k, v in feeds.items() if k in wanted})[0]
+        except Exception as err:  # onnxruntime's own error types (InvalidArgument, Fail, …)
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise CheckpointError(f"{path}: onnxruntime cannot run the graph on {batch.source} ({reason})") from None
 
     return Predictor(inputs, classes, task, run, card.get("combination"))
+
+
+def _dims(shape: Any) -> list[Any]:
+    return [d if isinstance(d, int) else None for d in shape]  # symbolic (dynamic) axes are None
+
+
+def check_card_matches_graph(
+    path: Path, card: dict, inputs: ModelInputs, classes: list[str], task: str, session
+) -> None:
+    """The model card in an ONNX file's metadata describes its graph: the same modality inputs with the same
+    per-sample shapes, the same lengths inputs, as many classes as logits, a consistent normalisation —
+    a :class:`CheckpointError` saying what disagrees otherwise (the card was edited or belongs elsewhere)."""
+    graph = {i.name: _dims(i.shape) for i in session.get_inputs()}
+    names = list(inputs.spec.names)
+    expected = [*names, *(f"lengths_{m}" for m in inputs.lengths), "present"]
+    if sorted(graph) != sorted(expected):
+        raise CheckpointError(
+            f"{path}: its model card lists the inputs {expected} but the graph takes {sorted(graph)}; the card was "
+            "edited or belongs to another model: export the model again"
+        )
+    for m in names:
+        stored = graph[m][1:]
+        if len(stored) != len(inputs.shapes[m]) or any(
+            d is not None and d != c for d, c in zip(stored, inputs.shapes[m], strict=False)
+        ):
+            raise CheckpointError(
+                f"{path}: its model card gives modality {m!r} the per-sample shape {list(inputs.shapes[m])} but the "
+                f"graph takes {stored}; the card was edited or belongs to another model: export the model again"
+            )
+    logits = next((_dims(o.shape) for o in session.get_outputs() if o.name == "logits"), None)
+    rank = 2 if task == "classification" else 4
+    if logits is None or len(logits) != rank:
+        raise CheckpointError(f"{path}: the graph has no {rank}-D 'logits' output, which a {task} model card describes")
+    if logits[1] is not None and logits[1] != len(classes):
+        raise CheckpointError(
+            f"{path}: its model card lists {len(classes)} classes {classes[:8]} but the graph predicts {logits[1]}; "
+            "the card was edited or belongs to another model: export the model again"
+        )
+    norms = [e.get("normalization") is not None for e in card["modalities"]]
+    if any(norms) and not all(norms):
+        missing = [e["name"] for e, has in zip(card["modalities"], norms, strict=True) if not has]
+        raise CheckpointError(
+            f"{path}: its model card has no normalisation for {missing} but has one for the other modalities (every "
+            "modality of a model is normalised, or none); the card was edited: export the model again"
+        )
 
 
 # ----------------------------------------------------------------------------- records
@@ -155,6 +205,26 @@ def softmax(logits: np.ndarray, axis: int = 1) -> np.ndarray:
     return e / e.sum(axis=axis, keepdims=True)
 
 
+def check_finite_logits(logits: np.ndarray, batch: RawBatch, spec) -> None:
+    """An :class:`InputError` when a sample's logits are NaN or infinite: its (finite) inputs lie so far from
+    what the model was trained on that the network overflows; nothing is printed as a prediction."""
+    bad = np.flatnonzero(~np.isfinite(logits.reshape(len(logits), -1)).all(axis=1))
+    if not bad.size:
+        return
+    i = int(bad[0])
+    largest = {
+        m: float(np.abs(batch.arrays[m][i]).max(initial=0.0))
+        for m, p in zip(spec.names, batch.present[i], strict=True)
+        if p
+    }
+    described = ", ".join(f"{m} {v:.3g}" for m, v in largest.items())
+    raise InputError(
+        f"{batch.source}: the model's output for {bad.size} sample(s) (first: sample {i}) is NaN or infinite although "
+        f"the inputs are finite (largest |value| per present modality: {described}); such inputs are far outside "
+        "what the model was trained on. Check their scale (units, raw vs standardised) — no prediction is made"
+    )
+
+
 def predict_batch(
     predictor: Predictor, batch: RawBatch, label_map_dir: Path | None = None, reads: Reads = ()
 ) -> list[dict[str, Any]]:
@@ -162,6 +232,7 @@ def predict_batch(
     (never over a file in ``reads`` or one predict did not write)."""
     batch = predictor.restrict(batch)
     logits = predictor.logits(batch)
+    check_finite_logits(logits, batch, predictor.inputs.spec)
     probs = softmax(logits)
     spec = predictor.inputs.spec
     records = []
@@ -191,7 +262,8 @@ def _write_label_map(label_map: np.ndarray, directory: Path, source: str, index:
     dtype = np.uint8 if label_map.max(initial=0) < 256 else np.uint16
     info = PngImagePlugin.PngInfo()
     info.add_text(LABEL_MAP_KEY, "label map")
-    Image.fromarray(label_map.astype(dtype)).save(path, pnginfo=info)
+    with writing(path, "the label map "):
+        Image.fromarray(label_map.astype(dtype)).save(path, pnginfo=info)
     return path
 
 

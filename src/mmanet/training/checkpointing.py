@@ -10,7 +10,13 @@ import numpy as np
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from mmanet.deploy.checkpoint import CheckpointError, atomic_torch_save, load_checkpoint, sha256_of
+from mmanet.deploy.checkpoint import (
+    CheckpointError,
+    atomic_torch_save,
+    check_finite_weights,
+    load_checkpoint,
+    sha256_of,
+)
 
 __all__ = [
     "AtomicCheckpointIO",
@@ -25,13 +31,23 @@ __all__ = [
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning checkpoint IO whose saves are atomic (tmp file + ``os.replace``)."""
+    """Lightning checkpoint IO whose saves are atomic (tmp file + ``os.replace``) and whose loads (a resume)
+    refuse a checkpoint with NaN or infinite weights: training on from it could only diverge again."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
         atomic_torch_save(checkpoint, path)
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict[str, Any]:
-        return load_checkpoint(path, map_location=map_location)
+        checkpoint = load_checkpoint(path, map_location=map_location)
+        state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
+        if isinstance(state, dict):
+            check_finite_weights(
+                state,
+                f"cannot resume from {path}: it",
+                "Start the run again with --overwrite (or another --out); if it diverged, lower train.lr or set "
+                "train.gradient_clip first",
+            )
+        return checkpoint
 
 
 def capture_rng_state() -> dict[str, Any]:

@@ -1,7 +1,15 @@
-"""Per-combination evaluation of trained models: tables for a bundle, a checkpoint or an SF run directory."""
+"""Per-combination evaluation of trained models: tables for a bundle, a checkpoint or an SF run directory.
+
+Output rule (:func:`check_evaluation_outputs`): an evaluation writes ``per_combination.{csv,md}`` (and,
+for segmentation, ``predictions.png``) into its ``--out``; a file of those names that is already there
+is replaced only when it is an earlier evaluation's (a per-combination table; a picture carrying the
+:data:`PICTURE_KEY` marker) — never a file of the user's.
+"""
 
 from __future__ import annotations
 
+import csv
+import os
 from pathlib import Path
 
 from mmanet.config import RunConfig
@@ -10,10 +18,65 @@ from mmanet.deploy import net_from_checkpoint, resolve_checkpoint
 from mmanet.deploy.checkpoint import CheckpointError, model_hash_of_checkpoint
 from mmanet.modality import Combination
 from mmanet.models.network import MultimodalNet
+from mmanet.outputs import writing
 from mmanet.results import ResultTable
 from mmanet.task import TaskInfo
 from mmanet.training.factory import load_bundle, make_loader, quiet_lightning, task_info
 from mmanet.training.teacher import check_teacher_hash
+
+#: what an evaluation writes into its output directory
+EVALUATION_OUTPUTS = ("per_combination.csv", "per_combination.md", "predictions.png")
+#: the PNG text entry that marks a picture written by an evaluation (what it may replace on a rerun)
+PICTURE_KEY = "mmanet"
+PICTURE_MARK = "evaluation predictions"
+
+
+def _is_table_csv(path: Path) -> bool:
+    try:
+        if path.stat().st_size > 1 << 20:
+            return False
+        with path.open(newline="") as fh:
+            rows = list(csv.reader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False
+    if not rows or "combination" not in rows[0]:
+        return False
+    column = rows[0].index("combination")
+    return any(len(row) > column and row[column] == "Average" for row in rows[1:])
+
+
+def _is_table_markdown(path: Path) -> bool:
+    try:
+        if path.stat().st_size > 1 << 20:
+            return False
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return False
+    return bool(lines) and lines[0].startswith("|") and "combination" in lines[0] and any("Average" in x for x in lines)
+
+
+def _is_evaluation_picture(path: Path) -> bool:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return getattr(image, "text", {}).get(PICTURE_KEY) == PICTURE_MARK
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return False
+
+
+def check_evaluation_outputs(out_dir: str | Path) -> None:
+    """Refuse (before anything is evaluated) to replace a file in ``out_dir`` that an evaluation did not write."""
+    from mmanet.outputs import check_replaceable
+
+    out_dir = Path(out_dir)
+    ours = {
+        "per_combination.csv": (_is_table_csv, "a per-combination table written by mmanet"),
+        "per_combination.md": (_is_table_markdown, "a per-combination table written by mmanet"),
+        "predictions.png": (_is_evaluation_picture, "a picture written by mmanet evaluate"),
+    }
+    for name, (recognise, kind) in ours.items():
+        check_replaceable(out_dir / name, recognise, kind)
 
 
 def evaluate_tables(
@@ -42,6 +105,8 @@ def evaluate_checkpoint(
     """
     quiet_lightning()
     path = Path(path)
+    if out_dir is not None:
+        check_evaluation_outputs(out_dir)
     if path.is_dir() and (path / "sf").is_dir():
         return _evaluate_customized_dir(path, split, out_dir, data_root)
     path = resolve_checkpoint(path)
@@ -58,14 +123,23 @@ def evaluate_checkpoint(
         combos = [bundle.spec.full]
     table = evaluate_tables(net, bundle, config, combos, splits=(split,))[split]
     if out_dir is not None:
-        table.write(out_dir)
+        _write_table(table, out_dir)
         if info.task == "segmentation":
-            write_prediction_grid(net, bundle, combos, Path(out_dir) / "predictions.png")
+            with writing(Path(out_dir) / "predictions.png", "the picture "):
+                write_prediction_grid(net, bundle, combos, Path(out_dir) / "predictions.png")
     return table
 
 
+def _write_table(table: ResultTable, out_dir: str | Path) -> None:
+    with writing(Path(out_dir) / "per_combination.csv", "the evaluation tables "):
+        table.write(out_dir)
+
+
 def write_prediction_grid(net, bundle: DataBundle, combos, path: Path, samples: int = 4) -> Path:
-    """The rgb/depth/ground-truth/prediction-per-combination picture of the first validation samples."""
+    """The rgb/depth/ground-truth/prediction-per-combination picture of the first validation samples, marked
+    as an evaluation's picture (:data:`PICTURE_KEY`) and written atomically (tmp file + rename)."""
+    from PIL import Image, PngImagePlugin
+
     from mmanet.data import collate_samples
     from mmanet.modality import all_combinations
     from mmanet.pictures import segmentation_grid
@@ -73,9 +147,21 @@ def write_prediction_grid(net, bundle: DataBundle, combos, path: Path, samples: 
     n = min(samples, len(bundle.val))
     inputs, present, target = collate_samples([bundle.val[i] for i in range(n)])
     names = bundle.class_names or [str(k) for k in range(bundle.num_classes)]
-    return segmentation_grid(
-        net, inputs, present, target, combos or all_combinations(bundle.spec), names, path, bundle.ignore_index
-    )
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
+    try:
+        segmentation_grid(
+            net, inputs, present, target, combos or all_combinations(bundle.spec), names, tmp, bundle.ignore_index
+        )
+        info = PngImagePlugin.PngInfo()
+        info.add_text(PICTURE_KEY, PICTURE_MARK)
+        with Image.open(tmp) as image:
+            image.load()
+            image.save(tmp, pnginfo=info)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
 
 
 def check_student_teacher(meta: dict) -> None:
@@ -105,5 +191,5 @@ def _evaluate_customized_dir(run_dir: Path, split: str, out_dir, data_root) -> R
         raise CheckpointError(f"{run_dir / 'sf'} holds no trained customized model")
     table = ResultTable.merged(tables)
     if out_dir is not None:
-        table.write(out_dir)
+        _write_table(table, out_dir)
     return table

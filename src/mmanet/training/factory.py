@@ -9,6 +9,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader, DistributedSampler
@@ -16,6 +17,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from mmanet.config import ConfigError, RunConfig
 from mmanet.data import DataBundle, collate_samples, load_dataset
 from mmanet.data.base import unaugmented
+from mmanet.models.factory import check_input_size
 from mmanet.normalization import Normalization
 from mmanet.task import TaskInfo
 from mmanet.training.checkpointing import AtomicCheckpointIO, RNGStateCallback
@@ -49,7 +51,29 @@ def load_bundle(config: RunConfig, normalization: Mapping[str, Normalization] | 
     data = config.data
     if "normalization" in data.options:
         raise ConfigError("data.options.normalization is not an option (mmanet passes a trained model's statistics)")
-    return load_dataset(data.name, root=data.root, seed=data.split_seed, normalization=normalization, **data.options)
+    bundle = load_dataset(data.name, root=data.root, seed=data.split_seed, normalization=normalization, **data.options)
+    check_config_against_data(config, bundle)
+    return bundle
+
+
+def check_config_against_data(config: RunConfig, bundle: DataBundle) -> None:
+    """The keys that name or count the data's modalities fit it (a ConfigError naming the key otherwise)."""
+    names = list(bundle.spec.names)
+    unknown = [m for m in config.dropout.never_drop if m not in names]
+    if unknown:
+        raise ConfigError(f"dropout.never_drop names {unknown[0]!r}, which is not a modality of the data {names}")
+    if isinstance(config.dropout.p, list) and len(config.dropout.p) != len(names):
+        raise ConfigError(
+            f"dropout.p lists {len(config.dropout.p)} keep probabilities but the data has {len(names)} modalities "
+            f"{names}; give one per modality, in that order, or a single number"
+        )
+    mines = config.stage == "mmanet" and config.mar.mode == "mined"
+    if mines and config.mar.num_strong >= len(names):
+        raise ConfigError(
+            f"mar.num_strong = {config.mar.num_strong}: with {len(names)} modalities {names} at most "
+            f"{len(names) - 1} can be strong, or no weak combination would remain"
+            + (" (MAR needs at least two modalities: set mar.mode: off)" if len(names) < 2 else "")
+        )
 
 
 def make_loader(dataset, config: RunConfig, train: bool) -> DataLoader:
@@ -82,6 +106,25 @@ def mining_loader(bundle: DataBundle, config: RunConfig) -> DataLoader:
     return DataLoader(split, batch_size=config.data.batch_size, sampler=sampler, collate_fn=collate_samples)
 
 
+def image_size_key(config: RunConfig) -> str:
+    """The configuration key that sets the data's image size (named in a too-small-for-the-network error)."""
+    keys = [f"data.options.{k}" for k in ("image_size", "height", "width") if k in config.data.options]
+    return " / ".join(keys) if keys else f"the image size of the {config.data.name} data (data.options.image_size)"
+
+
+class InputSizeCheck(L.Callback):
+    """Before the first step, images too small for the network are a configuration error naming the size key
+    (:func:`~mmanet.models.factory.check_input_size`), not a failure deep inside a layer."""
+
+    def __init__(self, config: RunConfig) -> None:
+        self.key = image_size_key(config)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        net, info = getattr(pl_module, "net", None), getattr(pl_module, "info", None)
+        if net is not None and info is not None:
+            check_input_size(net, info, self.key)
+
+
 def make_trainer(
     config: RunConfig,
     out_dir: Path,
@@ -110,9 +153,20 @@ def make_trainer(
         save_on_train_epoch_end=True,
         enable_version_counter=False,
     )
-    callbacks: list[L.Callback] = [*(extra_callbacks or []), best, last, RNGStateCallback()]
+    callbacks: list[L.Callback] = [InputSizeCheck(config), *(extra_callbacks or []), best, last, RNGStateCallback()]
     if config.train.progress_bar:
         callbacks.append(TQDMProgressBar(leave=False))
+    t = config.train
+    try:
+        return _trainer(config, out_dir, max_epochs, callbacks)
+    except (MisconfigurationException, TypeError, ValueError) as err:  # Lightning's checks of the hardware keys
+        raise ConfigError(
+            f"train.accelerator={t.accelerator!r}, train.devices={t.devices!r}, train.num_nodes={t.num_nodes}, "
+            f"train.strategy={t.strategy!r}, train.precision={t.precision!r}: Lightning refuses them ({err})"
+        ) from None
+
+
+def _trainer(config: RunConfig, out_dir: Path, max_epochs: int, callbacks: list[L.Callback]) -> L.Trainer:
     t = config.train
     return L.Trainer(
         max_epochs=max_epochs,

@@ -33,17 +33,39 @@ def teacher_key(config: RunConfig) -> str:
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def shared_teacher_dir(config: RunConfig, teachers_dir: Path) -> Path:
+    """Where the shared teacher of ``config``'s teacher configuration and seed lives."""
+    return Path(teachers_dir) / f"seed_{config.seed}_{teacher_key(config)}"
+
+
+def _pointed_at(config: RunConfig, best: Path) -> RunConfig:
+    """``config`` with ``teacher.checkpoint`` = ``best`` and ``teacher.sha256`` = its content hash: runs compare
+    their teacher by content, so a benchmark or study moved elsewhere keeps its runs (the path changes)."""
+    from mmanet.deploy.checkpoint import model_hash_of_checkpoint
+
+    update = {"checkpoint": str(best), "sha256": model_hash_of_checkpoint(best)}
+    return config.model_copy(update={"teacher": config.teacher.model_copy(update=update)})
+
+
+def trained_shared_teacher(config: RunConfig, teachers_dir: Path) -> RunConfig | None:
+    """``config`` pointed at its shared teacher when that has finished training (None otherwise)."""
+    teacher_dir = shared_teacher_dir(config, teachers_dir)
+    best = teacher_dir / "checkpoints" / "best.ckpt"
+    if config.stage != "mmanet" or not (teacher_dir / "results.json").is_file() or not best.is_file():
+        return None
+    return _pointed_at(config, best)
+
+
 def share_teacher(config: RunConfig, teachers_dir: Path, bundle: DataBundle) -> RunConfig:
     """``config`` pointed at the shared teacher of its teacher configuration and seed (trained here if
-    it is not there yet); configurations without a teacher stage, or with their own
-    ``teacher.checkpoint``, are returned as they are."""
+    it is not there yet), by path and content hash; configurations without a teacher stage, or with
+    their own ``teacher.checkpoint``, are returned as they are."""
     from mmanet.training.fit import teacher_stage_config
     from mmanet.training.runner import run
 
     if config.stage != "mmanet" or config.teacher.checkpoint:
         return config
-    teacher_dir = Path(teachers_dir) / f"seed_{config.seed}_{teacher_key(config)}"
-    best = teacher_dir / "checkpoints" / "best.ckpt"
+    teacher_dir = shared_teacher_dir(config, teachers_dir)
     if not (teacher_dir / "results.json").is_file():  # new, or interrupted: a run directory resumes
         run(teacher_stage_config(config), teacher_dir, bundle=bundle)
-    return config.model_copy(update={"teacher": config.teacher.model_copy(update={"checkpoint": str(best)})})
+    return _pointed_at(config, teacher_dir / "checkpoints" / "best.ckpt")

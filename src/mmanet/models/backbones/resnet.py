@@ -544,7 +544,12 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, Tensor]:
         try:
             obj = torch.load(file, map_location="cpu", weights_only=True)
         except Exception as exc:  # pickle / zip / EOF errors all mean a corrupt file
-            raise ValueError(f"could not read weights file {file} (corrupt, or not a torch checkpoint): {exc}") from exc
+            from mmanet.deploy.checkpoint import load_failure_reason  # (never torch's advice to load it unsafely)
+
+            raise ValueError(
+                f"could not read weights file {file} (corrupt, or not a torch checkpoint: {load_failure_reason(exc)}); "
+                "only plain tensors are loaded, so no code in it was run"
+            ) from None
 
     for wrapper in ("state_dict", "model"):
         if isinstance(obj, Mapping) and isinstance(obj.get(wrapper), Mapping):
