@@ -63,6 +63,8 @@ def _check_option_type(dataset: str, key: str, value, parameter: inspect.Paramet
     default = parameter.default if parameter is not None else inspect.Parameter.empty
     if default is inspect.Parameter.empty or default is None or value is None:
         return
+    if "Size" in str(parameter.annotation):  # int or [H, W]: the loader checks it (data.options.<key> named)
+        return
     if isinstance(default, bool):
         ok, expected = isinstance(value, bool), "true or false"
     elif isinstance(default, int):

@@ -84,7 +84,7 @@ class FaceOptions:
         try:
             size = as_size(tuple(image_size) if isinstance(image_size, list) else image_size)
         except ValueError as err:
-            raise DataError(f"image_size: {err}") from None
+            raise DataError(f"data.options.image_size must be a positive integer or [H, W]: {err}") from None
         if real_label not in (0, 1) or isinstance(real_label, bool):
             raise DataError(f"real_label must be 0 or 1 (the list label that means bona fide), got {real_label!r}")
         check_optional_count(max_samples_per_split, "max_samples_per_split")

@@ -21,6 +21,7 @@ class for ACER, the void label of segmentation). Every problem raises a
 
 from __future__ import annotations
 
+import re
 import zipfile
 import zlib
 from collections.abc import Mapping, Sequence
@@ -32,6 +33,7 @@ import numpy as np
 import torch
 import yaml
 
+from mmanet.config_checks import load_yaml
 from mmanet.data.base import (
     UNLABELLED,
     ArrayMultimodalDataset,
@@ -81,9 +83,9 @@ def read_meta(path: str | Path) -> DatasetMeta:
     """Read and validate a ``dataset.yaml``; an unknown key or a wrong type names the key."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        raise DataError(f"cannot read {path}: {err}") from err
+        raw = load_yaml(path)
+    except (OSError, ValueError, yaml.YAMLError) as err:  # (UnicodeDecodeError and YAMLTooLarge are ValueErrors)
+        raise DataError(f"cannot read {path}: {err}") from None
     if raw is None:
         return DatasetMeta()
     if not isinstance(raw, dict):
@@ -153,16 +155,49 @@ class _Split:
         )
 
 
+#: the first bytes of a zip archive (an ``.npz``), of a single ``.npy`` array, and of a pickle (protocol 2+)
+ZIP_MAGIC, NPY_MAGIC, PICKLE_MAGIC = b"PK", b"\x93NUMPY", b"\x80"
+#: numpy's advice to load a file with pickle enabled: never passed on (mmanet never unpickles data)
+_PICKLE_ADVICE = re.compile(r"[^.;]*allow_pickle[^.;]*[.;]?\s*")
+
+
+def _numpy_reason(err: BaseException) -> str:
+    """numpy's message without its advice to enable ``allow_pickle``."""
+    return _PICKLE_ADVICE.sub("", str(err)).strip() or type(err).__name__
+
+
+def _file_kind(path: Path) -> bytes:
+    try:
+        with path.open("rb") as fh:
+            return fh.read(8)
+    except OSError as err:
+        raise DataError(f"cannot read {path}: {err.strerror or err}") from None
+
+
 def read_npz(path: str | Path) -> dict[str, np.ndarray]:
-    """All arrays of an ``.npz`` archive, in stored order (``allow_pickle=False``)."""
+    """All arrays of an ``.npz`` archive, in stored order (``allow_pickle=False``).
+
+    A file that is not a zip archive (text, a pickle named ``.npz``, a single ``.npy`` array) is refused by
+    its first bytes, before numpy sees it: nothing in it is unpickled, and no message advises doing so."""
     path = Path(path)
+    head = _file_kind(path)
+    if head.startswith(NPY_MAGIC):
+        raise DataError(f"{path} holds a single array, not an .npz archive of named arrays; write it with numpy.savez")
+    if not head.startswith(ZIP_MAGIC):
+        kind = "a Python pickle" if head.startswith(PICKLE_MAGIC) else "empty" if not head else "not a zip archive"
+        raise DataError(
+            f"{path} is not a readable .npz archive (it is {kind}); mmanet reads named numeric arrays written with "
+            "numpy.savez, and never unpickles data"
+        )
     errors = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
     try:
         archive = np.load(path, allow_pickle=False)
     except MemoryError:
         raise DataError(f"{path} is not an .npz archive: it holds one array too large to load") from None
     except errors as err:
-        raise DataError(f"{path} is not a readable .npz archive ({err}); write it with numpy.savez") from err
+        raise DataError(
+            f"{path} is not a readable .npz archive ({_numpy_reason(err)}); write it with numpy.savez"
+        ) from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise DataError(f"{path} holds a single array, not an .npz archive of named arrays; write it with numpy.savez")
     arrays: dict[str, np.ndarray] = {}
@@ -177,9 +212,9 @@ def read_npz(path: str | Path) -> dict[str, np.ndarray]:
                 raise DataError(f"array {key!r} in {path} is too large to load into memory") from None
             except errors as err:
                 raise DataError(
-                    f"array {key!r} in {path} cannot be read ({err}); arrays must be numeric "
-                    "(object arrays need pickle, which is not allowed)"
-                ) from err
+                    f"array {key!r} in {path} cannot be read ({_numpy_reason(err)}); arrays must be numeric: mmanet "
+                    "never unpickles data, so arrays of Python objects cannot be read"
+                ) from None
     return arrays
 
 
@@ -312,6 +347,7 @@ def _check_file(
                 f"array {m!r} in {path} has NaN or infinite values in {int(bad.sum())} present sample(s) "
                 f"(first: sample {j}); fix them or mark the samples missing with {PRESENT_PREFIX + m}=False"
             )
+        check_float32_range(x, valid, f"array {m!r} in {path}")
         values[m] = np.where(valid, x, 0).astype(np.float32)
     empty = ~present.any(axis=1)
     if empty.any():
@@ -322,6 +358,27 @@ def _check_file(
             "every sample needs at least one"
         )
     return _Split(path, values, label, present, lengths)
+
+
+#: the largest magnitude float32 holds: mmanet computes in float32, so a larger (finite) value becomes infinite
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def check_float32_range(
+    x: np.ndarray, valid: np.ndarray, what: str, fix: str = "rescale the data (other units)"
+) -> None:
+    """A DataError when a valid (finite) value of ``x`` lies outside float32's range: the cast to float32
+    would turn it into ±inf, and it would surface later as a NaN loss or a non-finite statistic."""
+    if not np.issubdtype(x.dtype, np.floating) or np.finfo(x.dtype).max <= FLOAT32_MAX:
+        return
+    huge = (np.abs(np.where(np.isfinite(x), x, 0)) > FLOAT32_MAX) & np.broadcast_to(valid, x.shape)
+    if huge.any():
+        first = np.unravel_index(int(np.flatnonzero(huge.ravel())[0]), x.shape)
+        rows = int(huge.reshape(len(x), -1).any(axis=1).sum())
+        raise DataError(
+            f"{what}: sample {int(first[0])} holds {float(x[first]):.3g}, a finite {x.dtype} value outside float32's "
+            f"range (±{FLOAT32_MAX:.2g}), in which mmanet computes ({rows} sample(s) like this); {fix}"
+        )
 
 
 def _count(value: np.ndarray) -> int | str:
@@ -351,6 +408,11 @@ def fit_standardization(split: _Split, names: Sequence[str]) -> dict[str, tuple[
         std = np.sqrt(((selected - mean) ** 2).mean(axis=axes, keepdims=True))
         std = np.where(std > 1e-8, std, 1.0)  # a constant feature is only centred
         stats[m] = (mean[0].astype(np.float32), std[0].astype(np.float32))
+        if not (np.isfinite(stats[m][0]).all() and np.isfinite(stats[m][1]).all()):
+            raise DataError(
+                f"array {m!r} in {split.file}: its standardisation statistics (mean/std over the present training "
+                "samples) are not finite in float32 — its values are too large; rescale the data (other units)"
+            )
     return stats
 
 

@@ -260,11 +260,17 @@ def check_mat_file(path: Path, depth_key: str) -> int:
             if missing:
                 raise DataError(f"{path} has no dataset(s) {missing}")
             shapes = {k: tuple(data[k].shape) for k in ("images", depth_key, "labels")}
+            rgb_dtype = data["images"].dtype
     except OSError as err:
         raise DataError(f"cannot read {path} as a MATLAB v7.3 (HDF5) file: {err}") from None
     n, _, w, h = shapes["images"] if len(shapes["images"]) == 4 else (0, 0, 0, 0)
     if shapes["images"] != (n, 3, w, h) or shapes[depth_key] != (n, w, h) or shapes["labels"] != (n, w, h):
         raise DataError(f"{path}: expected images N×3×W×H, {depth_key} and labels N×W×H, got {shapes}")
+    if rgb_dtype != np.uint8:  # the rgb modality takes 8-bit images: more bits would be clipped at 255
+        raise DataError(
+            f"{path}: 'images' holds {rgb_dtype} values; the rgb modality takes 8-bit (uint8) images, as the published "
+            "file has — converting would clip or round them"
+        )
     return n
 
 

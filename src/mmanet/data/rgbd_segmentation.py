@@ -110,11 +110,11 @@ class FrameReader(Protocol):
 
 
 def parse_image_size(value: Size, name: str = "image_size") -> tuple[int, int]:
-    """``int`` or ``[H, W]`` → ``(H, W)``; a DataError naming the option otherwise."""
+    """``int`` or ``[H, W]`` → ``(H, W)``; a DataError naming the option (``data.options.<name>``) otherwise."""
     try:
         return as_size(tuple(value) if isinstance(value, list) else value)
     except ValueError as err:
-        raise DataError(f"{name}: {err}") from None
+        raise DataError(f"data.options.{name} must be a positive integer or [H, W]: {err}") from None
 
 
 @dataclass(frozen=True)

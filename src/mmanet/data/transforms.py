@@ -36,15 +36,21 @@ PairedTransform = Callable[["PairedSample", torch.Generator], "PairedSample"]
 
 def as_size(size: Size) -> tuple[int, int]:
     """``int`` → ``(size, size)``; ``(H, W)`` → itself; both must be positive."""
+    if isinstance(size, bool):
+        raise ValueError(f"a size is an int or [H, W], got {size!r}")
     if isinstance(size, int | np.integer):
         pair = (size, size)
     else:
-        values = tuple(size) if isinstance(size, Sequence | torch.Size) else ()
+        values = tuple(size) if isinstance(size, Sequence | torch.Size) and not isinstance(size, str) else ()
         if len(values) != 2:
-            raise ValueError(f"a size is an int or (H, W), got {size!r}")
+            raise ValueError(f"a size is an int or [H, W], got {size!r}")
         pair = (values[0], values[1])
-    if not all(isinstance(v, int | np.integer) and not isinstance(v, bool) and v > 0 for v in pair):
-        raise ValueError(f"a size needs positive integers, got {size!r}")
+    wrong = [v for v in pair if not isinstance(v, int | np.integer) or isinstance(v, bool)]
+    if wrong:
+        raise ValueError(f"a size holds whole numbers of pixels, got {wrong[0]!r} in {size!r}")
+    small = [int(v) for v in pair if v <= 0]
+    if small:
+        raise ValueError(f"a size needs positive numbers of pixels, got {small[0]} in {size!r}")
     return int(pair[0]), int(pair[1])
 
 

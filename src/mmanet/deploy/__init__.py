@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mmanet.config import RunConfig, resolve_run_config
-from mmanet.deploy.checkpoint import CheckpointError, load_checkpoint
+from mmanet.deploy.checkpoint import CheckpointError, check_finite_weights, check_task_info, load_checkpoint
 from mmanet.deploy.locate import resolve_checkpoint
 from mmanet.deploy.weights import net_from_safetensors
 from mmanet.models.factory import build_net
@@ -77,10 +77,12 @@ def net_from_checkpoint(path: str | Path) -> tuple[MultimodalNet, RunConfig, Tas
     config = resolve_run_config(meta["config"], source=f"checkpoint {path}")
     try:
         info = TaskInfo.from_dict(meta["info"])
-    except (KeyError, TypeError, ValueError) as err:
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise CheckpointError(f"{path}: its data description is damaged ({err})") from None
+    check_task_info(info, f"checkpoint {path}")
     net = build_net(config.model, info)
     state = {k[len("net.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+    check_finite_weights(state, f"checkpoint {path}")
     try:
         net.load_state_dict(state)
     except RuntimeError as err:

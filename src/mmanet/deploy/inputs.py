@@ -26,6 +26,8 @@ from mmanet.errors import MMANetError
 from mmanet.modality import ModalitySpec
 
 LABEL, PRESENT_PREFIX, LENGTHS_PREFIX = "label", "present_", "lengths_"
+#: the largest magnitude float32 holds (the model computes in float32)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class InputError(MMANetError):
@@ -95,6 +97,7 @@ def batch_from_arrays(values: Mapping[str, Any], model: ModelInputs, source: str
     for i, m in enumerate(names):
         if m in arrays:
             _check_finite(arrays[m], present[:, i], lengths.get(m), m, source)
+            arrays[m] = arrays[m].astype(np.float32)
         else:
             arrays[m] = np.zeros((n, *model.shapes[m]), dtype=np.float32)
     empty = np.flatnonzero(~present.any(axis=1))
@@ -117,7 +120,7 @@ def _modality_array(value: Any, m: str, shape: tuple[int, ...], source: str) -> 
             f"{source}: {m!r} has shape {tuple(x.shape)}; the model takes {shape} per sample — pass {shape} (one "
             f"sample) or (N, {', '.join(str(d) for d in shape)})"
         )
-    return x.astype(np.float32), int(x.shape[0])
+    return x, int(x.shape[0])  # (cast to float32 once its values are checked: _check_finite)
 
 
 def _flags(value: Any, n: int, m: str, source: str) -> np.ndarray:
@@ -157,6 +160,16 @@ def _check_finite(x: np.ndarray, present: np.ndarray, lengths: np.ndarray | None
             f"{source}: {m!r} has NaN or infinite values in {bad.size} present sample(s) (first: {int(bad[0])}); "
             f"fix them or mark the samples missing with {PRESENT_PREFIX}{m}=False"
         )
+    if np.issubdtype(x.dtype, np.floating) and np.finfo(x.dtype).max > FLOAT32_MAX:  # float64 and wider
+        huge = (np.abs(np.where(np.isfinite(x), x, 0)) > FLOAT32_MAX) & valid
+        rows = np.flatnonzero(huge.reshape(len(x), -1).any(axis=1))
+        if rows.size:
+            j = int(rows[0])
+            value = float(x[j][huge[j]].flat[0])
+            raise InputError(
+                f"{source}: {m!r} sample {j} holds {value:.3g}, a finite {x.dtype} value outside float32's range "
+                f"(±{FLOAT32_MAX:.2g}), in which the model computes ({rows.size} sample(s) like this); rescale it"
+            )
 
 
 # ----------------------------------------------------------------------------- files

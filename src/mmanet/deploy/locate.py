@@ -45,10 +45,15 @@ def describe_directory(path: Path) -> str:
             f"{path} is a customized (SF) run: one model per combination, no single model. Pass one of them, e.g. "
             f"{path / 'sf' / combos[-1]} (trained: {', '.join(combos)}); `mmanet evaluate {path}` evaluates them all"
         )
-    runs = sorted(p.parent.parent.relative_to(path) for p in path.glob("*/seed_*/config.yaml"))
+    runs = sorted(  # LABEL/seed_k; not the shared teachers (training.shared_teacher.BENCHMARK_TEACHERS)
+        p.parent.relative_to(path)
+        for p in path.glob("*/seed_*/config.yaml")
+        if p.parent.parent.name != "shared_teachers"
+    )
     if runs:
         return (
-            f"{path} is a benchmark directory holding {len(runs)} runs; pass one of them, e.g. {path / runs[0]} "
+            f"{path} is a benchmark directory holding {len(runs)} run{'s' if len(runs) > 1 else ''}; pass one of "
+            f"them, e.g. {path / runs[0]} "
             f"(runs: {', '.join(str(r) for r in runs[:6])}{' …' if len(runs) > 6 else ''})"
         )
     if path.name == "checkpoints" and any(path.glob("*.ckpt")):

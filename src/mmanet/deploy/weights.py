@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mmanet.config import RunConfig, resolve_run_config
-from mmanet.deploy.checkpoint import CheckpointError, new_file_mode
+from mmanet.deploy.checkpoint import CheckpointError, check_finite_weights, check_task_info, new_file_mode
 from mmanet.models.factory import build_net
 from mmanet.models.network import MultimodalNet
 from mmanet.task import TaskInfo
@@ -68,11 +68,17 @@ def net_from_safetensors(path: str | Path) -> tuple[MultimodalNet, RunConfig, Ta
     config = resolve_run_config(header["config"], source=f"weights {path}")
     try:
         info = TaskInfo.from_dict(header["info"])
-    except (KeyError, TypeError, ValueError) as err:
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise CheckpointError(f"{path}: its data description is damaged ({err})") from None
+    check_task_info(info, f"weights file {path}")
     net = build_net(config.model, info)
     try:
-        net.load_state_dict(load_file(str(path)))
+        state = load_file(str(path))
+    except Exception as err:  # safetensors raises its own SafetensorError for a damaged file
+        raise CheckpointError(f"{path} is not a readable .safetensors file ({err})") from None
+    check_finite_weights(state, f"weights file {path}")
+    try:
+        net.load_state_dict(state)
     except Exception as err:  # size mismatches, missing keys, bad dtypes
         raise CheckpointError(f"{path}: the stored weights do not fit the stored model configuration: {err}") from None
     return net.eval(), config, info, header
