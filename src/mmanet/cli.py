@@ -304,14 +304,29 @@ def predict(
         records = run_predict(model, input_, label_map_dir=target.parent if target is not None else None)
         lines = [json.dumps(r) for r in records]
         if target is None:
-            for line in lines:
-                print(line)
+            _print_lines(lines)
             return
         try:
             target.write_text("".join(f"{line}\n" for line in lines))
         except OSError as err:
             raise MMANetError(f"cannot write {target}: {err.strerror}") from None
     console.print(f"{len(records)} prediction(s) written to {target}")
+
+
+#: the exit code of a command whose reader closed the pipe (``mmanet predict … | head``), as shells report it
+BROKEN_PIPE = 141
+
+
+def _print_lines(lines: list[str]) -> None:
+    """Print to stdout; a reader that stops early (``| head``) ends the command quietly, as for any Unix tool."""
+    try:
+        for line in lines:
+            print(line)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)  # (Python would report the failed flush at exit)
+        os.dup2(devnull, sys.stdout.fileno())
+        raise typer.Exit(code=BROKEN_PIPE) from None
 
 
 @app.command()

@@ -247,3 +247,34 @@ def test_user_errors_of_the_cli_options_are_mmanet_errors(tree):
     refused(invoke("benchmark", bench, "--seeds", "0", "--out", "B"), "--seeds must be at least 1")
     assert not os.path.exists(tree / "B")
     assert np.load(tree / "x.npz")  # (the fixture is intact)
+
+
+# ----------------------------------------------------------------------------- the rest of the class
+
+
+def test_a_missing_optional_onnx_package_is_one_message(tree, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if the export extra were not installed
+    refused(
+        invoke("predict", "R/checkpoints/best.onnx", "--input", "x.npz"),
+        "needs the package 'onnxruntime'",
+        "mmanet[export]",
+    )
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    refused(invoke("export", "R", "--out", "E/m.onnx"), "needs the package 'onnx'", "pip install")
+
+
+def test_a_reader_that_stops_early_ends_predict_quietly(tree):
+    """`mmanet predict R --input x.npz | head -1` used to end in a BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    arrays = dict(np.load(tree / "x.npz"))
+    np.savez(tree / "many.npz", **{k: np.concatenate([v] * 5) for k, v in arrays.items()})  # ~250 KB of JSON lines
+    command = [sys.executable, "-m", "mmanet.cli", "predict", "R", "--input", "many.npz"]
+    process = subprocess.Popen(command, cwd=tree, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert json.loads(process.stdout.readline())["index"] == 0
+    process.stdout.close()  # the reader is gone
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=300) in (0, 141) and "Traceback" not in stderr and "error" not in stderr, stderr

@@ -19,6 +19,7 @@ import os
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,6 +41,20 @@ DEFAULT_OPSET = 17
 
 class ExportError(MMANetError):
     """The network cannot be exported as asked (opset, unsupported operator, …)."""
+
+
+def optional(module: str, purpose: str = "ONNX export and prediction") -> Any:
+    """Import ``onnx`` / ``onnxruntime`` (the ``export`` extra); an :class:`ExportError` saying how to install
+    them when they are missing."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise ExportError(
+            f"{purpose} needs the package {module!r}, which cannot be imported ({err}); install it with "
+            "pip install 'mmanet[export]' (onnx and onnxruntime)"
+        ) from None
 
 
 class _ExportWrapper(nn.Module):
@@ -78,8 +93,7 @@ def export_onnx(
     metadata: Mapping[str, str] | None = None,
 ) -> Path:
     """Write ``path`` (an ``.onnx`` file) for ``net`` in eval mode (atomically: tmp file + rename)."""
-    import onnx
-
+    onnx = optional("onnx")
     check_opset(opset)
     net = net.eval()
     names = list(net.spec.names) + [f"lengths_{m}" for m in lengths_modalities]
@@ -127,8 +141,7 @@ def export_onnx(
 
 def read_metadata(path: str | Path) -> dict[str, str]:
     """The ``metadata_props`` of an ``.onnx`` file (without loading the weights into a session)."""
-    import onnx
-
+    onnx = optional("onnx")
     model = onnx.load(str(path), load_external_data=False)
     return {p.key: p.value for p in model.metadata_props}
 
@@ -147,8 +160,7 @@ def check_parity(
     Both are fed the same raw inputs; the PyTorch side normalises them with ``normalization``
     (as the graph does when it was exported with it).
     """
-    import onnxruntime as ort
-
+    ort = optional("onnxruntime")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     wanted = {i.name for i in session.get_inputs()}
     generator = torch.Generator().manual_seed(seed)

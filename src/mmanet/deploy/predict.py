@@ -110,9 +110,9 @@ def _torch_predictor(path: Path) -> Predictor:
 
 
 def _onnx_predictor(path: Path) -> Predictor:
-    import onnxruntime as ort
+    from mmanet.deploy.onnx import optional, read_metadata
 
-    from mmanet.deploy.onnx import read_metadata
+    ort = optional("onnxruntime", "predicting with an .onnx model")
 
     if not path.is_file():
         raise CheckpointError(f"model {path} does not exist")
