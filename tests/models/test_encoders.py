@@ -249,10 +249,12 @@ def test_wrong_depth_file_into_resnet_encoder_is_a_clear_error(tmp_path):
     with pytest.raises(StateDictMismatchError, match=r"shape mismatch.*conv1\.weight") as err:
         r50.load_torchvision(fabricated_state_dict(width=4, depth=50))
     assert err.value.hint is None
-    # the same through the config, as a run would meet it
+    # the same through the config, as a run would meet it: a configuration error naming model.pretrained
+    from mmanet.config import ConfigError
+
     path = tmp_path / "resnet18.pth"
     torch.save(r18_state, path)
-    with pytest.raises(StateDictMismatchError, match=r"model\.encoder\.depth: 50"):
+    with pytest.raises(ConfigError, match=r"model\.pretrained=.*resnet18\.pth does not fit .*encoder\.depth: 50"):
         build_net(esanet_r50_config(width=8, pretrained=str(path)), rgbd_info(32))
 
 
