@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from mmanet.config import (
-    METHOD_PRESETS,
     BenchmarkConfig,
     ConfigError,
     MADConfig,
@@ -15,9 +14,11 @@ from mmanet.config import (
     load_benchmark_config,
     load_run_config,
     method_config,
+    method_presets,
     parse_overrides,
     resolve_run_config,
 )
+from mmanet.methods import METHODS
 
 
 def write(tmp_path, text: str, name: str = "run.yaml"):
@@ -121,7 +122,7 @@ def test_unknown_method_lists_the_methods():
     with pytest.raises(ConfigError) as err:
         resolve_run_config({"method": "mmanett"})
     assert "'mmanett'" in str(err.value)
-    assert str(sorted(METHOD_PRESETS)) in str(err.value)
+    assert str(sorted(method_presets())) in str(err.value)
 
 
 def test_file_errors(tmp_path):
@@ -294,3 +295,20 @@ def test_distillation_presets_and_batch_free_mad_defaults():
         resolve_run_config({"method": "kd", "kd": {"temperature": 0}})
     with pytest.raises(ConfigError, match="train.unlabelled"):
         resolve_run_config({"method": "kd", "train": {"unlabelled": "sometimes"}})
+
+
+def test_a_typo_in_a_component_name_is_a_config_error_naming_the_key():
+    for key, value, valid in (
+        ("model.fusion", "hemiss", "'hemis'"),
+        ("model.head.type", "clasification", "'classification'"),
+        ("model.encoder.type", "resnt", "'resnet'"),
+    ):
+        with pytest.raises(ConfigError, match=f"{key}: unknown .*did you mean {valid}"):
+            load_run_config("configs/mfeat/sf_md.yaml", [f"{key}={value}"])
+
+
+def test_the_stage_follows_from_the_method():
+    assert load_run_config("configs/mfeat/sf.yaml").stage == "customized"
+    with pytest.raises(ConfigError, match="stage: 'mmanet' does not go with method 'sf_md'"):
+        load_run_config("configs/mfeat/sf_md.yaml", ["stage=mmanet"])
+    assert sorted(method_presets()) == sorted(METHODS)  # every method is listed once, in the registry

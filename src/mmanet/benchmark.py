@@ -30,6 +30,7 @@ import yaml
 from mmanet.config import BenchmarkConfig, BenchmarkMethod, ConfigError, RunConfig, method_config
 from mmanet.config_checks import load_yaml
 from mmanet.data import DataBundle
+from mmanet.methods.mar import mining_history, weak_set_of
 from mmanet.modality import Combination
 from mmanet.outputs import OutputPathError, Reads, check_not_read, inside, plain_name_problem, writing
 from mmanet.report import plot_mar_discrepancy, plot_per_combination
@@ -291,9 +292,9 @@ def weak_sets(report: BenchmarkReport) -> dict[int, list[str]]:
     found: dict[int, list[str]] = {}
     for runs in report.runs.values():
         for r in runs:
-            miner = r.summary.get("miner")
-            if miner and miner.get("weak_set") and r.seed not in found:
-                found[r.seed] = list(miner["weak_set"])
+            weak = weak_set_of(r.summary)
+            if weak and r.seed not in found:
+                found[r.seed] = weak
     return found
 
 
@@ -393,17 +394,12 @@ def write_report(report: BenchmarkReport) -> None:
     mar_plots = []
     for lb in labels:
         for r in report.runs[lb]:
-            miner = r.summary.get("miner")
-            if miner and miner.get("memory_bank") and miner.get("weak_set"):
-                history = {int(e): v for e, v in miner["memory_bank"].items()}
+            recorded = mining_history(r.summary)
+            if recorded is not None:
+                history, weak, strong = recorded
                 name = f"mar_discrepancy_{lb}_seed{r.seed}.png"
-                plot_mar_discrepancy(
-                    history,
-                    miner["weak_set"],
-                    miner.get("strong_modalities", []),
-                    out / name,
-                    title=f"{lb}, seed {r.seed}: weak set = {describe_weak_set(miner['weak_set'], spec)}",
-                )
+                title = f"{lb}, seed {r.seed}: weak set = {describe_weak_set(weak, spec)}"
+                plot_mar_discrepancy(history, weak, strong, out / name, title=title)
                 mar_plots.append(name)
 
     md = [f"# Benchmark `{bench.name}`", ""]

@@ -1,6 +1,6 @@
 """Typed, validated run configuration loaded from YAML plus ``--set a.b=value`` overrides.
 
-Resolution order: method preset (see :data:`METHOD_PRESETS`) → YAML file → overrides. Every
+Resolution order: method preset (the registered method's, :func:`method_presets`) → YAML file → overrides. Every
 section forbids unknown keys; an error names the offending key and lists the valid ones.
 """
 
@@ -275,13 +275,11 @@ class EvaluateConfig(Section):
     split: Literal["val", "test"] = "test"
 
 
-Stage = Literal["customized", "unified", "teacher", "mmanet"]
-
-
 class RunConfig(Section):
     name: str = "run"
     method: str = "sf_md"
-    stage: Stage = "unified"
+    #: set by the method (its registered stage: what checkpoints record); not a separate choice
+    stage: str = "unified"
     #: the training seed (0..MAX_SEED: what numpy accepts)
     seed: int = Field(0, ge=0, le=MAX_SEED)
     data: DataConfig = Field(default_factory=DataConfig)
@@ -298,8 +296,9 @@ class RunConfig(Section):
     @field_validator("method")
     @classmethod
     def _known_method(cls, value: str) -> str:
-        if value not in METHOD_PRESETS:
-            raise ValueError(f"unknown method {value!r}; valid: {sorted(METHOD_PRESETS)}")
+        presets = method_presets()
+        if value not in presets:
+            raise ValueError(f"unknown method {value!r}; valid: {sorted(presets)}")
         return value
 
     @property
@@ -337,6 +336,25 @@ class RunConfig(Section):
                 "never reaches train.lr"
             )
         return notes
+
+    @model_validator(mode="after")
+    def _registered_components(self) -> RunConfig:
+        """Every component the model section names is registered (a typo fails here, before any data)."""
+        from mmanet.models.encoders import ENCODERS
+        from mmanet.models.fusion import FUSIONS
+        from mmanet.models.heads import HEADS
+
+        model = self.model
+        named = [("model.fusion", model.fusion, FUSIONS, False), ("model.head.type", model.head.type, HEADS, True)]
+        named.append(("model.encoder.type", model.encoder.type, ENCODERS, True))
+        named += [(f"model.encoders.{m}.type", section.type, ENCODERS, True) for m, section in model.encoders.items()]
+        for key, name, registry, auto in named:
+            if not (auto and name == "auto") and name not in registry:
+                hint = difflib.get_close_matches(name, registry.keys(), n=1)
+                suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+                valid = registry.keys() + (["auto"] if auto else [])
+                raise ValueError(f"{key}: unknown {registry.kind} {name!r}{suggestion}; valid: {sorted(valid)}")
+        return self
 
     @model_validator(mode="after")
     def _fused_concat_distillation(self) -> RunConfig:
@@ -396,43 +414,12 @@ class BenchmarkConfig(Section):
         return next((m.display for m in self.methods if m.method == "sf_md"), self.methods[0].display)
 
 
-_ESANET = {"fusion": "se_add", "channels": None, "encoder": {"type": "resnet"}, "head": {"type": "esanet_decoder"}}
+def method_presets() -> dict[str, dict[str, Any]]:
+    """Every registered method's name → the configuration preset it stands for (:mod:`mmanet.methods`:
+    each method is listed there once). The user's values win over the preset, except ``stage``."""
+    from mmanet.methods import method_presets as registered  # the registry imports this module's types
 
-#: method name → preset applied before the user's YAML (the user's values win).
-METHOD_PRESETS: dict[str, dict[str, Any]] = {
-    "sf": {"stage": "customized", "model": {"fusion": "concat"}},
-    "sf_md": {"stage": "unified", "model": {"fusion": "concat"}},
-    "teacher": {"stage": "teacher", "model": {"fusion": "concat"}},
-    "hemis": {"stage": "unified", "model": {"fusion": "hemis"}},
-    "lcr": {"stage": "unified", "model": {"fusion": "lcr"}},
-    "rfnet": {"stage": "unified", "model": {"fusion": "rfnet"}},
-    "mmformer": {"stage": "unified", "model": {"fusion": "mmformer"}},
-    "shaspec": {"stage": "unified", "model": {"fusion": "shaspec"}},
-    "dmrnet": {"stage": "unified", "model": {"fusion": "dmrnet"}},
-    # MMANet and its ablations (paper Table 6): SP, +MAD, +SR, +MAR
-    "mmanet": {"stage": "mmanet", "model": {"fusion": "concat"}, "mad": {"variant": "paper"}, "mar": {"mode": "mined"}},
-    "sp": {"stage": "mmanet", "model": {"fusion": "concat"}, "mad": {"variant": "sp"}, "mar": {"mode": "off"}},
-    "mad": {"stage": "mmanet", "model": {"fusion": "concat"}, "mad": {"variant": "paper"}, "mar": {"mode": "off"}},
-    "sr": {"stage": "mmanet", "model": {"fusion": "concat"}, "mad": {"variant": "paper"}, "mar": {"mode": "single"}},
-    # logit distillation KL(teacher ‖ student) at temperature T (issue 13): alone, and added to MMANet
-    "kd": {
-        "stage": "mmanet",
-        "model": {"fusion": "concat"},
-        "mad": {"variant": "off"},
-        "mar": {"mode": "off"},
-        "kd": {"gamma": 1.0},
-    },
-    "mmanet_kd": {
-        "stage": "mmanet",
-        "model": {"fusion": "concat"},
-        "mad": {"variant": "paper"},
-        "mar": {"mode": "mined"},
-        "kd": {"gamma": 1.0},
-    },
-    # RGB-D segmentation (ESANet, Seichter et al. 2021): one model per combination / modality dropout
-    "esanet": {"stage": "customized", "model": _ESANET},
-    "esanet_md": {"stage": "unified", "model": _ESANET},
-}
+    return registered()
 
 
 def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
@@ -510,7 +497,7 @@ def _format_errors(err: ValidationError, model: type[BaseModel], source: str) ->
         loc = tuple(str(p) for p in e["loc"])
         key = ".".join(loc)
         if not loc:
-            lines.append(f"  {e['msg']}")
+            lines.append(f"  {e['msg'].removeprefix('Value error, ')}")
         elif e["type"] == "extra_forbidden":
             valid = _valid_keys(model, loc)
             hint = difflib.get_close_matches(loc[-1], valid, n=1)
@@ -551,11 +538,18 @@ def resolve_run_config(raw: Mapping[str, Any], source: str = "config") -> RunCon
     except YAMLTooLarge as err:
         raise ConfigError(f"invalid configuration ({source}): {err}") from None
     method = raw.get("method", "sf_md")
-    if not isinstance(method, str) or method not in METHOD_PRESETS:
+    presets = method_presets()
+    if not isinstance(method, str) or method not in presets:
         raise ConfigError(
-            f"invalid configuration ({source}): unknown method {method!r}; valid: {sorted(METHOD_PRESETS)}"
+            f"invalid configuration ({source}): unknown method {method!r}; valid: {sorted(presets)}"
         )
-    merged = deep_merge(METHOD_PRESETS[method], raw)
+    stage = raw.get("stage")
+    if stage is not None and stage != presets[method]["stage"]:
+        raise ConfigError(
+            f"invalid configuration ({source}):\n  stage: {stage!r} does not go with method {method!r} (its stage is "
+            f"{presets[method]['stage']!r}); the stage follows from the method: leave it out"
+        )
+    merged = deep_merge(presets[method], raw)
     bad = next(non_finite_keys(merged), None)
     if bad is not None:
         raise ConfigError(f"invalid configuration ({source}): {bad[0]} is {bad[1]}; every number must be finite")

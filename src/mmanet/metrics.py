@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from mmanet.data.base import DataError
 from mmanet.modality import Combination, ModalitySpec, all_combinations
 from mmanet.reducers import metrics_from_confusion, primary_metric
 from mmanet.results import ResultTable
@@ -65,7 +66,10 @@ class CombinationConfusion(Metric):
             labelled = target != self.ignore_index
         counted = counted & labelled.unsqueeze(0)
         if bool(((target < 0) | (target >= k))[labelled].any()):
-            raise ValueError(f"targets outside 0..{k - 1} (and not the void label {self.ignore_index})")
+            raise DataError(
+                f"the data has labels outside 0..{k - 1} (the {k} classes) that are not its void label "
+                f"{self.ignore_index}"
+            )
         combo = torch.arange(n_c, device=preds.device).reshape((n_c,) + (1,) * (preds.dim() - 1))
         index = (combo * k + target.unsqueeze(0)) * k + preds
         self.confusion += torch.bincount(index[counted], minlength=n_c * k * k).reshape(n_c, k, k)

@@ -50,6 +50,7 @@ import yaml
 from mmanet.config import ConfigError, RunConfig, deep_merge, resolve_run_config, set_dotted
 from mmanet.data import DataBundle
 from mmanet.errors import MMANetError
+from mmanet.methods.mar import weak_set_of
 from mmanet.outputs import OutputPathError, Reads, check_not_read, writable_directory, writing
 from mmanet.results import ResultTable, higher_is_better
 
@@ -405,7 +406,7 @@ class Tuner:
                 trial.set_user_attr("diverged", True)
                 return math.nan  # Optuna records a NaN objective as a failed trial
 
-            weak = (summary.get("miner") or {}).get("weak_set")
+            weak = weak_set_of(summary)
             values.append(score(table, self.settings.metric, weak))
             trial.set_user_attr(f"seed_{seed}", values[-1])
         return statistics.fmean(values)

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmanet.config import METHOD_PRESETS
+from mmanet.config import method_presets
 from mmanet.modality import ModalitySpec
 from mmanet.models import build_network
 from mmanet.models.fusion import FUSIONS, build_fusion
@@ -67,7 +67,7 @@ def run(fusion, x, mask, target, seed: int = 5):
 def test_registered_with_presets():
     assert set(PEERS) <= set(FUSIONS.keys())
     for name in PEERS:
-        assert METHOD_PRESETS[name] == {"stage": "unified", "model": {"fusion": name}}
+        assert method_presets()[name] == {"stage": "unified", "model": {"fusion": name}}
 
 
 # ---------------------------------------------------------------- invariants (both fusions)

@@ -24,7 +24,8 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from mmanet.data import DataBundle, collate_samples
+from mmanet.config import ConfigError
+from mmanet.data import DataBundle, DataError, collate_samples
 from mmanet.data.base import unaugmented, unlabelled_rows
 from mmanet.losses.mar import (
     DEFAULT_IGNORE_INDEX,
@@ -105,7 +106,7 @@ class FixedWeakSet:
 def _check_modalities(spec: ModalitySpec, state: Mapping[str, Any]) -> None:
     saved = list(state.get("modalities", spec.names))
     if saved != list(spec.names):
-        raise ValueError(f"state was saved for modalities {saved}, this run has {list(spec.names)}")
+        raise DataError(f"MAR's state was saved for modalities {saved}, this run has {list(spec.names)}")
 
 
 # --------------------------------------------------------------------------- mining
@@ -137,11 +138,11 @@ class WeakCombinationMiner:
     def _check_num_strong(self, num_strong: int) -> None:
         m = len(self.spec)
         if not 1 <= num_strong < m:
-            raise ValueError(
-                f"num_strong must be in [1, {m - 1}] for {m} modalities (with {num_strong} strong "
+            raise ConfigError(
+                f"mar.num_strong must be in [1, {m - 1}] for {m} modalities (with {num_strong} strong "
                 "modalities no weak combination would remain)"
                 if num_strong >= m
-                else f"num_strong must be at least 1, got {num_strong}"
+                else f"mar.num_strong must be at least 1, got {num_strong}"
             )
 
     @property
@@ -270,12 +271,12 @@ def mine_discrepancies(
         for module, mode in modes:
             module.training = mode
     if sums is None:
-        raise ValueError("the mining loader yielded no batch")
+        raise DataError("MAR's mining split (mar.mining_split) yielded no batch: it has no sample")
     sums, counts, skipped = _all_reduce(sums, counts, skipped)
     empty = [c.name for c, n in zip(candidates, counts.tolist(), strict=True) if n == 0]
     if empty:
-        raise ValueError(
-            f"no sample of the mining split has a modality of candidate(s) {empty}; "
+        raise DataError(
+            f"no sample of the mining split (mar.mining_split) has a modality of candidate(s) {empty}; "
             "cannot form their prediction distributions"
         )
     kl = candidate_discrepancies(sums, counts, eps)

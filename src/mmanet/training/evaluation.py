@@ -16,6 +16,7 @@ from mmanet.config import RunConfig
 from mmanet.data import DataBundle
 from mmanet.deploy import net_from_checkpoint, resolve_checkpoint
 from mmanet.deploy.checkpoint import CheckpointError, model_hash_of_checkpoint
+from mmanet.methods import method_entry
 from mmanet.modality import Combination
 from mmanet.models.network import MultimodalNet
 from mmanet.outputs import writing
@@ -116,11 +117,8 @@ def evaluate_checkpoint(
         config = config.model_copy(update={"data": config.data.model_copy(update={"root": data_root})})
     bundle = load_bundle(config, normalization=info.normalization)
     _check_data_matches(info, bundle, path)
-    combos = None
-    if meta.get("combination"):
-        combos = [bundle.spec.combination(meta["combination"])]
-    elif meta.get("stage") == "teacher":
-        combos = [bundle.spec.full]
+    combination = bundle.spec.combination(meta["combination"]) if meta.get("combination") else None
+    combos = method_entry(config.method).cls.eval_combinations(bundle.spec, combination)
     table = evaluate_tables(net, bundle, config, combos, splits=(split,))[split]
     if out_dir is not None:
         _write_table(table, out_dir)

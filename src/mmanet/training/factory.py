@@ -8,15 +8,13 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import lightning as L
-import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 
 from mmanet.config import ConfigError, RunConfig
 from mmanet.data import DataBundle, collate_samples, load_dataset
-from mmanet.data.base import unaugmented
 from mmanet.models.factory import check_input_size
 from mmanet.normalization import Normalization
 from mmanet.task import TaskInfo
@@ -94,16 +92,6 @@ def make_loader(dataset, config: RunConfig, train: bool) -> DataLoader:
         persistent_workers=workers > 0,
         collate_fn=collate_samples,
     )
-
-
-def mining_loader(bundle: DataBundle, config: RunConfig) -> DataLoader:
-    """The MAR mining split in order, without augmentation (the same inputs every epoch, DESIGN §4.2;
-    sharded across processes under DDP)."""
-    split = unaugmented(bundle.train) if config.mar.mining_split == "train" else bundle.val
-    sampler = None
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        sampler = DistributedSampler(split, shuffle=False)
-    return DataLoader(split, batch_size=config.data.batch_size, sampler=sampler, collate_fn=collate_samples)
 
 
 def image_size_key(config: RunConfig) -> str:
