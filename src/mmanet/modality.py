@@ -199,6 +199,7 @@ class ModalityDropout:
         self.never_drop = torch.zeros(m, dtype=torch.bool)
         for name in never_drop:
             self.never_drop[spec.index(name)] = True
+        self.keep_prob: Tensor | None
         if mode == "bernoulli":
             if p is None:
                 p = 0.5
@@ -225,6 +226,7 @@ class ModalityDropout:
             return self._uniform_table[idx].clone()
         keep = torch.zeros(batch_size, m, dtype=torch.bool)
         todo = torch.ones(batch_size, dtype=torch.bool)
+        assert self.keep_prob is not None  # bernoulli mode
         while todo.any():
             n = int(todo.sum())
             draw = torch.rand(n, m, generator=generator) < self.keep_prob

@@ -1,11 +1,13 @@
 """Input normalisation that travels with a trained model: ``x ↦ (x − mean) / std`` per modality.
 
-Datasets standardise their inputs with statistics of the training split (mfeat, npz,
-AV-digits) or with fixed constants (face images: ``(x − 127.5) / 128``) and record them in
-``DataBundle.normalization``. From there they go into :class:`~mmanet.task.TaskInfo`, hence
-into every checkpoint, the ONNX graph (:class:`InputNormalizer`) and the model card — so a
-trained model is evaluated with its training statistics (never statistics refitted on new
-data) and deployed on RAW inputs.
+The one implementation: :func:`fit_normalization` computes the statistics, :func:`normalize`
+applies them, :class:`Normalization` records them. Datasets standardise their inputs with
+statistics of the training split (mfeat through ``data.base.Standardizer``, npz, AV-digits) or
+with fixed constants (face images: ``(x − 127.5) / 128``; the segmentation transforms) and
+record them in ``DataBundle.normalization``. From there they go into
+:class:`~mmanet.task.TaskInfo`, hence into every checkpoint, the ONNX graph
+(:class:`InputNormalizer`) and the model card — so a trained model is evaluated with its
+training statistics (never statistics refitted on new data) and deployed on RAW inputs.
 
 ``mean``/``std`` broadcast against one sample: shape ``()`` (one value), ``(F,)`` (per
 feature; a sequence ``(T, F)`` per feature over time) or ``(C, 1, 1)`` (per image channel).
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -75,6 +77,11 @@ class Normalization:
             np.asarray(self.std, dtype=np.float32).reshape(self.shape),
         )
 
+    def tensors(self) -> tuple[Tensor, Tensor]:
+        """``(mean, std)`` as float32 tensors of :attr:`shape`."""
+        mean, std = self.arrays()
+        return torch.from_numpy(mean), torch.from_numpy(std)
+
     def fits(self, sample_shape: tuple[int, ...]) -> bool:
         """Whether the statistics broadcast against one sample of ``sample_shape`` without changing it."""
         try:
@@ -82,15 +89,50 @@ class Normalization:
         except ValueError:
             return False
 
-    def apply(self, x: np.ndarray) -> np.ndarray:
-        """``(x − mean) / std`` in float32 (zeros kept as zeros with :attr:`keep_zero`)."""
-        mean, std = self.arrays()
-        x = np.asarray(x, dtype=np.float32)
-        y = ((x - mean) / std).astype(np.float32)
-        return np.where(x == 0, np.float32(0), y) if self.keep_zero else y
+    def apply(self, x: Any, valid: Any = None) -> np.ndarray:
+        """:func:`normalize` on an array-like: float32 values, zeros kept as zeros with :attr:`keep_zero`,
+        0 where ``valid`` (broadcast against ``x``) is False."""
+        mean, std = self.tensors()
+        mask = None if valid is None else torch.from_numpy(np.asarray(valid, dtype=bool))
+        return normalize(torch.from_numpy(np.asarray(x, dtype=np.float32)), mean, std, self.keep_zero, mask).numpy()
 
 
 Normalizations = Mapping[str, Normalization]
+
+#: what becomes of a (near-)constant feature, whose std is at most ``min_std``: ``"unit"`` divides it by 1
+#: (it is only centred: npz, AV-digits), ``"clamp"`` by ``min_std`` (mfeat's ``Standardizer``)
+SmallStd = Literal["unit", "clamp"]
+
+
+def fit_normalization(
+    values: Any,
+    axes: tuple[int, ...] = (0,),
+    *,
+    min_std: float = 1e-8,
+    small_std: SmallStd = "unit",
+    keep_zero: bool = False,
+) -> Normalization:
+    """The statistics of ``values`` (only the entries that count — present samples, valid time steps —
+    stacked along axis 0): mean and population std over ``axes``, accumulated in float64 and stored in
+    float32, with the shape of one entry where the reduced axes are 1 (an image's per-channel ``(C, 1, 1)``;
+    pass the values flattened for one global value). Non-finite statistics are a :class:`NormalizationError`."""
+    x = np.asarray(values)
+    mean = x.mean(axis=axes, dtype=np.float64, keepdims=True)
+    std = np.sqrt(((x - mean) ** 2).mean(axis=axes, keepdims=True))
+    std = np.where(std > min_std, std, 1.0) if small_std == "unit" else np.maximum(std, min_std)
+    return Normalization.from_arrays(mean[0].astype(np.float32), std[0].astype(np.float32), keep_zero)
+
+
+def normalize(x: Tensor, mean: Tensor, std: Tensor, keep_zero: bool = False, valid: Tensor | None = None) -> Tensor:
+    """``(x − mean) / std`` in float32, the one place it is computed (datasets, :class:`InputNormalizer`
+    and its ONNX graph): with ``keep_zero`` an input of exactly 0 stays 0; where ``valid`` (broadcast
+    against ``x``) is False the result is 0."""
+    x = x.float()
+    out = (x - mean) / std
+    zero = torch.zeros((), dtype=out.dtype, device=out.device)
+    if keep_zero:
+        out = torch.where(x == 0, zero, out)
+    return out if valid is None else torch.where(valid, out, zero)
 
 
 def normalizations_to_dict(norms: Normalizations | None) -> dict[str, dict[str, Any]] | None:
@@ -147,13 +189,14 @@ class InputNormalizer(nn.Module):
         out = dict(inputs)
         for i, m in enumerate(self.spec.names):
             x = inputs[m].float()
-            if m in self.normalized:
-                scaled = (x - getattr(self, f"mean_{m}")) / getattr(self, f"std_{m}")
-                x = torch.where(x == 0, torch.zeros_like(x), scaled) if m in self.keep_zero else scaled
             valid = present[:, i].reshape((-1,) + (1,) * (x.dim() - 1))
             lengths = inputs.get(f"lengths_{m}")
             if lengths is not None and x.dim() == 3:
                 steps = torch.arange(x.shape[1], device=x.device)
                 valid = valid & (steps.reshape(1, -1, 1) < lengths.reshape(-1, 1, 1))
-            out[m] = torch.where(valid, x, torch.zeros((), dtype=x.dtype, device=x.device))
+            if m in self.normalized:
+                mean, std = getattr(self, f"mean_{m}"), getattr(self, f"std_{m}")
+                out[m] = normalize(x, mean, std, m in self.keep_zero, valid)
+            else:
+                out[m] = torch.where(valid, x, torch.zeros((), dtype=x.dtype, device=x.device))
         return out

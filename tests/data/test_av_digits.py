@@ -221,10 +221,10 @@ def test_fit_statistics_ignores_padding():
     audio[0, :2], audio[1, :1] = 1.0, 4.0
     lengths = np.array([2, 1])
     stats = av_digits.fit_statistics(np.zeros((2, 1, 8, 8), np.float32), audio, lengths)
-    np.testing.assert_allclose(stats["audio"][0], 2.0)
+    np.testing.assert_allclose(stats["audio"].arrays()[0], 2.0)
     image, scaled = av_digits.standardize(np.zeros((2, 1, 8, 8), np.float32), audio, lengths, stats)
     assert (scaled[0, 2:] == 0).all() and (scaled[1, 1:] == 0).all()
-    assert stats["image"][1] == 1.0 and (image == 0).all()  # a constant image is only centred
+    assert stats["image"].arrays()[1] == 1.0 and (image == 0).all()  # a constant image is only centred
 
 
 # ----------------------------------------------------------------------------- a data.root fixture

@@ -30,13 +30,14 @@ from mmanet.data.base import (
     DataBundle,
     DataError,
     DataUnavailableError,
+    checked_normalization,
     per_class_subset,
     stratified_split,
 )
 from mmanet.data.npz import read_npz
 from mmanet.data.registry import DatasetEntry, register_dataset
 from mmanet.modality import ModalitySpec
-from mmanet.normalization import Normalization, check_normalizations
+from mmanet.normalization import Normalization, fit_normalization
 
 NAME = "av_digits"
 MODALITIES = ("image", "audio")
@@ -50,7 +51,6 @@ PROTOCOLS = ("standard", "low_label")
 #: the loader's options (``data.options`` in a run configuration)
 OPTIONS = ("pair_seed", "max_frames", "protocol", "labels_per_class", "modalities")
 SPLIT_FRACTIONS = (0.6, 0.2, 0.2)
-_EPS = 1e-8
 
 
 # ---------------------------------------------------------------------------- finding the sources
@@ -209,29 +209,20 @@ def valid_frames(lengths: np.ndarray, steps: int) -> np.ndarray:
 # ---------------------------------------------------------------------------- standardisation
 
 
-def fit_statistics(
-    images: np.ndarray, audio: np.ndarray, lengths: np.ndarray
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def fit_statistics(images: np.ndarray, audio: np.ndarray, lengths: np.ndarray) -> dict[str, Normalization]:
     """Training statistics: one global mean/std over all image pixels; per MFCC over valid frames only."""
-    image_mean = images.mean(dtype=np.float64)
-    image_std = images.std(dtype=np.float64)
-    frames = audio[valid_frames(lengths, audio.shape[1])].astype(np.float64)  # (n_valid, F): padding excluded
-    audio_mean, audio_std = frames.mean(axis=0), frames.std(axis=0)
     return {
-        "image": (np.float32(image_mean), np.float32(image_std if image_std > _EPS else 1.0)),
-        "audio": (audio_mean.astype(np.float32), np.where(audio_std > _EPS, audio_std, 1.0).astype(np.float32)),
+        "image": fit_normalization(images.reshape(-1)),
+        "audio": fit_normalization(audio[valid_frames(lengths, audio.shape[1])]),  # (n_valid, F): padding excluded
     }
 
 
 def standardize(
-    images: np.ndarray, audio: np.ndarray, lengths: np.ndarray, stats: dict[str, tuple[np.ndarray, np.ndarray]]
+    images: np.ndarray, audio: np.ndarray, lengths: np.ndarray, stats: Mapping[str, Normalization]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Apply :func:`fit_statistics`' statistics; audio padding stays exactly zero."""
-    image_mean, image_std = stats["image"]
-    audio_mean, audio_std = stats["audio"]
     valid = valid_frames(lengths, audio.shape[1])[..., None]
-    scaled_audio = np.where(valid, (audio - audio_mean) / audio_std, 0.0).astype(np.float32)
-    return ((images - image_mean) / image_std).astype(np.float32), scaled_audio
+    return stats["image"].apply(images), stats["audio"].apply(audio, valid)
 
 
 # ---------------------------------------------------------------------------- the loader
@@ -306,7 +297,7 @@ def load(
         train_idx = train_idx[per_class_subset(labels[train_idx], labels_per_class, seed)]
     stats = fit_statistics(image[train_idx], audio[train_idx], lengths[train_idx])
     if normalization is not None:
-        stats.update(_stored_statistics(normalization, names, {"image": image.shape[1:], "audio": audio.shape[1:]}))
+        stats.update(checked_normalization(normalization, names, {"image": image.shape[1:], "audio": audio.shape[1:]}))
     image, audio = standardize(image, audio, lengths, stats)
 
     spec = ModalitySpec(names)
@@ -331,18 +322,8 @@ def load(
         val=dataset(val_idx),
         test=dataset(test_idx),
         class_names=[str(d) for d in range(NUM_CLASSES)],
-        normalization={m: Normalization.from_arrays(*stats[m]) for m in names},
+        normalization={m: stats[m] for m in names},
     )
-
-
-def _stored_statistics(
-    normalization: Mapping[str, Normalization], names: tuple[str, ...], shapes: Mapping[str, tuple[int, ...]]
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    try:
-        checked = check_normalizations(normalization, names, {m: tuple(shapes[m]) for m in names})
-    except ValueError as err:
-        raise DataError(str(err)) from None
-    return {m: checked[m].arrays() for m in names}
 
 
 register_dataset(

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset, default_collate
 
 from mmanet.errors import MMANetError
 from mmanet.modality import ModalitySpec
-from mmanet.normalization import Normalization, check_normalizations
+from mmanet.normalization import Normalization, check_normalizations, fit_normalization, normalize
 
 Task = Literal["classification", "segmentation"]
 
@@ -285,8 +285,21 @@ def per_class_subset(labels: np.ndarray, per_class: int, seed: int) -> np.ndarra
     return np.sort(np.concatenate(chosen))
 
 
+def checked_normalization(
+    normalization: Mapping[str, Normalization] | None, names: Sequence[str], shapes: Mapping[str, tuple[int, ...]]
+) -> dict[str, Normalization]:
+    """A trained model's stored statistics checked against the data's modalities and per-sample shapes
+    (a :class:`DataError` saying what disagrees)."""
+    try:
+        return check_normalizations(normalization, tuple(names), {m: tuple(shapes[m]) for m in names})
+    except ValueError as err:
+        raise DataError(str(err)) from None
+
+
 class Standardizer:
-    """Per-modality, per-feature standardisation fitted on the training split only."""
+    """Per-modality, per-feature standardisation fitted on the present rows of the training split only
+    (:func:`~mmanet.normalization.fit_normalization`, a constant feature's std clamped to ``eps``), applied
+    with :func:`~mmanet.normalization.normalize`."""
 
     def __init__(self, eps: float = 1e-6) -> None:
         self.eps = eps
@@ -296,15 +309,15 @@ class Standardizer:
     def fit(self, arrays: Mapping[str, Tensor], present: Tensor, spec: ModalitySpec) -> Standardizer:
         present = present.bool()  # an integer mask would index rows instead of selecting them
         for i, name in enumerate(spec.names):
-            values = arrays[name][present[:, i]].double()
+            values = arrays[name][present[:, i]]
             if values.shape[0] == 0:
                 raise DataError(f"modality {name!r} is missing in every training sample")
-            self.mean[name] = values.mean(dim=0).float()
-            self.std[name] = values.std(dim=0, unbiased=False).clamp_min(self.eps).float()
+            norm = fit_normalization(values.detach().cpu().numpy(), min_std=self.eps, small_std="clamp")
+            self.mean[name], self.std[name] = norm.tensors()
         return self
 
     def transform(self, arrays: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        return {name: (arrays[name].float() - self.mean[name]) / self.std[name] for name in arrays}
+        return {name: normalize(arrays[name], self.mean[name], self.std[name]) for name in arrays}
 
     def normalization(self) -> dict[str, Normalization]:
         """The fitted statistics, to store with a trained model."""
@@ -315,12 +328,7 @@ class Standardizer:
         cls, normalization: Mapping[str, Normalization], spec: ModalitySpec, shapes: Mapping[str, tuple[int, ...]]
     ) -> Standardizer:
         """A standardizer with a trained model's stored statistics instead of fitted ones."""
-        try:
-            checked = check_normalizations(normalization, spec.names, shapes)
-        except ValueError as err:
-            raise DataError(str(err)) from None
         scaler = cls()
-        for name, norm in checked.items():
-            mean, std = norm.arrays()
-            scaler.mean[name], scaler.std[name] = torch.from_numpy(mean), torch.from_numpy(std)
+        for name, norm in checked_normalization(normalization, spec.names, shapes).items():
+            scaler.mean[name], scaler.std[name] = norm.tensors()
         return scaler

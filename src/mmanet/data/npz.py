@@ -40,11 +40,12 @@ from mmanet.data.base import (
     DataBundle,
     DataError,
     DataUnavailableError,
+    checked_normalization,
     stratified_split,
 )
 from mmanet.data.registry import DatasetEntry, register_dataset
 from mmanet.modality import ModalityError, ModalitySpec
-from mmanet.normalization import Normalization, check_normalizations
+from mmanet.normalization import Normalization, NormalizationError, fit_normalization
 
 SPLITS = ("train", "val", "test")
 LABEL = "label"
@@ -397,42 +398,27 @@ def _valid_mask(x: np.ndarray, present: np.ndarray, lengths: np.ndarray | None) 
     return present
 
 
-def fit_standardization(split: _Split, names: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per modality: (mean, std) per feature — per channel for images — over PRESENT training entries only."""
+def fit_standardization(split: _Split, names: Sequence[str]) -> dict[str, Normalization]:
+    """Per modality: mean and std per feature — per channel for images — over PRESENT training entries only."""
     stats = {}
     for i, m in enumerate(names):
         x = split.arrays[m]
         selected = x[_valid_mask(x, split.present[:, i], split.lengths.get(m))]  # (n, F) or (n, C, H, W)
-        axes = (0, 2, 3) if x.ndim == 4 else (0,)
-        mean = selected.mean(axis=axes, dtype=np.float64, keepdims=True)
-        std = np.sqrt(((selected - mean) ** 2).mean(axis=axes, keepdims=True))
-        std = np.where(std > 1e-8, std, 1.0)  # a constant feature is only centred
-        stats[m] = (mean[0].astype(np.float32), std[0].astype(np.float32))
-        if not (np.isfinite(stats[m][0]).all() and np.isfinite(stats[m][1]).all()):
+        try:
+            stats[m] = fit_normalization(selected, (0, 2, 3) if x.ndim == 4 else (0,))  # a constant feature is centred
+        except NormalizationError:
             raise DataError(
                 f"array {m!r} in {split.file}: its standardisation statistics (mean/std over the present training "
                 "samples) are not finite in float32 — its values are too large; rescale the data (other units)"
-            )
+            ) from None
     return stats
 
 
-def _stored_statistics(
-    normalization: Mapping[str, Normalization], names: Sequence[str], shapes: Mapping[str, tuple[int, ...]]
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    try:
-        checked = check_normalizations(normalization, tuple(names), shapes)
-    except ValueError as err:
-        raise DataError(str(err)) from None
-    return {m: checked[m].arrays() for m in names}
-
-
-def _standardize(split: _Split, names: Sequence[str], stats: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> None:
+def _standardize(split: _Split, names: Sequence[str], stats: Mapping[str, Normalization]) -> None:
     for i, m in enumerate(names):
         x = split.arrays[m]
-        mean, std = stats[m]
         valid = _valid_mask(x, split.present[:, i], split.lengths.get(m))
-        valid = valid.reshape(valid.shape + (1,) * (x.ndim - valid.ndim))
-        split.arrays[m] = np.where(valid, (x - mean) / std, 0).astype(np.float32)
+        split.arrays[m] = stats[m].apply(x, valid.reshape(valid.shape + (1,) * (x.ndim - valid.ndim)))
 
 
 # ---------------------------------------------------------------------------- the loader
@@ -562,7 +548,7 @@ def load(
 
     stats = None
     if normalization is not None:
-        stats = _stored_statistics(normalization, names, {m: train.arrays[m].shape[1:] for m in names})
+        stats = checked_normalization(normalization, names, {m: train.arrays[m].shape[1:] for m in names})
     elif standardize:
         stats = fit_standardization(train, names)
     if stats is not None:
@@ -591,7 +577,7 @@ def load(
         class_names=class_names,
         bona_fide_class=meta.bona_fide_class,
         ignore_index=meta.ignore_index,
-        normalization=None if stats is None else {m: Normalization.from_arrays(*stats[m]) for m in names},
+        normalization=None if stats is None else {m: stats[m] for m in names},
     )
 
 

@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mmanet.normalization import normalize
+
 #: default label fill for padding and rotation (the usual "ignore" index); pass the dataset's own
 VOID = 255
 
@@ -395,6 +397,5 @@ class Normalize:
         for name, x in images.items():
             if self.modalities is None or name in self.modalities:
                 x = x.float()
-                out = (x - self._stat(self.mean, x)) / self._stat(self.std, x)
-                images[name] = torch.where(x == 0, torch.zeros((), dtype=out.dtype), out) if self.keep_zero else out
+                images[name] = normalize(x, self._stat(self.mean, x), self._stat(self.std, x), self.keep_zero)
         return PairedSample(images, sample.label)

@@ -113,6 +113,7 @@ def _relation(
     """
     gram = rows @ all_rows.T
     if cosine:
+        assert norms is not None and all_norms is not None  # the cosine relation is called with the norms
         return gram / (norms[:, None] * all_norms[None, :] + eps)
     if halves:
         half = gram.shape[1] // 2

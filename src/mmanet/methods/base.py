@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -152,7 +152,8 @@ class Method:
         """``name → weight · value`` of every term of this step (summed into the training loss; each logged)."""
         terms: dict[str, Tensor] = {"task": ctx.task_loss(ctx.out.logits, ctx.target)}
         if ctx.out.aux_logits:  # multi-scale supervision of a decoder's side outputs (ESANet)
-            terms["deep_supervision"] = sum(ctx.task_loss(side, ctx.target) for side in ctx.out.aux_logits)
+            sides = (ctx.task_loss(side, ctx.target) for side in ctx.out.aux_logits)
+            terms["deep_supervision"] = cast(Tensor, sum(sides))
         for name, value in ctx.net.auxiliary_losses(ctx.features, ctx.mask, ctx.target, ctx.task_loss).items():
             terms[name] = self.config.train.aux_weight * value
         return terms

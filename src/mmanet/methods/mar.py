@@ -16,13 +16,13 @@ Everything MAR does outside its pure functions (:mod:`mmanet.losses.mar`) lives 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import lightning as L
 import torch
 import torch.distributed as dist
-from torch import Tensor, nn
-from torch.utils.data import DataLoader, DistributedSampler
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from mmanet.config import ConfigError
 from mmanet.data import DataBundle, DataError, collate_samples
@@ -237,7 +237,7 @@ def _all_reduce(*tensors: Tensor) -> list[Tensor]:
 
 @torch.no_grad()
 def mine_discrepancies(
-    net: nn.Module,
+    net: MultimodalNet,
     loader: Iterable,
     candidates: list[Combination],
     *,
@@ -255,7 +255,9 @@ def mine_discrepancies(
     param = next(iter(net.parameters()), None)
     device = param.device if param is not None else torch.device("cpu")
     masks = combinations_to_mask(candidates, device=device)
-    sums = counts = skipped = None
+    sums: Tensor | None = None
+    counts: Tensor | None = None
+    skipped: Tensor | None = None
     try:
         for inputs, present, target in loader:
             inputs = {k: v.to(device) for k, v in inputs.items()}
@@ -265,12 +267,12 @@ def mine_discrepancies(
             dense_target = target if out.logits.dim() > 3 else None
             s, c = probability_sums(out.logits, out.valid, dense_target, ignore_index=ignore_index)
             n_skipped = (~out.valid).sum(dim=1).double()
-            sums, counts = (s, c) if sums is None else (sums + s, counts + c)
+            sums, counts = (s, c) if sums is None or counts is None else (sums + s, counts + c)
             skipped = n_skipped if skipped is None else skipped + n_skipped
     finally:
         for module, mode in modes:
             module.training = mode
-    if sums is None:
+    if sums is None or counts is None or skipped is None:
         raise DataError("MAR's mining split (mar.mining_split) yielded no batch: it has no sample")
     sums, counts, skipped = _all_reduce(sums, counts, skipped)
     empty = [c.name for c, n in zip(candidates, counts.tolist(), strict=True) if n == 0]
@@ -287,8 +289,8 @@ def mine_discrepancies(
 def mining_loader(bundle: DataBundle, config: RunConfig) -> DataLoader:
     """The MAR mining split (``mar.mining_split``) in order, without augmentation (the same inputs every
     epoch, DESIGN §4.2; sharded across processes under DDP)."""
-    split = unaugmented(bundle.train) if config.mar.mining_split == "train" else bundle.val
-    sampler = None
+    split = cast(Dataset, unaugmented(bundle.train) if config.mar.mining_split == "train" else bundle.val)
+    sampler: DistributedSampler | None = None
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         sampler = DistributedSampler(split, shuffle=False)
     return DataLoader(split, batch_size=config.data.batch_size, sampler=sampler, collate_fn=collate_samples)
@@ -300,7 +302,11 @@ class MiningCallback(L.Callback):
     memory bank; logs ``mar/kl_<candidate>``."""
 
     def __init__(
-        self, miner: WeakCombinationMiner, net: nn.Module, loader_factory: Callable[[], Iterable], warmup_epochs: int
+        self,
+        miner: WeakCombinationMiner,
+        net: MultimodalNet,
+        loader_factory: Callable[[], Iterable],
+        warmup_epochs: int,
     ) -> None:
         self.miner = miner
         self.net = net
@@ -356,13 +362,13 @@ class ModalityAwareRegularization:
         if self.miner is not None and self.active(epoch) and self.weak_set is None:
             self.miner.select()
             self.weak_set = self.miner
-            n = len(self.miner.weak_set)
+            n = len(self.miner.weak_set or [])
             say(
-                f"MAR: strong modalities {list(self.miner.strong_modalities)}; weak set = the "
+                f"MAR: strong modalities {self.miner.strong_modalities}; weak set = the "
                 f"{n} combination{'s' if n != 1 else ''} without them"
             )
 
-    def callbacks(self, net: nn.Module, bundle: DataBundle) -> list[L.Callback]:
+    def callbacks(self, net: MultimodalNet, bundle: DataBundle) -> list[L.Callback]:
         if self.miner is None:
             return []
         return [MiningCallback(self.miner, net, lambda: mining_loader(bundle, self.config), self.warmup_epochs)]
@@ -401,9 +407,12 @@ class ModalityAwareRegularization:
             return mar_loss(reg.logits, target, weak, ignore_index=ignore) + unused
         weight = class_weights.to(reg.logits.device) if class_weights is not None else None
         scales = [reg.logits, *reg.aux_logits] if reg.logits.dim() > 2 else [reg.logits]
-        return sum(
-            mar_loss_official(logits, labels_at(logits, target), weak, ignore_index=ignore, weight=weight)
-            for logits in scales
+        return cast(
+            Tensor,
+            sum(
+                mar_loss_official(logits, labels_at(logits, target), weak, ignore_index=ignore, weight=weight)
+                for logits in scales
+            ),
         )
 
     # ----------------------------------------------------------------- state and results

@@ -14,13 +14,14 @@ The distillation terms (MAD, SP, KD) act on the rows whose data is complete
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmanet.losses import kd_loss, mad_loss
+from mmanet.losses.mad import Variant
 from mmanet.methods.base import Method, StepContext, no_void_label, register_method
 from mmanet.methods.mar import ModalityAwareRegularization
 from mmanet.models.network import NetOutput
@@ -110,6 +111,7 @@ class MMANet(Method):
         if rows is not None:
             student = _select_rows(ctx.out, rows)
             inputs, present = {k: v[rows] for k, v in inputs.items()}, present[rows]
+        assert self.teacher is not None  # checked in __init__
         teacher_out = self.teacher.forward_all(inputs, present)  # the data's own (complete) modalities
         terms: dict[str, Tensor] = {}
         if cfg.mad_active:
@@ -134,20 +136,19 @@ class MMANet(Method):
             if student_f.shape[0] < 2:  # no relation between samples to distil
                 terms.append(student_f.sum() * 0.0)
                 continue
-            options = {
-                "variant": cfg.variant,
-                "reduction": cfg.reduction,
-                "row_normalization": cfg.row_normalization,
-                "weighting": cfg.weighting,
-            }
-            if per_pixel and student_f.dim() == 4:
+            variant = cast(Variant, cfg.variant)  # "off" never reaches here (MAD is inactive then)
+            pixels = per_pixel and student_f.dim() == 4
+            logits = teacher.logits
+            if pixels:
                 student_f, teacher_f = pool_at_most(student_f, cfg.pool_size), pool_at_most(teacher_f, cfg.pool_size)
-                terms.append(mad_loss(student_f, teacher_f, teacher.logits, per_pixel=True, **options))
-            else:
-                logits = teacher.logits
-                if logits.dim() > 2:  # a per-sample feature of a segmentation network: one weight per sample
-                    logits = logits.flatten(2).mean(dim=2)
-                terms.append(mad_loss(student_f, teacher_f, logits, **options))
+            elif logits.dim() > 2:  # a per-sample feature of a segmentation network: one weight per sample
+                logits = logits.flatten(2).mean(dim=2)
+            terms.append(
+                mad_loss(
+                    student_f, teacher_f, logits, variant=variant, per_pixel=pixels, reduction=cfg.reduction,
+                    row_normalization=cfg.row_normalization, weighting=cfg.weighting,
+                )  # fmt: skip
+            )
         return torch.stack(terms).sum() if len(terms) > 1 else terms[0]
 
     # ------------------------------------------------------------------ hooks and state

@@ -58,6 +58,7 @@ class Customized(Method):
             raise ValueError("a customized model needs its combination")
 
     def training_mask(self, present: Tensor, dropout: Callable[[Tensor], Tensor]) -> Tensor:
+        assert self.combination is not None  # checked in __init__
         return present & self.combination.mask(present.device)
 
     @classmethod
