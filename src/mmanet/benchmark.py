@@ -321,7 +321,7 @@ def write_report(report: BenchmarkReport) -> None:
 
     # worst combinations, chosen by the reference method's VALIDATION results (no test-set selection)
     ref_val = {c.name: statistics.fmean(r.val_table.value(c) for r in report.runs[ref]) for c in combos}
-    worst = sorted(ref_val, key=ref_val.get, reverse=lower)[:WORST_K]
+    worst = sorted(ref_val, key=lambda name: ref_val[name], reverse=lower)[:WORST_K]
     mined = weak_sets(report)
 
     def per_seed(label: str, fn) -> list[float]:

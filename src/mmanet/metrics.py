@@ -30,6 +30,12 @@ class CombinationConfusion(Metric):
     """
 
     full_state_update = False
+    # the states registered by add_state (typed here: torch.nn.Module's attribute lookup is untyped)
+    confusion: Tensor
+    skipped: Tensor
+    scored: Tensor
+    complete_confusion: Tensor
+    complete_scored: Tensor
 
     def __init__(self, num_combinations: int, num_classes: int, ignore_index: int | None = None, **kwargs) -> None:
         super().__init__(**kwargs)

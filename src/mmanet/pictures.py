@@ -13,11 +13,16 @@ from torch import Tensor
 VOID_COLOUR = (0, 0, 0)
 
 
+def _rgb(colour: np.ndarray) -> tuple[float, float, float]:
+    """A uint8 RGB triple as matplotlib's (r, g, b) in [0, 1]."""
+    return (float(colour[0]) / 255, float(colour[1]) / 255, float(colour[2]) / 255)
+
+
 def class_palette(num_classes: int) -> np.ndarray:
     """A fixed ``(K, 3)`` uint8 palette: matplotlib's tab20 colours, then a seeded extension for K > 20."""
     import matplotlib
 
-    base = (np.array(matplotlib.colormaps["tab20"].colors) * 255).astype(np.uint8)
+    base = (np.array(matplotlib.colormaps["tab20"](np.arange(20))[:, :3]) * 255).astype(np.uint8)
     if num_classes <= len(base):
         return base[:num_classes]
     extra = np.random.default_rng(0).integers(0, 256, size=(num_classes - len(base), 3), dtype=np.uint8)
@@ -84,8 +89,8 @@ def segmentation_grid(
             ax.set_yticks([])
             if i == 0:
                 ax.set_title(titles[j], fontsize=8)
-    handles = [Patch(color=palette[k] / 255, label=name) for k, name in enumerate(class_names)]
-    handles.append(Patch(color=np.array(VOID_COLOUR) / 255, label="void"))
+    handles = [Patch(color=_rgb(palette[k]), label=name) for k, name in enumerate(class_names)]
+    handles.append(Patch(color=_rgb(np.array(VOID_COLOUR)), label="void"))
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 10), fontsize=7, frameon=False)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     path = Path(path)

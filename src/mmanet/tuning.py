@@ -384,6 +384,7 @@ class Tuner:
         """Point an MMANet-family trial at a teacher trained once for its teacher configuration and seed."""
         from mmanet.training.shared_teacher import share_teacher
 
+        assert self.bundle is not None  # loaded before the first trial
         return share_teacher(config, self.out / "teachers", self.bundle)
 
     def objective(self, trial) -> float:
@@ -399,6 +400,7 @@ class Tuner:
             except ConfigError as err:  # a combination the config forbids: not a usable point
                 raise TuneError(f"trial {trial_place(trial.study, trial)}: {err}") from None
             run_dir = self.out / "trials" / params_key(params) / f"seed_{seed}"
+            assert self.bundle is not None
             try:
                 table, _, summary = run_or_reuse(config, run_dir, self.bundle)
             except TrainingDivergedError as err:  # e.g. a learning rate too high: a failed point, go on
@@ -505,7 +507,10 @@ class Tuner:
         import matplotlib.pyplot as plt
         import optuna.visualization.matplotlib as ovm
 
-        plots = {"optimization_history": ovm.plot_optimization_history, "param_importances": ovm.plot_param_importances}
+        plots: dict[str, Callable[[Any], Any]] = {
+            "optimization_history": ovm.plot_optimization_history,
+            "param_importances": ovm.plot_param_importances,
+        }
         for name, plot in plots.items():
             try:
                 ax = plot(study)

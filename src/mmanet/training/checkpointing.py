@@ -58,7 +58,7 @@ def capture_rng_state() -> dict[str, Any]:
         "python": {"version": py_version, "state": torch.tensor(py_state, dtype=torch.int64), "gauss": py_gauss},
         "numpy": {
             "name": np_name,
-            "keys": torch.from_numpy(np_keys.astype(np.int64)),
+            "keys": torch.from_numpy(np.asarray(np_keys).astype(np.int64)),
             "pos": int(np_pos),
             "has_gauss": int(np_has_gauss),
             "gauss": float(np_gauss),

@@ -162,7 +162,7 @@ def _trainer(config: RunConfig, out_dir: Path, max_epochs: int, callbacks: list[
         devices=t.devices,
         num_nodes=t.num_nodes,
         strategy=t.strategy,
-        precision=t.precision,
+        precision=t.precision,  # type: ignore[arg-type]  # a string Lightning checks itself
         deterministic=t.deterministic,
         gradient_clip_val=t.gradient_clip,
         check_val_every_n_epoch=t.check_val_every_n_epoch,

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import lightning as L
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from mmanet.config import ConfigError, RunConfig, dump_config
 from mmanet.data import DataBundle, collate_samples
@@ -79,7 +80,7 @@ def fit_stage(
         if config.mad_active:
             for name in config.mad.features:
                 check_feature_name(net, name)
-        sample_inputs = next(iter(DataLoader(bundle.train, batch_size=2, collate_fn=collate_samples)))[0]
+        sample_inputs = next(iter(DataLoader(cast(Dataset, bundle.train), batch_size=2, collate_fn=collate_samples)))[0]
         teacher.check_compatible(net, sample_inputs, config.mad.features)
     weights = None
     if config.train.class_weights == "median_frequency":
@@ -136,6 +137,6 @@ def train_teacher(config: RunConfig, bundle: DataBundle, out_dir: Path) -> Froze
 def check_resumed_teacher(out_dir: Path, teacher: FrozenTeacher) -> None:
     """On resume, the teacher must be the one the interrupted deployment run was trained against."""
     last = out_dir / "checkpoints" / "last.ckpt"
-    if last.is_file():
+    if last.is_file() and teacher.sha256 is not None:
         recorded = load_checkpoint(last).get("mmanet", {}).get("teacher", {})
         check_teacher_hash(recorded.get("sha256"), teacher.sha256, f"the run's checkpoint {last}", teacher.path)

@@ -202,7 +202,8 @@ class LearnedUpsample(nn.Module):
         kernel = torch.outer(taps, taps) / 16.0
         with torch.no_grad():
             self.conv.weight.copy_(kernel.expand(channels, 1, 3, 3))
-            self.conv.bias.zero_()
+            if self.conv.bias is not None:
+                self.conv.bias.zero_()
         self.channels = channels
 
     def forward(self, x: Tensor) -> Tensor:

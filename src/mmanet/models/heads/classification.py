@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor, nn
 
@@ -49,13 +51,13 @@ class ClassificationHead(Head):
         """``(B, M, C, *S)`` → ``(B, M, hidden)``: ``W_m · pool(f_m)``, without the bias."""
         if features.dim() > 3:
             features = features.flatten(3).mean(dim=3)
-        first = self.trunk[0]
+        first = cast(nn.Linear, self.trunk[0])
         weight = first.weight.view(first.out_features, features.shape[1], features.shape[2])
         # one batched matmul over the modalities: (M, B, C) @ (M, C, hidden) (einsum's parsing costs more here)
         return torch.bmm(features.transpose(0, 1), weight.permute(1, 2, 0)).transpose(0, 1)
 
     def forward_from_partials(self, summed: Tensor) -> HeadOutput:
-        return self._output(self.trunk[1](summed + self.trunk[0].bias))
+        return self._output(self.trunk[1](summed + cast(nn.Linear, self.trunk[0]).bias))
 
     def _output(self, embedding: Tensor) -> HeadOutput:
         """Logits from the dropped-out embedding; the named ``embedding`` is taken before the Dropout."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -60,6 +61,7 @@ class ESANetDecoderHead(Head):
                 "use the resnet encoder"
             )
         c4, c8, c16, c32 = (info.channels for info in fused_info)
+        widths: tuple[int, ...]
         if decoder_channels is None:
             widths, context_out = (c16, c8, c4), c32
         elif isinstance(decoder_channels, str):
@@ -78,7 +80,7 @@ class ESANetDecoderHead(Head):
         self.skips = nn.ModuleList(SkipAdapter(c, w) for c, w in zip((c16, c8, c4), widths, strict=True))
         self.side = nn.ModuleList(nn.Conv2d(o, num_classes, 1) for o in widths)
         self.classifier = nn.Conv2d(widths[2], num_classes, 1)
-        self.stride = int(fused_info[0].stride)
+        self.stride = int(fused_info[0].stride or 1)  # a map level (checked above): it has a stride
         self.num_classes = num_classes
 
     def forward(self, fused: list[Tensor]) -> HeadOutput:
@@ -90,7 +92,7 @@ class ESANetDecoderHead(Head):
             ("skip16", "skip8", "skip4"), self.decoders, self.skips, self.side, skips, strict=True
         ):
             named[name] = adapter(skip)
-            x, before_upsample = decoder.forward_features(x, named[name])
+            x, before_upsample = cast(DecoderModule, decoder).forward_features(x, named[name])
             if self.training:
                 side_logits.append(side(before_upsample))
         named["decoder"] = x

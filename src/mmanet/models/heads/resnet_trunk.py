@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmanet.models.backbones import LoadSummary, load_torchvision_resnet, make_layer, resnet_widths
+from mmanet.models.backbones import BasicBlock, LoadSummary, load_torchvision_resnet, make_layer, resnet_widths
 from mmanet.models.encoders.base import FeatureInfo
 from mmanet.models.heads.base import Head, HeadOutput, as_feature_info, register_head
 
@@ -58,18 +59,20 @@ class ResNetTrunkHead(Head):
     def split_prefix(self, features: Tensor) -> Tensor | None:
         """``(B, M, C, H, W)`` → ``(B, M, 2·w3, H', W')``: per modality, layer3[0]'s ``conv1`` then its
         downsample conv (stacked along channels) applied to that modality's block of input channels."""
-        block = self.layer3[0]
+        block = cast(BasicBlock, self.layer3[0])
         if block.downsample is None:  # an identity shortcut is not split (make_layer's stride 2 always adds one)
             return None
         m, x = features.shape[1], features.flatten(1, 2)
-        parts = [_split_conv(conv, x, m).unflatten(1, (m, -1)) for conv in (block.conv1, block.downsample[0])]
+        convs = (block.conv1, cast(nn.Conv2d, cast(nn.Sequential, block.downsample)[0]))
+        parts = [_split_conv(conv, x, m).unflatten(1, (m, -1)) for conv in convs]
         return torch.cat(parts, dim=2)
 
     def forward_from_partials(self, summed: Tensor) -> HeadOutput:
-        block = self.layer3[0]
+        block = cast(BasicBlock, self.layer3[0])
+        assert block.downsample is not None  # split_prefix returned partials, so it has one
         conv1, shortcut = summed.chunk(2, dim=1)
         out = block.bn2(block.conv2(block.relu(block.bn1(conv1))))
-        x = block.relu(out + block.downsample[1](shortcut))
+        x = block.relu(out + cast(nn.Sequential, block.downsample)[1](shortcut))
         return self._output(self.layer3[1:](x))
 
     def _output(self, layer3: Tensor) -> HeadOutput:

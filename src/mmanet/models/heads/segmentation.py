@@ -36,7 +36,7 @@ class SegmentationHead(Head):
             nn.Conv2d(channels, channels, 3, padding=1), nn.GroupNorm(min(8, channels), channels), nn.GELU()
         )
         self.classifier = nn.Conv2d(channels, num_classes, 1)
-        self.finest_stride = int(maps[0].stride)
+        self.finest_stride = int(maps[0].stride or 1)  # map levels (checked above) have a stride
         self.num_classes = num_classes
 
     def forward(self, fused: list[Tensor]) -> HeadOutput:
