@@ -34,10 +34,10 @@ from mmanet.data.base import (
     per_class_subset,
     stratified_split,
 )
-from mmanet.data.npz import read_npz
 from mmanet.data.registry import DatasetEntry, register_dataset
 from mmanet.modality import ModalitySpec
 from mmanet.normalization import Normalization, fit_normalization
+from mmanet.npz_format import read_npz
 
 NAME = "av_digits"
 MODALITIES = ("image", "audio")
@@ -132,7 +132,7 @@ def read_audio(path: str | Path) -> tuple[list[np.ndarray], np.ndarray]:
     and labels in 0..9; every problem raises a :class:`DataError` naming the file and the array.
     """
     path = Path(path)
-    arrays = read_npz(path)
+    arrays = read_npz(path, DataError)
     missing = [k for k in ("X", "lengths", "y") if k not in arrays]
     if missing:
         raise DataError(f"{path} has no array {missing[0]!r} (it has {sorted(arrays)}); expected X, lengths and y")

@@ -5,7 +5,7 @@ subset of the model's modalities may be given; those not given are absent. Per m
 value is one sample (the model's per-sample shape) or ``N`` samples (a leading axis). Beside
 the modalities a batch may hold ``lengths_<m>`` (valid steps of a padded sequence, default the
 full length), ``present_<m>`` (bool per sample, False = missing for that sample; its values are
-then ignored) and ``label`` (ignored), as in the training ``.npz`` format.
+then ignored) and ``label`` (ignored), as in the training ``.npz`` format (:mod:`mmanet.npz_format`).
 
 Every problem — an unknown modality, a wrong shape or dtype, no modality present, NaN or
 infinite values in a present entry — is an :class:`InputError` that names the input.
@@ -24,10 +24,15 @@ import torch
 from mmanet.data.base import DataError
 from mmanet.errors import MMANetError
 from mmanet.modality import ModalitySpec
-
-LABEL, PRESENT_PREFIX, LENGTHS_PREFIX = "label", "present_", "lengths_"
-#: the largest magnitude float32 holds (the model computes in float32)
-FLOAT32_MAX = float(np.finfo(np.float32).max)
+from mmanet.npz_format import (
+    FLOAT32_MAX,
+    LABEL,
+    LENGTHS_PREFIX,
+    PRESENT_PREFIX,
+    float32_overflow,
+    read_npz,
+    referred_modality,
+)
 
 
 class InputError(MMANetError):
@@ -69,7 +74,7 @@ def batch_from_arrays(values: Mapping[str, Any], model: ModelInputs, source: str
         raise InputError(f"{source}: inputs must be a mapping from modality names to arrays, got {kind}")
     names = model.spec.names
     for key in values:
-        base = str(key).removeprefix(PRESENT_PREFIX).removeprefix(LENGTHS_PREFIX)
+        base = referred_modality(str(key)) or str(key)
         if key != LABEL and base not in names:
             raise InputError(
                 f"{source}: unknown modality {str(key)!r}; the model takes {list(names)} (plus optional "
@@ -160,16 +165,13 @@ def _check_finite(x: np.ndarray, present: np.ndarray, lengths: np.ndarray | None
             f"{source}: {m!r} has NaN or infinite values in {bad.size} present sample(s) (first: {int(bad[0])}); "
             f"fix them or mark the samples missing with {PRESENT_PREFIX}{m}=False"
         )
-    if np.issubdtype(x.dtype, np.floating) and np.finfo(x.dtype).max > FLOAT32_MAX:  # float64 and wider
-        huge = (np.abs(np.where(np.isfinite(x), x, 0)) > FLOAT32_MAX) & valid
-        rows = np.flatnonzero(huge.reshape(len(x), -1).any(axis=1))
-        if rows.size:
-            j = int(rows[0])
-            value = float(x[j][huge[j]].flat[0])
-            raise InputError(
-                f"{source}: {m!r} sample {j} holds {value:.3g}, a finite {x.dtype} value outside float32's range "
-                f"(±{FLOAT32_MAX:.2g}), in which the model computes ({rows.size} sample(s) like this); rescale it"
-            )
+    overflow = float32_overflow(x, valid)
+    if overflow is not None:
+        j, value, rows = overflow
+        raise InputError(
+            f"{source}: {m!r} sample {j} holds {value:.3g}, a finite {x.dtype} value outside float32's range "
+            f"(±{FLOAT32_MAX:.2g}), in which the model computes ({rows} sample(s) like this); rescale it"
+        )
 
 
 # ----------------------------------------------------------------------------- files
@@ -177,16 +179,10 @@ def _check_finite(x: np.ndarray, present: np.ndarray, lengths: np.ndarray | None
 
 def read_npz_batch(path: str | Path, model: ModelInputs) -> RawBatch:
     """A ``.npz`` file of raw arrays (module docstring) as a batch."""
-    from mmanet.data.npz import read_npz
-
     path = Path(path)
     if not path.is_file():
         raise InputError(f"input file {path} does not exist")
-    try:
-        arrays = read_npz(path)
-    except DataError as err:
-        raise InputError(str(err)) from None
-    return batch_from_arrays(arrays, model, source=str(path))
+    return batch_from_arrays(read_npz(path, InputError), model, source=str(path))
 
 
 def read_image_for(path: str | Path, m: str, model: ModelInputs) -> np.ndarray:
