@@ -13,11 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mmanet.config import RunConfig, resolve_run_config
-from mmanet.deploy.checkpoint import CheckpointError, check_finite_weights, check_task_info, load_checkpoint
+from mmanet.config import RunConfig
+from mmanet.deploy.checkpoint import CheckpointError, TrainedCheckpoint, read_checkpoint
 from mmanet.deploy.locate import resolve_checkpoint
 from mmanet.deploy.weights import net_from_safetensors
-from mmanet.models.factory import build_net
 from mmanet.models.network import MultimodalNet
 from mmanet.task import TaskInfo
 
@@ -25,8 +24,10 @@ __all__ = [
     "CheckpointError",
     "DeployedModel",
     "ModelMetadata",
+    "TrainedCheckpoint",
     "load_model",
     "net_from_checkpoint",
+    "read_checkpoint",
     "resolve_checkpoint",
 ]
 
@@ -70,24 +71,8 @@ def net_from_checkpoint(path: str | Path) -> tuple[MultimodalNet, RunConfig, Tas
             f"{path} is an ONNX export: `mmanet predict` runs it; evaluate and export take the run directory, "
             "its .ckpt or the exported .safetensors"
         )
-    ckpt = load_checkpoint(path)
-    meta = ckpt.get("mmanet")
-    if not isinstance(meta, dict) or "config" not in meta or "state_dict" not in ckpt:
-        raise CheckpointError(f"{path} is not an mmanet checkpoint (no 'mmanet' metadata)")
-    config = resolve_run_config(meta["config"], source=f"checkpoint {path}")
-    try:
-        info = TaskInfo.from_dict(meta["info"])
-    except (KeyError, TypeError, ValueError, AttributeError) as err:
-        raise CheckpointError(f"{path}: its data description is damaged ({err})") from None
-    check_task_info(info, f"checkpoint {path}")
-    net = build_net(config.model, info)
-    state = {k[len("net.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
-    check_finite_weights(state, f"checkpoint {path}")
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as err:
-        raise CheckpointError(f"{path}: the stored weights do not fit the stored model configuration: {err}") from err
-    return net.eval(), config, info, meta
+    stored = read_checkpoint(path)
+    return stored.network(), stored.config, stored.info, stored.metadata
 
 
 def load_model(path: str | Path) -> DeployedModel:

@@ -1,4 +1,12 @@
-"""Checkpoint files without Lightning: atomic writes, safe loads (``weights_only``), content hashes."""
+"""Checkpoint files without Lightning: atomic writes, safe loads (``weights_only``), content hashes, and the
+schema of a training checkpoint (:class:`TrainedCheckpoint`: the file read once, every part of it named).
+
+A training checkpoint is Lightning's dict: ``state_dict`` holds the network's weights under
+:data:`NET_PREFIX` (and a method's extra modules under their own names), and :data:`METADATA` the
+section mmanet writes (``training/module.py``): the run configuration, the data description
+(:class:`~mmanet.task.TaskInfo`), the stage, the SF combination, the teacher's reference, and the
+method's state (every other key).
+"""
 
 from __future__ import annotations
 
@@ -9,12 +17,26 @@ import re
 import shutil
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from mmanet.errors import MMANetError
+
+if TYPE_CHECKING:
+    from mmanet.config import RunConfig
+    from mmanet.models.network import MultimodalNet
+    from mmanet.task import TaskInfo
+
+#: the prefix of the network's weights in a training checkpoint's ``state_dict`` (the module's ``net``)
+NET_PREFIX = "net."
+#: the section of a training checkpoint that mmanet writes
+METADATA = "mmanet"
+#: the keys of :data:`METADATA` that describe the run; every other key is the method's state
+RUN_KEYS = ("config", "info", "stage", "combination", "teacher")
 
 
 class CheckpointError(MMANetError):
@@ -181,10 +203,97 @@ def content_hash(state_dict: dict[str, Any], definition: Any) -> str:
 
 def model_hash_of_checkpoint(path: str | Path) -> str:
     """:func:`content_hash` of the network stored in an mmanet training checkpoint."""
+    return read_checkpoint(path).model_hash
+
+
+def read_checkpoint(path: str | Path) -> TrainedCheckpoint:
+    """An mmanet training checkpoint, loaded once (:func:`load_checkpoint`): a :class:`CheckpointError` when
+    the file holds no ``state_dict`` or no mmanet metadata."""
+    path = Path(path)
     ckpt = load_checkpoint(path)
-    meta = ckpt.get("mmanet")
+    meta = ckpt.get(METADATA) if isinstance(ckpt, dict) else None
     if not isinstance(meta, dict) or "state_dict" not in ckpt:
         raise CheckpointError(f"{path} is not an mmanet checkpoint (no 'mmanet' metadata)")
-    net_state = {k: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
-    definition = {"model": meta.get("config", {}).get("model"), "info": meta.get("info")}
-    return content_hash(net_state, definition)
+    return TrainedCheckpoint(path, ckpt["state_dict"], meta)
+
+
+@dataclass
+class TrainedCheckpoint:
+    """The parts of one training checkpoint (:func:`read_checkpoint`); what is parsed or computed from them
+    (configuration, data description, content hash) is checked and cached on first use."""
+
+    path: Path
+    #: Lightning's whole ``state_dict``: the network under :data:`NET_PREFIX`, a method's extra modules
+    state_dict: Mapping[str, Any]
+    #: the :data:`METADATA` section
+    metadata: dict[str, Any]
+
+    @property
+    def net_state(self) -> dict[str, Any]:
+        """The network's weights, named as in the network (:data:`NET_PREFIX` removed)."""
+        return {k[len(NET_PREFIX) :]: v for k, v in self.state_dict.items() if k.startswith(NET_PREFIX)}
+
+    @property
+    def stage(self) -> str | None:
+        return self.metadata.get("stage")
+
+    @property
+    def combination(self) -> str | None:
+        """The combination of a customized (SF) model; None for a unified model."""
+        return self.metadata.get("combination")
+
+    @property
+    def teacher(self) -> dict[str, Any]:
+        """The reference (path, content hash) of the teacher the run was trained against; empty without one."""
+        teacher = self.metadata.get("teacher")
+        return teacher if isinstance(teacher, dict) else {}
+
+    @property
+    def method_state(self) -> dict[str, Any]:
+        """What the method saved (``Method.state_dict()``): the metadata without :data:`RUN_KEYS`."""
+        return {k: v for k, v in self.metadata.items() if k not in RUN_KEYS}
+
+    @cached_property
+    def config(self) -> RunConfig:
+        """The run configuration (a :class:`CheckpointError` when the metadata has none)."""
+        from mmanet.config import resolve_run_config
+
+        if "config" not in self.metadata:
+            raise CheckpointError(f"{self.path} is not an mmanet checkpoint (no 'mmanet' metadata)")
+        return resolve_run_config(self.metadata["config"], source=f"checkpoint {self.path}")
+
+    @cached_property
+    def info(self) -> TaskInfo:
+        """The data description, checked against itself (:func:`check_task_info`)."""
+        from mmanet.task import TaskInfo
+
+        try:
+            info = TaskInfo.from_dict(self.metadata["info"])
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise CheckpointError(f"{self.path}: its data description is damaged ({err})") from None
+        check_task_info(info, f"checkpoint {self.path}")
+        return info
+
+    @cached_property
+    def model_hash(self) -> str:
+        """:func:`content_hash` of the network: its weights and its definition (model section and data description)."""
+        net_state = {k: v for k, v in self.state_dict.items() if k.startswith(NET_PREFIX)}
+        definition = {"model": self.metadata.get("config", {}).get("model"), "info": self.metadata.get("info")}
+        return content_hash(net_state, definition)
+
+    def network(self) -> MultimodalNet:
+        """The stored network, rebuilt from its configuration and data description (eval mode); NaN weights or
+        weights that do not fit the configuration are a :class:`CheckpointError`."""
+        from mmanet.models.factory import build_net
+
+        config, info = self.config, self.info
+        net = build_net(config.model, info)
+        state = self.net_state
+        check_finite_weights(state, f"checkpoint {self.path}")
+        try:
+            net.load_state_dict(state)
+        except RuntimeError as err:
+            raise CheckpointError(
+                f"{self.path}: the stored weights do not fit the stored model configuration: {err}"
+            ) from err
+        return net.eval()
