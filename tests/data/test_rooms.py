@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from mmanet.data import rooms, rooms_render
+from mmanet import render as rooms_render
+from mmanet.data import rooms
 from mmanet.data.base import ArrayMultimodalDataset, DataError, MultimodalDataset, collate_samples
 from mmanet.data.class_weights import class_weights, median_frequency_weights
 from mmanet.data.registry import DATASETS

@@ -1,6 +1,6 @@
 """Synthetic RGB-D rooms (DESIGN §6): the default segmentation dataset, rendered in memory at load.
 
-Scenes come from :func:`mmanet.data.rooms_render.render_rooms`; scene ``i`` depends only on
+Scenes come from :func:`mmanet.render.render_rooms`; scene ``i`` depends only on
 ``(seed, i)``. The splits take disjoint index blocks — train ``0 …``, val ``10⁶ …``, test
 ``2·10⁶ …`` — so they never overlap and each split's scenes do not depend on the other
 splits' sizes. Nothing is cached on disk; the last few renders are kept in memory so that
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mmanet.data import rooms_render
+from mmanet import render
 from mmanet.data.base import DataBundle, DataError, MultimodalDataset
 from mmanet.data.registry import DatasetEntry, register_dataset
 from mmanet.data.rgbd_segmentation import (
@@ -45,20 +45,20 @@ from mmanet.data.rgbd_segmentation import (
     segmentation_bundle,
 )
 
-CLASS_NAMES = rooms_render.CLASS_NAMES[1:]
+CLASS_NAMES = render.CLASS_NAMES[1:]
 NUM_CLASSES = len(CLASS_NAMES)
 DEPTH = DepthStats(mean=2857.0, std=1365.0, unit="mm")
 #: first scene index of each split (splits hold fewer than SPLIT_STRIDE scenes)
 SPLIT_STRIDE = 1_000_000
 SPLIT_STARTS = {"train": 0, "val": SPLIT_STRIDE, "test": 2 * SPLIT_STRIDE}
 #: renderer id (0 = void) → class index
-LABEL_TABLE = label_table({0: IGNORE_INDEX, **{k: k - 1 for k in range(1, rooms_render.NUM_CLASSES)}}, 256)
+LABEL_TABLE = label_table({0: IGNORE_INDEX, **{k: k - 1 for k in range(1, render.NUM_CLASSES)}}, 256)
 
 
 @lru_cache(maxsize=3)
 def _render(count: int, seed: int, height: int, width: int, start: int) -> dict[str, np.ndarray]:
     """Render (and remember) one split's scenes; the arrays are read-only, as they are shared."""
-    arrays = rooms_render.render_rooms(count, seed, height, width, start=start)
+    arrays = render.render_rooms(count, seed, height, width, start=start)
     for array in arrays.values():
         array.setflags(write=False)
     return arrays

@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from mmanet.data import rooms_render as rr
+from mmanet import render as rr
 
 NUM_SCENES = 50
 
