@@ -27,7 +27,7 @@ test: setup
 	$(BIN)/python -m pytest
 
 lint: setup
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests perf
 
 # Mutation testing (docs/testing.md): mutmut mutates the files of [tool.mutmut] in pyproject.toml
 # and runs, per mutant, the selected tests that reach the mutated function; then the score per file.

@@ -4,7 +4,7 @@ Compares, on the mfeat test split (or the toy data with --toy), for an SF-MD net
   single pass         — one forward over the split with the full combination
   encode once (ours)  — PerCombinationEvaluator: each batch encoded once, fused/predicted 63×
   naive               — a full forward (encode + fuse + predict) per combination
-Usage: python benchmarks/all_combination_eval.py [--toy] [--repeats 5] [--fusion concat]
+Usage (from the repository root): python -m perf.all_combination_eval [--toy] [--repeats 5] [--fusion concat]
 """
 
 from __future__ import annotations
