@@ -52,6 +52,32 @@ def at_epoch(monkeypatch):
     return set_epoch
 
 
+@pytest.fixture(scope="module")
+def rooms_sr():
+    """An SR run on rooms (MAR on single modalities from epoch 1; SP-MAD, summed, on the decoder map
+    without pooling): (module, batch)."""
+    from mmanet.models.factory import build_net
+    from mmanet.training.factory import load_bundle, task_info
+    from mmanet.training.module import MultimodalModule
+    from mmanet.training.teacher import FrozenTeacher
+
+    rooms = {"num_train": 4, "num_val": 2, "num_test": 2, "height": 16, "width": 24, "augment": False}
+    esanet = {"encoder": {"type": "resnet"}, "head": {"type": "esanet_decoder"}, "fusion": "se_add"}
+    raw = tiny_raw(
+        "sr",
+        data={"name": "rooms", "options": rooms, "batch_size": 4},
+        model={**esanet, "width": 4, "channels": None, "dropout": 0.0},
+        mad={"alpha": 1.0, "variant": "sp", "reduction": "sum", "feature": "decoder"},
+        mar__warmup_epochs=1,
+    )
+    cfg = resolve_run_config(raw)
+    bundle = load_bundle(cfg)
+    info = task_info(bundle)
+    torch.manual_seed(0)
+    module = MultimodalModule(build_net(cfg, info), cfg, info, teacher=FrozenTeacher(build_net(cfg, info))).train()
+    return module, next(iter(torch.utils.data.DataLoader(bundle.train, batch_size=4)))
+
+
 @pytest.fixture(autouse=True)
 def _restore_deterministic_algorithms():
     """``Trainer(deterministic=True)`` turns torch's deterministic mode on for the whole process;

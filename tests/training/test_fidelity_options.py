@@ -1,7 +1,8 @@
 """The fidelity options of issue 19, each against an independent computation: the teacher on complete
-samples, distillation on complete rows, mining without augmentation, the embedding before dropout, the
-authors' optimiser schedule, several MAD features with the authors' pooling, BatchNorm with one present
-row, and the warnings for terms that start after the last epoch."""
+samples, distillation on complete rows, the embedding before dropout, the authors' optimiser schedule,
+BatchNorm with one present row, and the warnings for terms that start after the last epoch. Mining
+without augmentation is tested in tests/methods/test_mar.py, several MAD features with the authors'
+pooling in tests/methods/test_mmanet.py."""
 
 from __future__ import annotations
 
@@ -14,17 +15,14 @@ import torch.nn.functional as F
 from conftest import tiny_raw
 from mmanet.config import resolve_run_config
 from mmanet.data.base import DataError
-from mmanet.losses import mad_loss
-from mmanet.methods.mar import mining_loader
 from mmanet.modality import ModalitySpec
 from mmanet.models.factory import build_net
 from mmanet.models.heads.classification import ClassificationHead
 from mmanet.models.network import build_network
-from mmanet.training.factory import load_bundle, make_loader, task_info
+from mmanet.training.factory import load_bundle, task_info
 from mmanet.training.fit import check_distillation_samples, training_split
 from mmanet.training.module import MultimodalModule
 from mmanet.training.schedules import LearningRateFactor
-from mmanet.training.teacher import FrozenTeacher
 
 MISSING = {"num_samples": 120, "num_classes": 3, "missing_rate": 0.3}
 
@@ -67,28 +65,6 @@ def test_a_dataset_without_a_complete_sample_is_a_clear_error():
     )
     check_distillation_samples(both_all, bundle.train)  # asked for: no error
     assert len(training_split(bundle, resolve_run_config(tiny_raw("teacher", teacher__samples="all")))) > 0
-
-
-# ----------------------------------------------------------------------------- mining sees fixed inputs
-
-
-def test_mining_reads_the_training_split_without_augmentation():
-    rooms = {"num_train": 6, "num_val": 2, "num_test": 2, "height": 16, "width": 24, "augment": True}
-    config = resolve_run_config(tiny_raw("mmanet", data={"name": "rooms", "options": rooms, "batch_size": 3}))
-    bundle = load_bundle(config)
-    assert bundle.train.augment
-
-    def first_batch(loader_of, epoch: int):
-        bundle.train.set_epoch(epoch)
-        inputs, _, target = next(iter(loader_of()))
-        return inputs["rgb"], target
-
-    train = [first_batch(lambda: make_loader(bundle.train, config, train=False), e) for e in (0, 1)]
-    assert not torch.equal(train[0][0], train[1][0])  # the training split augments differently per epoch
-    mined = [first_batch(lambda: mining_loader(bundle, config), e) for e in (0, 1)]
-    assert torch.equal(mined[0][0], mined[1][0]) and torch.equal(mined[0][1], mined[1][1])
-    plain = bundle.train.without_augmentation()
-    assert not plain.augment and torch.equal(plain[0][0]["rgb"], mined[0][0][0])
 
 
 # ----------------------------------------------------------------------------- the distilled embedding
@@ -165,39 +141,6 @@ def test_terms_that_would_start_after_the_last_epoch_are_announced(tiny_config, 
     run(cfg, tmp_path / "run")
     printed = capsys.readouterr().out
     assert all(f"warning: {n}" in printed for n in notes)
-
-
-# ----------------------------------------------------------------------------- several MAD features
-
-
-def test_several_mad_features_are_summed_each_pooled_to_at_most_the_pool_size(at_epoch):
-    rooms = {"num_train": 4, "num_val": 2, "num_test": 2, "height": 64, "width": 96, "augment": False}
-    esanet = {"encoder": {"type": "resnet"}, "head": {"type": "esanet_decoder"}, "fusion": "se_add"}
-    features = ["context", "skip16", "skip8"]
-    mad = {"alpha": 1.0, "variant": "official", "reduction": "sum", "row_normalization": "column_halves",
-           "feature": features, "pool_size": [3, 5]}  # fmt: skip
-    cfg = resolve_run_config(
-        tiny_raw("mad", data={"name": "rooms", "options": rooms, "batch_size": 4},
-                 model={**esanet, "width": 4, "channels": None, "dropout": 0.0}, mad=mad)
-    )  # fmt: skip
-    bundle = load_bundle(cfg)
-    info = task_info(bundle)
-    torch.manual_seed(0)
-    module = MultimodalModule(build_net(cfg, info), cfg, info, teacher=FrozenTeacher(build_net(cfg, info))).train()
-    inputs, present, _ = next(iter(torch.utils.data.DataLoader(bundle.train, batch_size=4)))
-    out = module.net.forward_all(inputs, present)
-    t_out = module.teacher.net.forward_all(inputs, present)
-    sizes = {name: tuple(out.feature(name).shape[2:]) for name in features}
-    assert sizes == {"context": (2, 3), "skip16": (4, 6), "skip8": (8, 12)}  # 1/32, 1/16, 1/8 of 64×96
-    expected = 0.0
-    for name, pooled in zip(features, [(2, 3), (3, 5), (3, 5)], strict=True):  # at most 3×5 per side
-        s, t = out.feature(name), t_out.feature(name)
-        if pooled != tuple(s.shape[2:]):
-            s, t = F.adaptive_avg_pool2d(s, pooled), F.adaptive_avg_pool2d(t, pooled)
-        expected = expected + mad_loss(
-            s, t, t_out.logits, variant="official", per_pixel=True, reduction="sum", row_normalization="column_halves"
-        )
-    torch.testing.assert_close(module.method.mad_term(out, t_out), expected)
 
 
 # ----------------------------------------------------------------------------- one present row

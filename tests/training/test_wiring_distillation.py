@@ -10,13 +10,13 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from test_wiring import complete_rows, setup, step_and_mask
 
 from mmanet.config import resolve_run_config
 from mmanet.data.base import UNLABELLED, labelled_part
 from mmanet.losses import kd_loss, mad_loss, mar_loss
 from mmanet.training.factory import load_bundle
 from mmanet.training.fit import training_split
+from step_helpers import complete_rows, setup, step_and_mask
 
 
 def _passes(module, batch, mask):
