@@ -160,8 +160,8 @@ def test_every_fusion_runs_at_every_level_of_the_segmentation_network(fusion):
     mask = torch.tensor([[True, False], [False, True], [True, True]])
     out = net.train().forward_all(inputs, mask)
     loss = out.logits.square().mean() + sum(a.square().mean() for a in out.aux_logits)
-    loss = loss + sum(net.auxiliary_losses(out.features, mask, torch.zeros(3, 64, 64, dtype=torch.long),
-                                           torch.nn.functional.cross_entropy).values(), torch.zeros(()))  # fmt: skip
+    aux = net.auxiliary_losses(out, torch.zeros(3, 64, 64, dtype=torch.long), torch.nn.functional.cross_entropy)
+    loss = loss + sum(aux.values(), torch.zeros(()))
     loss.backward()
     assert out.logits.shape == (3, 5, 64, 64) and torch.isfinite(out.logits).all()
     assert all(p.grad is not None for p in net.parameters())

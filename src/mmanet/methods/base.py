@@ -154,7 +154,7 @@ class Method:
         if ctx.out.aux_logits:  # multi-scale supervision of a decoder's side outputs (ESANet)
             sides = (ctx.task_loss(side, ctx.target) for side in ctx.out.aux_logits)
             terms["deep_supervision"] = cast(Tensor, sum(sides))
-        for name, value in ctx.net.auxiliary_losses(ctx.features, ctx.mask, ctx.target, ctx.task_loss).items():
+        for name, value in ctx.net.auxiliary_losses(ctx.out, ctx.target, ctx.task_loss).items():
             terms[name] = self.config.train.aux_weight * value
         return terms
 

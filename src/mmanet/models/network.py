@@ -31,8 +31,8 @@ from torch import Tensor, nn
 
 from mmanet.modality import ModalityError, ModalitySpec, check_present
 from mmanet.models.encoders import Encoder, FeatureInfo, build_encoder, default_encoder_for, encoder_options
-from mmanet.models.fusion import Fusion, build_fusion
-from mmanet.models.fusion.base import zero_missing
+from mmanet.models.fusion import Fusion, FusionOutput, build_fusion
+from mmanet.models.fusion.base import TaskLoss, exporting, zero_missing
 from mmanet.models.heads import HEADS, Head
 
 #: default bound on the elements of the repeated features of one batched-combination chunk (64 MiB fp32)
@@ -48,6 +48,8 @@ class NetOutput:
     logits: Tensor  # (B, K) or (B, K, H, W)
     named: dict[str, Tensor] = field(default_factory=dict)  # "fused" + the head's named features
     aux_logits: list[Tensor] = field(default_factory=list)  # the head's training-only side outputs
+    #: per fused level: what the fusion returned (``fused[l]`` and, in training, what its auxiliary losses need)
+    fusion_outputs: list[FusionOutput] = field(default_factory=list)
 
     def feature(self, name: str) -> Tensor:
         """A named feature (``"fused"``, ``"embedding"``, …) — what ``mad.feature`` selects."""
@@ -93,10 +95,6 @@ def running_batch_statistics(module: nn.Module) -> Iterator[None]:
     finally:
         for layer in layers:
             layer.train(True)
-
-
-def _exporting() -> bool:
-    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
 
 
 def lengths_key(modality: str) -> str:
@@ -220,7 +218,7 @@ class MultimodalNet(nn.Module):
                 f = per_modality[m][index]
                 feats.append(f.flatten(2).mean(dim=2) if pooled else f)
             shapes = {tuple(int(d) for d in f.shape[1:]) for f in feats}
-            if len(shapes) != 1 and not _exporting():
+            if len(shapes) != 1 and not exporting():
                 raise ValueError(
                     f"encoders produced different feature shapes {sorted(shapes)} at a fused level; "
                     "they must agree to be fused (same input size for every image modality?)"
@@ -230,7 +228,7 @@ class MultimodalNet(nn.Module):
 
     @staticmethod
     def _encode_one(encoder: Encoder, x: Tensor, lengths: Tensor | None, rows: Tensor | None) -> list[Tensor]:
-        if rows is None or encoder.row_independent or not encoder.training or _exporting() or bool(rows.all()):
+        if rows is None or encoder.row_independent or not encoder.training or exporting() or bool(rows.all()):
             return encoder(x, lengths)
         # batch statistics must not see absent rows: run on the present rows, scatter into zeros
         index = rows.nonzero().flatten()
@@ -256,19 +254,24 @@ class MultimodalNet(nn.Module):
 
     # ------------------------------------------------------------------ fuse + predict
     def fuse(self, features: Sequence[Tensor], mask: Tensor) -> list[Tensor]:
-        """Fuse every level under one per-sample mask ``(B, M)``."""
+        """Fuse every level under one per-sample mask ``(B, M)``: the fused features."""
+        return [out.fused for out in self.fuse_levels(features, mask)]
+
+    def fuse_levels(self, features: Sequence[Tensor], mask: Tensor) -> list[FusionOutput]:
+        """Fuse every level under one per-sample mask ``(B, M)``: each fusion's :class:`FusionOutput`."""
         b, m = features[0].shape[:2]
         if mask.shape != (b, m):
             raise ModalityError(f"present mask shape {tuple(mask.shape)} does not match features (B, M) = {(b, m)}")
-        if not _exporting():  # data-dependent checks cannot be traced into an ONNX graph
+        if not exporting():  # data-dependent checks cannot be traced into an ONNX graph
             check_present(mask)
         return [fusion(level, mask) for fusion, level in zip(self.fusions, features, strict=True)]
 
     def fuse_predict(self, features: Sequence[Tensor], mask: Tensor) -> NetOutput:
-        fused = self.fuse(features, mask)
+        levels = self.fuse_levels(features, mask)
+        fused = [out.fused for out in levels]
         head_out = self.head(fused)
         named = {"fused": fused[-1], **head_out.features}
-        return NetOutput(list(features), fused, head_out.logits, named, head_out.aux_logits)
+        return NetOutput(list(features), fused, head_out.logits, named, head_out.aux_logits, levels)
 
     def forward_all(self, inputs: Mapping[str, Tensor], mask: Tensor) -> NetOutput:
         return self.fuse_predict(self.encode(inputs, mask), mask)
@@ -276,12 +279,14 @@ class MultimodalNet(nn.Module):
     def forward(self, inputs: Mapping[str, Tensor], mask: Tensor) -> Tensor:
         return self.forward_all(inputs, mask).logits
 
-    def auxiliary_losses(self, features: Sequence[Tensor], mask: Tensor, target: Tensor, loss_fn) -> dict[str, Tensor]:
-        """The fusions' auxiliary training losses (RFNet, LCR, mmFormer …), named per level when several."""
+    def auxiliary_losses(self, out: NetOutput, target: Tensor, loss_fn: TaskLoss) -> dict[str, Tensor]:
+        """The fusions' auxiliary training losses (RFNet, LCR, mmFormer …) of the training pass ``out``, from
+        what each fusion's forward kept (no second pass); named per level when several. Empty for an
+        evaluation pass."""
         losses: dict[str, Tensor] = {}
         several = len(self.fusions) > 1
-        for level, (fusion, feats) in enumerate(zip(self.fusions, features, strict=True)):
-            for name, value in fusion.auxiliary_losses(feats, mask, target, loss_fn).items():
+        for level, (fusion, fused) in enumerate(zip(self.fusions, out.fusion_outputs, strict=True)):
+            for name, value in fusion.auxiliary_losses(fused, target, loss_fn).items():
                 losses[f"{name}@{level}" if several else name] = value
         return losses
 
@@ -424,7 +429,7 @@ def build_network(
     num_classes: int,
     *,
     channels: int | None = 64,
-    fusion: str = "concat",
+    fusion: str | Mapping[str, Any] = "concat",
     encoder: str | Mapping[str, Any] = "auto",
     encoders: Mapping[str, str | Mapping[str, Any]] | None = None,
     head: str = "classification",
@@ -436,8 +441,10 @@ def build_network(
     """Build a :class:`MultimodalNet` from the data's per-sample shapes and the model config.
 
     ``encoder`` is the default encoder section of every modality (a type name or a mapping
-    ``{type: ..., <options>}``), ``encoders`` the per-modality sections. ``channels=None`` lets each
-    encoder keep its natural last-level width; ``width`` goes to every encoder and head that take it.
+    ``{type: ..., <options>}``), ``encoders`` the per-modality sections; ``fusion`` likewise (its options
+    go to the fusion of every fused level; an unknown one is an error listing the valid ones).
+    ``channels=None`` lets each encoder keep its natural last-level width; ``width`` goes to every encoder
+    and head that take it.
     """
     encoders = {k: _section(v) for k, v in (encoders or {}).items()}
     unknown = [m for m in encoders if m not in spec.names]
@@ -454,8 +461,11 @@ def build_network(
         modules[name] = build_encoder(kind, shape, channels, **options)
     head_cls = HEADS.get(head)
     plans = plan_levels(spec, {m: modules[m].feature_info for m in spec.names}, head_cls.levels)
+    fusion_section = _section(fusion)
+    fusion_kind = fusion_section.pop("type", "concat")
     fusions = [
-        build_fusion(fusion, len(spec), p.info.channels, num_classes, spatial=not p.info.is_global) for p in plans
+        build_fusion(fusion_kind, len(spec), p.info.channels, num_classes, not p.info.is_global, **fusion_section)
+        for p in plans
     ]
     fused_info = [FeatureInfo(f.out_channels, p.info.stride) for f, p in zip(fusions, plans, strict=True)]
     options = dict(head_options or {})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from mmanet.models.fusion.base import Fusion, register_fusion, zero_missing
+from mmanet.models.fusion.base import Fusion, FusionOutput, register_fusion, zero_missing
 
 
 @register_fusion("concat")
@@ -22,5 +22,5 @@ class ConcatFusion(Fusion):
         super().__init__(num_modalities, channels, num_classes, spatial)
         self.out_channels = num_modalities * channels
 
-    def forward(self, features: Tensor, mask: Tensor) -> Tensor:
-        return zero_missing(features, mask).flatten(1, 2)
+    def forward(self, features: Tensor, mask: Tensor) -> FusionOutput:
+        return FusionOutput(zero_missing(features, mask).flatten(1, 2))

@@ -11,7 +11,15 @@ import math
 import torch
 from torch import Tensor, nn
 
-from mmanet.models.fusion.base import Fusion, TaskLoss, register_fusion, task_logits, to_tokens, zero_missing
+from mmanet.models.fusion.base import (
+    Fusion,
+    FusionOutput,
+    TaskLoss,
+    register_fusion,
+    task_logits,
+    to_tokens,
+    zero_missing,
+)
 
 #: log-variance is clamped to this range (a numerical guard; the official code has none)
 LOGVAR_RANGE = (-10.0, 10.0)
@@ -85,16 +93,16 @@ class DMRNetFusion(Fusion):
     global RNG; eval is deterministic. Auxiliary losses (already weighted; the trainer's
     ``aux_weight`` scales them again): ``dmrnet_kl`` = 1e-3 × KL (summed over channels,
     averaged over positions and rows); ``dmrnet_hard`` = 0.3 × ``hard_combination_loss`` of a
-    linear classifier on a fresh sample ``z``. Mining: during the first ``hard_warmup``
+    linear classifier on the forward's sample ``z``. Mining: during the first ``hard_warmup``
     training calls of :meth:`auxiliary_losses` the mean σ² of every combination is
     accumulated (buffers, saved in checkpoints); then the ``num_hard`` combinations with the
     largest mean σ² among those seen are fixed as hard, and the HCR is active from then on.
 
     Chosen (could not be confirmed or could not be kept; docs/implementation-notes.md): no
     BatchNorm in the heads (rows must stay independent); the HCR uses the fusion's own linear
-    classifier, because the fusion cannot reach the network's predictor (the official code
-    applies the main classifier to the same sample, which makes the HCR a re-weighting of the
-    hard samples' task loss); warm-up in training steps (default 100), not epochs; V =
+    classifier on the sample the network predicts from, because the fusion cannot reach the
+    network's predictor (the official code applies the main classifier to that sample, which makes
+    the HCR a re-weighting of the hard samples' task loss); warm-up in training steps (default 100), not epochs; V =
     ``ceil((2^M − 1)/3)`` by default, which gives the official V for M = 2 and M = 3; all
     combinations are candidates (the paper's top-V; the audio-visual code compares the two
     single-modality ones). With DDP the statistics are updated per rank outside ``forward``
@@ -145,11 +153,14 @@ class DMRNetFusion(Fusion):
         """A reparameterised sample in training mode, the mean in eval mode."""
         return reparameterise(mu, logvar) if self.training else mu
 
-    def forward(self, features: Tensor, mask: Tensor) -> Tensor:
+    def forward(self, features: Tensor, mask: Tensor) -> FusionOutput:
+        """The embedding ``z``; a training forward keeps ``μ``, ``log σ²``, the sample ``z`` and the mask."""
         spatial = tuple(features.shape[3:])
-        z = self.embedding(*self.gaussian(features, mask))
+        mu, logvar = self.gaussian(features, mask)
+        z = self.embedding(mu, logvar)
         b, p, d = z.shape
-        return z.transpose(1, 2).reshape(b, d, *spatial)
+        aux = {"mask": mask, "mu": mu, "logvar": logvar, "z": z} if self.keeps_aux() else {}
+        return FusionOutput(z.transpose(1, 2).reshape(b, d, *spatial), aux)
 
     @torch.no_grad()
     def record_variance(self, logvar: Tensor, mask: Tensor) -> None:
@@ -184,17 +195,17 @@ class DMRNetFusion(Fusion):
         m = self.num_modalities
         return [tuple(bool(code >> k & 1) for k in range(m)) for code in torch.nonzero(self.hard).flatten().tolist()]
 
-    def auxiliary_losses(self, features: Tensor, mask: Tensor, target: Tensor, loss_fn: TaskLoss) -> dict[str, Tensor]:
+    def auxiliary_losses(self, out: FusionOutput, target: Tensor, loss_fn: TaskLoss) -> dict[str, Tensor]:
         """``dmrnet_kl`` (distributional regulariser) and ``dmrnet_hard`` (hard combination regulariser), weighted.
 
-        In training mode this is also the mining step (see the class docstring); eval mode
-        changes no state and uses the mean embedding.
+        This is also the mining step (see the class docstring). The hard-combination term uses the
+        forward's own sample ``z`` (no second draw).
         """
-        spatial = tuple(features.shape[3:])
-        mu, logvar = self.gaussian(features, mask)
-        if self.training:
-            self.record_variance(logvar, mask)
-        z = self.embedding(mu, logvar)
+        if not out.aux:
+            return {}
+        mask, mu, logvar, z = out.aux["mask"], out.aux["mu"], out.aux["logvar"], out.aux["z"]
+        spatial = out.spatial
+        self.record_variance(logvar, mask)
         hard_rows = self.hard[combination_index(mask)]
         hard_loss = hard_combination_loss(self.hard_head(z), spatial, target, hard_rows, loss_fn)
         return {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from mmanet.models.fusion.base import Fusion, mask_like, register_fusion
+from mmanet.models.fusion.base import Fusion, FusionOutput, register_fusion, zero_missing
 
 
 def present_moments(features: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -16,13 +16,10 @@ def present_moments(features: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
     their content (even inf/NaN) reaches neither the values nor the gradients; ``var`` is
     exactly 0 when one modality is present (no ``torch.var``/``std`` on one element).
     """
-    x = features.float()
-    present = mask_like(mask, x).bool().expand_as(x)
-    x = torch.where(present, x, torch.zeros((), dtype=x.dtype, device=x.device))
+    x = zero_missing(features.float(), mask)
     n = mask.float().sum(dim=1).reshape((-1,) + (1,) * (x.dim() - 2)).clamp_min(1.0)
     mean = x.sum(dim=1) / n
-    centred = torch.where(present, x - mean.unsqueeze(1), torch.zeros((), dtype=x.dtype, device=x.device))
-    var = centred.pow(2).sum(dim=1) / n
+    var = zero_missing(x - mean.unsqueeze(1), mask).pow(2).sum(dim=1) / n
     return mean, var
 
 
@@ -41,6 +38,6 @@ class HeMISFusion(Fusion):
         super().__init__(num_modalities, channels, num_classes, spatial)
         self.out_channels = 2 * channels
 
-    def forward(self, features: Tensor, mask: Tensor) -> Tensor:
+    def forward(self, features: Tensor, mask: Tensor) -> FusionOutput:
         mean, var = present_moments(features, mask)
-        return torch.cat([mean, var], dim=1).to(features.dtype)
+        return FusionOutput(torch.cat([mean, var], dim=1).to(features.dtype))

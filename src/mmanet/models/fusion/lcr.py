@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmanet.models.fusion.base import Fusion, TaskLoss, register_fusion, zero_missing
-
-
-def _grouped_uniform_(weight: Tensor, bias: Tensor, fan_in: int) -> None:
-    """``nn.Linear``'s default initialisation for a stack of independent linear layers."""
-    bound = 1.0 / math.sqrt(fan_in)
-    nn.init.uniform_(weight, -bound, bound)
-    nn.init.uniform_(bias, -bound, bound)
+from mmanet.models.fusion.base import Fusion, FusionOutput, TaskLoss, grouped_uniform_, register_fusion, zero_missing
 
 
 @register_fusion("lcr")
@@ -52,8 +43,8 @@ class LCRFusion(Fusion):
         self.est_b1 = nn.Parameter(torch.empty(m, hidden))
         self.est_w2 = nn.Parameter(torch.empty(m, hidden, m + 1))  # α_i1..α_iM (α_ii = self), δ_i
         self.est_b2 = nn.Parameter(torch.empty(m, m + 1))
-        _grouped_uniform_(self.est_w1, self.est_b1, c)
-        _grouped_uniform_(self.est_w2, self.est_b2, hidden)
+        grouped_uniform_(self.est_w1, self.est_b1, c)
+        grouped_uniform_(self.est_w2, self.est_b2, hidden)
         with torch.no_grad():
             self.est_w2.mul_(0.1)
             self.est_b2.zero_()
@@ -86,30 +77,32 @@ class LCRFusion(Fusion):
         x_flat = x.flatten(2)  # (B, M, C·P)
         r = torch.einsum("bij,bjf->bif", cross, x_flat) + delta.unsqueeze(-1)
         tilde = self_w.unsqueeze(-1) * x_flat + r
-        keep = mask.unsqueeze(-1)
-        zero = torch.zeros((), dtype=x.dtype, device=x.device)
-        tilde = torch.where(keep, tilde, zero).reshape(x.shape)
-        r = torch.where(keep, r, zero).reshape(x.shape)
+        tilde = zero_missing(tilde, mask).reshape(x.shape)
+        r = zero_missing(r, mask).reshape(x.shape)
         return tilde, r, x
 
-    def forward(self, features: Tensor, mask: Tensor) -> Tensor:
-        tilde, _, _ = self._representations(features, mask)
+    def forward(self, features: Tensor, mask: Tensor) -> FusionOutput:
+        """The attention-fused ``x̃``; a training forward keeps ``r``, the masked ``x`` and the mask (``lcr_recon``)."""
+        tilde, r, x = self._representations(features, mask)
         b, spatial = tilde.shape[0], tilde.shape[3:]
         z = tilde.flatten(1, 2).reshape(b, self.num_modalities * self.channels, -1).transpose(1, 2)
         ca = self.channel_attention(z.mean(dim=1, keepdim=True))  # z: (B, P, M·C), ca: (B, 1, M·C)
         sa = self.spatial_attention(z)  # (B, P, 1)
         out = self.out(z * ca + z * sa)  # (B, P, C)
-        return out.transpose(1, 2).reshape(b, self.channels, *spatial)
+        fused = out.transpose(1, 2).reshape(b, self.channels, *spatial)
+        return FusionOutput(fused, {"mask": mask, "r": r, "x": x} if self.keeps_aux() else {})
 
-    def auxiliary_losses(self, features: Tensor, mask: Tensor, target: Tensor, loss_fn: TaskLoss) -> dict[str, Tensor]:
+    def auxiliary_losses(self, out: FusionOutput, target: Tensor, loss_fn: TaskLoss) -> dict[str, Tensor]:
         """``lcr_recon``: mean L1 between x_i and r_i over present i with another present modality.
 
         Rows where i is the only present modality are excluded (r_i = δ_i would only learn
         the feature mean); if no pair qualifies, the loss is an exact 0 still in the graph.
         """
-        _, r, x = self._representations(features, mask)
+        if not out.aux:
+            return {}
+        mask, r, x = out.aux["mask"], out.aux["r"], out.aux["x"]
         others = mask.sum(dim=1, keepdim=True) - mask.long()  # present modalities other than i
         eligible = mask & (others > 0)  # (B, M)
         err = (r - x).abs().flatten(2).mean(dim=2)  # (B, M)
-        loss = torch.where(eligible, err, torch.zeros((), dtype=err.dtype, device=err.device)).sum()
+        loss = zero_missing(err, eligible).sum()
         return {"lcr_recon": loss / eligible.sum().clamp_min(1).to(err.dtype)}

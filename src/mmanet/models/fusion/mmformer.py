@@ -10,7 +10,9 @@ from torch import Tensor, nn
 
 from mmanet.models.fusion.base import (
     Fusion,
+    FusionOutput,
     TaskLoss,
+    grouped_uniform_,
     per_modality_task_loss,
     register_fusion,
     to_tokens,
@@ -108,9 +110,7 @@ class MMFormerFusion(Fusion):
         self.dim = d
         self.proj_w = nn.Parameter(torch.empty(m, c, d))
         self.proj_b = nn.Parameter(torch.empty(m, d))
-        bound = 1.0 / math.sqrt(c)
-        nn.init.uniform_(self.proj_w, -bound, bound)
-        nn.init.uniform_(self.proj_b, -bound, bound)
+        grouped_uniform_(self.proj_w, self.proj_b, c)
         self.modality_embed = nn.Parameter(torch.randn(m, d) * 0.02)
         self.intra = nn.ModuleList(PreNormBlock(d, heads, mlp_ratio * d) for _ in range(m))
         self.inter = PreNormBlock(d, heads, mlp_ratio * d)
@@ -118,7 +118,8 @@ class MMFormerFusion(Fusion):
         self.sep_head = nn.Linear(c, num_classes)
         self.out_channels = c
 
-    def forward(self, features: Tensor, mask: Tensor) -> Tensor:
+    def forward(self, features: Tensor, mask: Tensor) -> FusionOutput:
+        """The fused tokens; a training forward keeps the masked per-modality tokens and the mask (``mmformer_sep``)."""
         spatial = tuple(features.shape[3:])
         y = to_tokens(zero_missing(features, mask))  # (B, M, P, C)
         b, m, p, _ = y.shape
@@ -129,12 +130,14 @@ class MMFormerFusion(Fusion):
         t = torch.stack([layer(t[:, i]) for i, layer in enumerate(self.intra)], dim=1)
         key_mask = mask[:, :, None].expand(b, m, p).reshape(b, m * p)
         u = self.inter(t.reshape(b, m * p, self.dim), key_mask).reshape(b, m, p, self.dim)
-        u = torch.where(mask[:, :, None, None], u, torch.zeros((), dtype=u.dtype, device=u.device))
+        u = zero_missing(u, mask)
         u = u.permute(0, 2, 1, 3).reshape(b, p, m * self.dim)  # (B, N, M·D): concat modalities per position
-        return self.out(u).transpose(1, 2).reshape(b, self.channels, *spatial)
+        fused = self.out(u).transpose(1, 2).reshape(b, self.channels, *spatial)
+        return FusionOutput(fused, {"mask": mask, "tokens": y} if self.keeps_aux() else {})
 
-    def auxiliary_losses(self, features: Tensor, mask: Tensor, target: Tensor, loss_fn: TaskLoss) -> dict[str, Tensor]:
+    def auxiliary_losses(self, out: FusionOutput, target: Tensor, loss_fn: TaskLoss) -> dict[str, Tensor]:
         """``mmformer_sep``: shared head on each present modality's (pre-transformer) features."""
-        tokens = to_tokens(zero_missing(features, mask))
-        spatial = tuple(features.shape[3:])
-        return {"mmformer_sep": per_modality_task_loss(self.sep_head, tokens, mask, spatial, target, loss_fn)}
+        if not out.aux:
+            return {}
+        mask, tokens = out.aux["mask"], out.aux["tokens"]
+        return {"mmformer_sep": per_modality_task_loss(self.sep_head, tokens, mask, out.spatial, target, loss_fn)}

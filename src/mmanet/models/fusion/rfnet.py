@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmanet.models.fusion.base import (
     Fusion,
+    FusionOutput,
     TaskLoss,
+    grouped_uniform_,
     per_modality_task_loss,
     register_fusion,
     task_logits,
@@ -56,10 +56,8 @@ class RFNetFusion(Fusion):
         self.b1 = nn.Parameter(torch.empty(r, hidden))
         self.w2 = nn.Parameter(torch.empty(r, hidden, m))
         self.b2 = nn.Parameter(torch.empty(r, m))
-        for w, b, fan_in in ((self.w1, self.b1, m * c + 1), (self.w2, self.b2, hidden)):
-            bound = 1.0 / math.sqrt(fan_in)
-            nn.init.uniform_(w, -bound, bound)
-            nn.init.uniform_(b, -bound, bound)
+        grouped_uniform_(self.w1, self.b1, m * c + 1)
+        grouped_uniform_(self.w2, self.b2, hidden)
         self.region_fuse = nn.Linear(r * c, c // 2)
         self.shortcut = nn.Linear(m * c, c - c // 2)
         self.sep_head = nn.Linear(c, num_classes)
@@ -72,12 +70,20 @@ class RFNetFusion(Fusion):
         b, m, p, c = y.shape
         return y, y.permute(0, 2, 1, 3).reshape(b, p, m * c)
 
-    def fuse_parts(self, features: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Fused ``(B, C, *S)``, PRM logits ``(B, P, R)`` and effective weights ``m_k·w_k: (B, R, M)``."""
+    def fuse_parts(self, features: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Fused ``(B, C, *S)``, PRM logits ``(B, P, R)``, effective weights ``m_k·w_k: (B, R, M)`` and
+        the masked tokens ``(B, M, P, C)`` the PRM net read.
+
+        While the auxiliary losses are kept (:meth:`keeps_aux`), the PRM net and the auxiliary heads read
+        their own selection of the masked tokens: the fused path uses the PRM detached only, so the two
+        paths then share no node that carries a gradient, and each one's backward is what it is alone (a
+        selection, not a second pass: the PRM net runs once).
+        """
         spatial = tuple(features.shape[3:])
         y, cat = self._tokens(features, mask)
         b, m, p, c = y.shape
-        prm_logits = self.prm_net(cat)
+        y_aux, cat_aux = self._tokens(features, mask) if self.keeps_aux() else (y, cat)
+        prm_logits = self.prm_net(cat_aux)
         prm = prm_logits.detach().softmax(dim=-1)  # (B, P, R)
         prm_mean = prm.mean(dim=1)  # (B, R)
         v = torch.einsum("bmpc,bpr->brmc", y, prm) / p / (prm_mean + 1e-7)[..., None, None]
@@ -87,16 +93,20 @@ class RFNetFusion(Fusion):
         eff = w * mask.to(w.dtype).unsqueeze(1)
         f = torch.einsum("brm,bmpc->bprc", eff, y) * prm.unsqueeze(-1)  # (B, P, R, C)
         out = torch.cat([self.region_fuse(f.reshape(b, p, -1)), self.shortcut(cat)], dim=-1)
-        return out.transpose(1, 2).reshape(b, c, *spatial), prm_logits, eff
+        return out.transpose(1, 2).reshape(b, c, *spatial), prm_logits, eff, y_aux
 
-    def forward(self, features: Tensor, mask: Tensor) -> Tensor:
-        return self.fuse_parts(features, mask)[0]
+    def forward(self, features: Tensor, mask: Tensor) -> FusionOutput:
+        """The fused feature; a training forward keeps the masked tokens, the PRM logits and the mask."""
+        fused, prm_logits, _, tokens = self.fuse_parts(features, mask)
+        aux = {"mask": mask, "tokens": tokens, "prm_logits": prm_logits} if self.keeps_aux() else {}
+        return FusionOutput(fused, aux)
 
-    def auxiliary_losses(self, features: Tensor, mask: Tensor, target: Tensor, loss_fn: TaskLoss) -> dict[str, Tensor]:
+    def auxiliary_losses(self, out: FusionOutput, target: Tensor, loss_fn: TaskLoss) -> dict[str, Tensor]:
         """``rfnet_sep``: shared head on each present modality; ``rfnet_prm``: PRM logits as predictions."""
-        spatial = tuple(features.shape[3:])
-        tokens, cat = self._tokens(features, mask)
+        if not out.aux:
+            return {}
+        mask, tokens, prm_logits, spatial = out.aux["mask"], out.aux["tokens"], out.aux["prm_logits"], out.spatial
         return {
             "rfnet_sep": per_modality_task_loss(self.sep_head, tokens, mask, spatial, target, loss_fn),
-            "rfnet_prm": loss_fn(task_logits(self.prm_net(cat), spatial, target), target),
+            "rfnet_prm": loss_fn(task_logits(prm_logits, spatial, target), target),
         }

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from mmanet.models.backbones import SqueezeExcitation
-from mmanet.models.fusion.base import Fusion, register_fusion, zero_missing
+from mmanet.models.fusion.base import Fusion, FusionOutput, register_fusion, zero_missing
 
 
 @register_fusion("se_add")
@@ -26,7 +26,7 @@ class SEAddFusion(Fusion):
         self.se = nn.ModuleList(SqueezeExcitation(channels, reduction) for _ in range(num_modalities))
         self.out_channels = channels
 
-    def forward(self, features: Tensor, mask: Tensor) -> Tensor:
+    def forward(self, features: Tensor, mask: Tensor) -> FusionOutput:
         safe = zero_missing(features, mask)
         weighted = torch.stack([se(safe[:, k]) for k, se in enumerate(self.se)], dim=1)
-        return zero_missing(weighted, mask).sum(dim=1)
+        return FusionOutput(zero_missing(weighted, mask).sum(dim=1))

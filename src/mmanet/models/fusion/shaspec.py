@@ -6,13 +6,19 @@ Modelling", CVPR 2023 (arXiv 2307.14126; official code github.com/billhhh/ShaSpe
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmanet.models.fusion.base import Fusion, TaskLoss, register_fusion, to_tokens, zero_missing
+from mmanet.models.fusion.base import (
+    Fusion,
+    FusionOutput,
+    TaskLoss,
+    grouped_uniform_,
+    register_fusion,
+    to_tokens,
+    zero_missing,
+)
 
 #: negative slope of the activations of the shared and specific projections
 LEAKY_SLOPE = 0.2
@@ -24,10 +30,8 @@ def present_mean(tokens: Tensor, mask: Tensor) -> Tensor:
     Missing modalities are selected away with ``torch.where`` before the sum, so their
     content (even inf/NaN) reaches neither the value nor the gradient; ``n = Σ_k m_k ≥ 1``.
     """
-    present = mask[:, :, None, None]
-    kept = torch.where(present, tokens, torch.zeros((), dtype=tokens.dtype, device=tokens.device))
     n = mask.to(tokens.dtype).sum(dim=1).clamp_min(1.0)
-    return kept.sum(dim=1) / n[:, None, None]
+    return zero_missing(tokens, mask).sum(dim=1) / n[:, None, None]
 
 
 def shared_alignment_loss(shared: Tensor, mask: Tensor) -> Tensor:
@@ -44,8 +48,7 @@ def shared_alignment_loss(shared: Tensor, mask: Tensor) -> Tensor:
         return shared.sum() * 0.0
     distance = (shared[:, i] - shared[:, j]).abs().mean(dim=(-2, -1))  # (B, pairs)
     both = mask[:, i] & mask[:, j]
-    distance = torch.where(both, distance, torch.zeros((), dtype=distance.dtype, device=distance.device))
-    return distance.sum() / both.sum().clamp_min(1).to(distance.dtype)
+    return zero_missing(distance, both).sum() / both.sum().clamp_min(1).to(distance.dtype)
 
 
 def domain_classification_loss(logits: Tensor, mask: Tensor) -> Tensor:
@@ -109,9 +112,7 @@ class ShaSpecFusion(Fusion):
         # Specific projections, one per modality, stacked: (M, C, C) and (M, C).
         self.specific_weight = nn.Parameter(torch.empty(m, c, c))
         self.specific_bias = nn.Parameter(torch.empty(m, c))
-        bound = 1.0 / math.sqrt(c)
-        nn.init.uniform_(self.specific_weight, -bound, bound)
-        nn.init.uniform_(self.specific_bias, -bound, bound)
+        grouped_uniform_(self.specific_weight, self.specific_bias, c)
         self.shared = nn.Linear(c, c)  # ONE projection applied to every modality
         self.compose = nn.Linear(2 * c, c)  # residual composition, shared by all modalities
         self.domain_head = nn.Linear(c, m)
@@ -127,22 +128,27 @@ class ShaSpecFusion(Fusion):
         specific = torch.einsum("bmpc,mcd->bmpd", x, self.specific_weight) + self.specific_bias[:, None, :]
         return F.leaky_relu(specific, LEAKY_SLOPE), F.leaky_relu(self.shared(x), LEAKY_SLOPE)
 
-    def fused_tokens(self, features: Tensor, mask: Tensor) -> Tensor:
+    def fused_tokens(self, specific: Tensor, shared: Tensor, mask: Tensor) -> Tensor:
         """Per-modality fused tokens ``(B, M, P, C)``: composed where present, the shared mean where missing."""
-        specific, shared = self.features(features, mask)
         composed = shared + self.compose(torch.cat([shared, specific], dim=-1))
         fill = present_mean(shared, mask).unsqueeze(1).expand_as(composed)
         return torch.where(mask[:, :, None, None], composed, fill)
 
-    def forward(self, features: Tensor, mask: Tensor) -> Tensor:
+    def forward(self, features: Tensor, mask: Tensor) -> FusionOutput:
+        """``concat_k f_k``; a training forward keeps the specific and shared tokens and the mask."""
         spatial = tuple(features.shape[3:])
-        fused = self.fused_tokens(features, mask)
-        b, m, p, c = fused.shape
-        return fused.transpose(2, 3).reshape(b, m * c, *spatial)
-
-    def auxiliary_losses(self, features: Tensor, mask: Tensor, target: Tensor, loss_fn: TaskLoss) -> dict[str, Tensor]:
-        """Weighted ``shaspec_align`` (shared-feature alignment) and ``shaspec_domain`` (specific-feature domain CE)."""
         specific, shared = self.features(features, mask)
+        tokens = self.fused_tokens(specific, shared, mask)
+        b, m, p, c = tokens.shape
+        fused = tokens.transpose(2, 3).reshape(b, m * c, *spatial)
+        aux = {"mask": mask, "specific": specific, "shared": shared} if self.keeps_aux() else {}
+        return FusionOutput(fused, aux)
+
+    def auxiliary_losses(self, out: FusionOutput, target: Tensor, loss_fn: TaskLoss) -> dict[str, Tensor]:
+        """Weighted ``shaspec_align`` (shared-feature alignment) and ``shaspec_domain`` (specific-feature domain CE)."""
+        if not out.aux:
+            return {}
+        mask, specific, shared = out.aux["mask"], out.aux["specific"], out.aux["shared"]
         domain_logits = self.domain_head(specific.mean(dim=2))  # (B, M, M), pooled over positions
         return {
             "shaspec_align": self.align_weight * shared_alignment_loss(shared, mask),
