@@ -34,7 +34,7 @@ def test_defaults_validate():
     config = resolve_run_config({})
     assert isinstance(config, RunConfig)
     assert config.method == "sf_md" and config.stage == "unified"
-    assert config.model.fusion == "concat"
+    assert config.model.fusion.type == "concat"
     assert config == RunConfig()
 
 
@@ -44,7 +44,7 @@ def test_defaults_validate():
 )
 def test_method_preset_applies(method, stage, fusion):
     config = resolve_run_config({"method": method})
-    assert (config.stage, config.model.fusion) == (stage, fusion)
+    assert (config.stage, config.model.fusion.type) == (stage, fusion)
 
 
 def test_ablation_presets():
@@ -60,14 +60,14 @@ def test_users_yaml_wins_over_the_preset(tmp_path):
     config = load_run_config(path)
     assert config.method == "hemis"
     assert config.stage == "unified"  # from the preset
-    assert config.model.fusion == "concat"  # the user's value
+    assert config.model.fusion.type == "concat"  # the user's value
     assert config.model.channels == 32
     assert config.model.head.options() == {"hidden": 128}  # untouched default
 
 
 def test_method_override_selects_the_preset(tmp_path):
     path = write(tmp_path, "method: sf_md\n")
-    assert load_run_config(path, ["method=lcr"]).model.fusion == "lcr"
+    assert load_run_config(path, ["method=lcr"]).model.fusion.type == "lcr"
 
 
 # ----------------------------------------------------------------------------- errors
@@ -184,7 +184,7 @@ def test_load_run_config_with_overrides(tmp_path):
     assert config.train.max_epochs == 7
     assert config.data.options == {"protocol": "standard", "labels_per_class": 5}
     assert config.dropout.p == [0.5, 0.6]
-    assert config.model.fusion == "hemis"
+    assert config.model.fusion.type == "hemis"
     with pytest.raises(ConfigError, match="train.lrr"):
         load_run_config(path, ["train.lrr=1"])
 
@@ -280,7 +280,7 @@ def test_fused_concat_distillation_is_an_error_unless_allowed():
     assert allowed.mad.feature == "fused"
     # not distilling (MAD off, or another fusion) is fine
     assert resolve_run_config({**raw, "method": "kd"}).mad.variant == "off"
-    assert resolve_run_config({**raw, "model": {"fusion": "hemis"}}).model.fusion == "hemis"
+    assert resolve_run_config({**raw, "model": {"fusion": "hemis"}}).model.fusion.type == "hemis"
 
 
 def test_distillation_presets_and_batch_free_mad_defaults():
@@ -305,6 +305,46 @@ def test_a_typo_in_a_component_name_is_a_config_error_naming_the_key():
     ):
         with pytest.raises(ConfigError, match=f"{key}: unknown .*did you mean {valid}"):
             load_run_config("configs/mfeat/sf_md.yaml", [f"{key}={value}"])
+
+
+def test_fusion_options_are_a_component_section():
+    """``model.fusion`` takes options like ``model.encoder``/``model.head``; the plain name stays valid shorthand."""
+    config = resolve_run_config({"method": "sf_md", "model": {"fusion": {"type": "dmrnet", "hard_warmup": 50}}})
+    assert config.model.fusion.type == "dmrnet" and config.model.fusion.options() == {"hard_warmup": 50}
+    # a section giving options only keeps the method's fusion (the presets are sections)
+    assert resolve_run_config({"method": "lcr", "model": {"fusion": {"hidden": 6}}}).model.fusion.as_dict() == {
+        "type": "lcr",
+        "hidden": 6,
+    }
+    # overrides and benchmark entries in either form
+    assert load_run_config("configs/mfeat/sf_md.yaml", ["model.fusion=shaspec"]).model.fusion.type == "shaspec"
+    over = load_run_config("configs/mfeat/sf_md.yaml", ["model.fusion={type: lcr, reduction: 4}"])
+    assert over.model.fusion.options() == {"reduction": 4}
+
+
+def test_fusion_without_options_is_saved_as_its_name(tmp_path):
+    """Saved configurations and checkpoints keep ``fusion: concat`` (their run directories and content hashes
+    still match); with options the section is saved and read back whole."""
+    plain = resolve_run_config({"method": "hemis"})
+    assert plain.model_dump(mode="json")["model"]["fusion"] == "hemis"
+    assert resolve_run_config(plain.model_dump(mode="json")) == plain
+    with_options = resolve_run_config({"method": "dmrnet", "model": {"fusion": {"hard_warmup": 7}}})
+    dumped = with_options.model_dump(mode="json")
+    assert dumped["model"]["fusion"] == {"type": "dmrnet", "hard_warmup": 7}
+    path = tmp_path / "dumped.yaml"
+    dump_config(with_options, path)
+    assert load_run_config(path) == with_options
+
+
+def test_an_unknown_fusion_option_is_a_config_error_naming_the_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"model.fusion.hard_warmp: .*did you mean 'hard_warmup'.*valid: \["):
+        resolve_run_config({"method": "dmrnet", "model": {"fusion": {"hard_warmp": 50}}})
+    with pytest.raises(ConfigError, match="model.fusion.hidden: fusion 'concat' has no option 'hidden'; valid: none"):
+        load_run_config("configs/mfeat/sf_md.yaml", ["model.fusion={type: concat, hidden: 8}"])
+    entry = "  - {method: dmrnet, set: {model.fusion: {type: dmrnet, hard_warmup: 5, kl: 1}}}\n"
+    text = BENCH.replace("  - method: sp\n", "  - method: sp\n" + entry)
+    with pytest.raises(ConfigError, match="model.fusion.kl: fusion 'dmrnet' has no option 'kl'"):
+        load_benchmark_config(write(tmp_path, text, "bench.yaml"))
 
 
 def test_the_stage_follows_from_the_method():

@@ -13,7 +13,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from mmanet.config_checks import YAMLTooLarge, check_strict_scalars, count_values, load_yaml, non_finite_keys
 from mmanet.errors import MMANetError
@@ -72,6 +82,22 @@ class ComponentSection(BaseModel):
         return {"type": self.type, **self.options()}
 
 
+class FusionSection(ComponentSection):
+    """``model.fusion``: a registered fusion by ``type`` with its constructor's options as extra keys
+    (``{type: dmrnet, hard_warmup: 50}``); a plain string is shorthand for ``{type: …}``. The option names
+    are checked when the configuration is validated (:meth:`RunConfig._registered_components`).
+
+    Written back as the plain name when there are no options: the form of the configurations and
+    checkpoints saved before fusions took options, so their files, hashes and run directories still match.
+    """
+
+    type: str = "concat"
+
+    @model_serializer(mode="wrap")
+    def _plain_name_without_options(self, handler: SerializerFunctionWrapHandler) -> Any:
+        return handler(self) if self.options() else self.type
+
+
 class ModelConfig(Section):
     #: feature channels C of every modality encoder's fused level (null: each encoder's own width)
     channels: int | None = Field(64, gt=0, le=65536)
@@ -79,7 +105,8 @@ class ModelConfig(Section):
     encoder: ComponentSection = Field(default_factory=lambda: ComponentSection(type="auto", hidden=128))
     #: per-modality encoder sections (override the default's type and options)
     encoders: dict[str, ComponentSection] = Field(default_factory=dict)
-    fusion: str = "concat"
+    #: the fusion of every fused level: ``{type: concat|se_add|hemis|lcr|…, <options>}`` or its name
+    fusion: FusionSection = Field(default_factory=FusionSection)
     #: the head: ``{type: auto|classification|segmentation|…, <options>}`` (auto follows the task)
     head: ComponentSection = Field(default_factory=lambda: ComponentSection(type="auto", hidden=128))
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
@@ -345,7 +372,7 @@ class RunConfig(Section):
         from mmanet.models.heads import HEADS
 
         model = self.model
-        named = [("model.fusion", model.fusion, FUSIONS, False), ("model.head.type", model.head.type, HEADS, True)]
+        named = [("model.fusion", model.fusion.type, FUSIONS, False), ("model.head.type", model.head.type, HEADS, True)]
         named.append(("model.encoder.type", model.encoder.type, ENCODERS, True))
         named += [(f"model.encoders.{m}.type", section.type, ENCODERS, True) for m, section in model.encoders.items()]
         for key, name, registry, auto in named:
@@ -354,11 +381,12 @@ class RunConfig(Section):
                 suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
                 valid = registry.keys() + (["auto"] if auto else [])
                 raise ValueError(f"{key}: unknown {registry.kind} {name!r}{suggestion}; valid: {sorted(valid)}")
+        _check_fusion_options(model.fusion)
         return self
 
     @model_validator(mode="after")
     def _fused_concat_distillation(self) -> RunConfig:
-        concat_fused = "fused" in self.mad.features and self.model.fusion == "concat"
+        concat_fused = "fused" in self.mad.features and self.model.fusion.type == "concat"
         if self.mad_active and concat_fused and not self.mad.allow_concat_fused:
             raise ValueError(
                 "mad.feature: fused with model.fusion: concat distils the zero-filled concatenation, whose "
@@ -368,6 +396,22 @@ class RunConfig(Section):
                 "do it anyway"
             )
         return self
+
+
+def _check_fusion_options(section: FusionSection) -> None:
+    """Every option of ``model.fusion`` is one its fusion's constructor takes (their values are checked when
+    the network is built)."""
+    from mmanet.models.fusion import fusion_options
+
+    valid = fusion_options(section.type)
+    for option in section.options():
+        if option not in valid:
+            hint = difflib.get_close_matches(option, valid, n=1)
+            suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise ValueError(
+                f"model.fusion.{option}: fusion {section.type!r} has no option {option!r}{suggestion}; "
+                f"valid: {valid or 'none'}"
+            )
 
 
 class BenchmarkMethod(Section):

@@ -165,7 +165,7 @@ def search_space(config: RunConfig, feature_names: Sequence[str]) -> list[Param]
     # SGD's good step sizes reach above 1e-2 (mfeat under the authors' schedule: about 1.6e-2)
     space = [Param("train.lr", "log", 1e-4, 1e-1 if config.train.optimizer == "sgd" else 1e-2)]
     if config.mad_active:
-        features = [f for f in feature_names if not (f == "fused" and config.model.fusion == "concat")]
+        features = [f for f in feature_names if not (f == "fused" and config.model.fusion.type == "concat")]
         space += [
             Param("mad.alpha", "log", 0.1, 100.0),
             Param("mad.variant", "choice", choices=("paper", "sp", "official")),

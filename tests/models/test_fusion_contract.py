@@ -23,12 +23,15 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
+from mmanet.config import ConfigError, resolve_run_config
 from mmanet.modality import ModalitySpec
 from mmanet.models import build_network
-from mmanet.models.fusion import FUSIONS, Fusion, FusionOutput, build_fusion
+from mmanet.models.factory import build_net
+from mmanet.models.fusion import FUSIONS, Fusion, FusionOutput, build_fusion, fusion_options
 from mmanet.models.fusion.base import per_modality_task_loss, task_logits, to_tokens, zero_missing
 from mmanet.models.fusion.dmrnet import kl_to_standard_normal
 from mmanet.models.fusion.shaspec import domain_classification_loss, shared_alignment_loss
+from mmanet.task import TaskInfo
 
 M, B, C, K = 3, 4, 8, 5
 NAMES = FUSIONS.keys()
@@ -397,3 +400,38 @@ def test_train_mode_rows_do_not_see_other_rows_masks(name, encoder_shape):
     first = net(inputs, mask)[0]
     torch.manual_seed(1)
     assert torch.allclose(first, net(inputs, other)[0], atol=1e-6)
+
+
+# ---------------------------------------------------------------- options from the config
+
+
+#: an option of each fusion that has some, with a value other than its default, and how the built fusion shows it
+OPTION_EXAMPLES: dict[str, tuple[dict, Callable[[Fusion], bool]]] = {
+    "se_add": ({"reduction": 4}, lambda f: f.se[0].hidden == 2),
+    "lcr": ({"hidden": 6, "reduction": 4}, lambda f: f.est_w1.shape[2] == 6),
+    "rfnet": ({"hidden": 6}, lambda f: f.prm_net[0].out_features == 6),
+    "mmformer": ({"heads": 2, "mlp_ratio": 3}, lambda f: f.inter.heads == 2),
+    "shaspec": ({"align_weight": 0.5, "domain_weight": 0.0}, lambda f: (f.align_weight, f.domain_weight) == (0.5, 0)),
+    "dmrnet": ({"hard_warmup": 50, "num_hard": 2}, lambda f: (f.hard_warmup, f.num_hard) == (50, 2)),
+}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_options_come_from_the_config_and_unknown_ones_are_named(name):
+    """``model.fusion: {type: name, <option>: …}`` reaches the constructor of every level's fusion; an unknown
+    option is a config error naming the key and listing the valid ones (when the config is read)."""
+    info = TaskInfo(ModalitySpec(("a", "b", "c")), K, {"a": (5,), "b": (7,), "c": (3,)})
+    plain = build_net(resolve_run_config({"model": {"fusion": name, "channels": C}}), info)
+    assert type(plain.fusion) is FUSIONS.get(name)
+    valid = fusion_options(name)
+    assert set(valid) == set(OPTION_EXAMPLES.get(name, ({}, None))[0]) | set(valid)
+    if valid:
+        assert name in OPTION_EXAMPLES, f"{name} takes options {valid}: add one to OPTION_EXAMPLES"
+        options, shows = OPTION_EXAMPLES[name]
+        config = resolve_run_config({"model": {"fusion": {"type": name, **options}, "channels": C}})
+        assert config.model.fusion.options() == options
+        assert shows(build_net(config, info).fusion)
+    with pytest.raises(ConfigError, match=rf"model\.fusion\.nonsense: fusion '{name}' has no option .*valid"):
+        resolve_run_config({"model": {"fusion": {"type": name, "nonsense": 1}}})
+    with pytest.raises(ValueError, match=rf"fusion '{name}' has no option\(s\) \['nonsense'\]; valid"):
+        build_network(info.spec, info.input_shapes, K, channels=C, fusion={"type": name, "nonsense": 1})

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from mmanet.config import method_presets
+from mmanet.modality import ModalitySpec
 from mmanet.models.fusion import FUSIONS, build_fusion
 from mmanet.models.fusion.dmrnet import DMRNetFusion, combination_index, default_num_hard
 from mmanet.models.fusion.shaspec import ShaSpecFusion
@@ -54,7 +55,7 @@ def aux_losses(fusion, x, mask, target, seed: int = 5):
 def test_registered_with_presets():
     assert set(PEERS) <= set(FUSIONS.keys())
     for name in PEERS:
-        assert method_presets()[name] == {"stage": "unified", "model": {"fusion": name}}
+        assert method_presets()[name] == {"stage": "unified", "model": {"fusion": {"type": name}}}
 
 
 # ---------------------------------------------------------------- ShaSpec
@@ -246,3 +247,17 @@ def test_dmrnet_mines_only_on_training_steps():
     aux_losses(fusion, x, mask, targets())
     assert int(fusion.mining_steps) == 1
     torch.testing.assert_close(fusion.variance_count[combination_index(mask)], torch.ones(B, dtype=torch.float64))
+
+
+def test_options_through_the_config():
+    """``model.fusion: {hard_warmup: 50}`` with ``method: dmrnet`` keeps the method's fusion and sets its option."""
+    from mmanet.config import resolve_run_config
+    from mmanet.models.factory import build_net
+    from mmanet.task import TaskInfo
+
+    config = resolve_run_config({"method": "dmrnet", "model": {"fusion": {"hard_warmup": 50}, "channels": C}})
+    assert config.model.fusion.type == "dmrnet" and config.model.fusion.options() == {"hard_warmup": 50}
+    net = build_net(config, TaskInfo(ModalitySpec(("a", "b", "c")), K, {"a": (5,), "b": (7,), "c": (3,)}))
+    assert net.fusion.hard_warmup == 50
+    shaspec = resolve_run_config({"method": "shaspec", "model": {"fusion": {"align_weight": 0.3}}})
+    assert shaspec.model.fusion.as_dict() == {"type": "shaspec", "align_weight": 0.3}

@@ -24,6 +24,7 @@ from mmanet.losses import kd_loss, mad_loss
 from mmanet.losses.mad import Variant
 from mmanet.methods.base import Method, StepContext, no_void_label, register_method
 from mmanet.methods.mar import ModalityAwareRegularization
+from mmanet.methods.supervised import fusion_preset
 from mmanet.models.network import NetOutput
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from mmanet.task import TaskInfo
     from mmanet.training.teacher import FrozenTeacher
 
-_CONCAT = {"model": {"fusion": "concat"}}
+_CONCAT = fusion_preset("concat")
 
 
 @register_method("mmanet", {**_CONCAT, "mad": {"variant": "paper"}, "mar": {"mode": "mined"}}, "MAD + mined MAR")

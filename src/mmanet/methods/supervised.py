@@ -20,22 +20,28 @@ if TYPE_CHECKING:
     from mmanet.config import RunConfig
     from mmanet.data import DataBundle
 
+def fusion_preset(name: str) -> dict[str, Any]:
+    """The preset of a method that stands for fusion ``name``. A section, not the name alone, so that a config
+    giving only the fusion's options (``model.fusion: {hard_warmup: 50}``) keeps the method's fusion."""
+    return {"model": {"fusion": {"type": name}}}
+
+
 #: ESANet (Seichter et al. 2021): ResNet encoders per modality, SE-add fusion at every stage, the ESANet decoder
 ESANET_MODEL: dict[str, Any] = {
-    "fusion": "se_add",
+    "fusion": {"type": "se_add"},
     "channels": None,
     "encoder": {"type": "resnet"},
     "head": {"type": "esanet_decoder"},
 }
 
 
-@register_method("sf_md", {"model": {"fusion": "concat"}}, "SF network, modality dropout (the unified baseline)")
-@register_method("hemis", {"model": {"fusion": "hemis"}}, "HeMIS: mean/variance fusion of the present modalities")
-@register_method("lcr", {"model": {"fusion": "lcr"}}, "LCR: latent correlation representation + attention fusion")
-@register_method("rfnet", {"model": {"fusion": "rfnet"}}, "RFNet: region-aware fusion with per-modality heads")
-@register_method("mmformer", {"model": {"fusion": "mmformer"}}, "mmFormer: intra-/inter-modal transformer fusion")
-@register_method("shaspec", {"model": {"fusion": "shaspec"}}, "ShaSpec: shared and specific features")
-@register_method("dmrnet", {"model": {"fusion": "dmrnet"}}, "DMRNet: probabilistic fusion, hard-combination term")
+@register_method("sf_md", fusion_preset("concat"), "SF network, modality dropout (the unified baseline)")
+@register_method("hemis", fusion_preset("hemis"), "HeMIS: mean/variance fusion of the present modalities")
+@register_method("lcr", fusion_preset("lcr"), "LCR: latent correlation representation + attention fusion")
+@register_method("rfnet", fusion_preset("rfnet"), "RFNet: region-aware fusion with per-modality heads")
+@register_method("mmformer", fusion_preset("mmformer"), "mmFormer: intra-/inter-modal transformer fusion")
+@register_method("shaspec", fusion_preset("shaspec"), "ShaSpec: shared and specific features")
+@register_method("dmrnet", fusion_preset("dmrnet"), "DMRNet: probabilistic fusion, hard-combination term")
 @register_method("esanet_md", {"model": ESANET_MODEL}, "ESANet trained with modality dropout (segmentation)")
 class Unified(Method):
     """One model for every combination: modality dropout, ``L_task`` (+ the fusion's auxiliary losses)."""
@@ -44,7 +50,7 @@ class Unified(Method):
     plan = "single"
 
 
-@register_method("sf", {"model": {"fusion": "concat"}}, "one SF model per combination (customized)")
+@register_method("sf", fusion_preset("concat"), "one SF model per combination (customized)")
 @register_method("esanet", {"model": ESANET_MODEL}, "one ESANet model per combination (segmentation)")
 class Customized(Method):
     """One model per combination ("SF"): each is trained and evaluated on its own combination."""
@@ -68,7 +74,7 @@ class Customized(Method):
         return [combination]
 
 
-@register_method("teacher", {"model": {"fusion": "concat"}}, "the teacher alone: complete modalities")
+@register_method("teacher", fusion_preset("concat"), "the teacher alone: complete modalities")
 class Teacher(Method):
     """The teacher stage (DESIGN §4.3): every sample under its data's own (complete) modalities, validated
     on the full combination. Which samples it trains on is ``teacher.samples`` (the runner's split)."""

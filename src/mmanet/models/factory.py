@@ -32,7 +32,7 @@ def build_net(model: ModelConfig | RunConfig, info: TaskInfo) -> MultimodalNet:
             info.input_shapes,
             info.num_classes,
             channels=model.channels,
-            fusion=model.fusion,
+            fusion=model.fusion.as_dict(),
             encoder=model.encoder.as_dict(),
             encoders={m: section.as_dict() for m, section in model.encoders.items()},
             head=head,
@@ -45,7 +45,7 @@ def build_net(model: ModelConfig | RunConfig, info: TaskInfo) -> MultimodalNet:
     except (TypeError, RuntimeError) as err:  # an option of the wrong type or an impossible size
         raise ConfigError(
             f"invalid model configuration: a component option has the wrong type or size ({err}); "
-            "check the options of model.encoder, model.encoders and model.head"
+            "check the options of model.encoder, model.encoders, model.fusion and model.head"
         ) from err
     if model.pretrained:
         load_pretrained(net, model.pretrained)
