@@ -407,9 +407,10 @@ def test_mining_callback_uses_the_void_label_of_the_miner():
     logits[1, 0, 0, 0, 1] = 50.0  # 'depth' is certain of class 0 on pixel 1 only, which is void
     logits[2, 0, 0, 0, 0] = 50.0  # 'rgb' is certain of class 0 on pixel 0
     batch = ({}, torch.ones(1, 2, dtype=torch.bool), torch.tensor([[[1, 7]]]))
-    module = SimpleNamespace(log=lambda *args, **kwargs: None)
-    callback = MiningCallback(miner, _FixedCandidateMaps(logits), lambda: [batch], warmup_epochs=1)
-    callback.on_train_epoch_end(SimpleNamespace(current_epoch=0), module)
+    logged: dict[str, float] = {}
+    hook = MiningCallback(miner, _FixedCandidateMaps(logits), lambda: [batch], warmup_epochs=1)
+    hook(0, logged.__setitem__)
+    assert set(logged) == {"mar/kl_depth", "mar/kl_rgb"}
     # pixel 0 alone: q_full = (½, ½), q_depth = (½, ½), q_rgb = softmax(50, 0)
     eps, q_rgb = 1e-8, _softmax([50.0, 0.0])
     d_rgb = sum(0.5 * math.log((0.5 + eps) / (q + eps)) for q in q_rgb)

@@ -9,7 +9,7 @@ A method owns everything that makes one recipe differ from another:
 * its **named loss terms**, each weighted in exactly one place (:meth:`Method.loss_terms`, which
   returns ``name → weight · value``; the Lightning module sums and logs them);
 * the modules it trains besides the network (:meth:`Method.extra_modules`, e.g. MAR's head), its
-  callbacks, its state in checkpoints and what it adds to ``results.json``.
+  epoch-end hooks, its state in checkpoints and what it adds to ``results.json``.
 
 The Lightning module (:mod:`mmanet.training.module`) is a thin adapter: each step it encodes and
 fuses the batch under the method's mask and hands the method a :class:`StepContext` — the epoch,
@@ -35,8 +35,6 @@ from mmanet.modality import Combination, ModalitySpec, all_combinations
 from mmanet.registry import Registry
 
 if TYPE_CHECKING:
-    import lightning as L
-
     from mmanet.config import RunConfig
     from mmanet.data import DataBundle
     from mmanet.models.network import MultimodalNet, NetOutput
@@ -44,6 +42,9 @@ if TYPE_CHECKING:
     from mmanet.training.teacher import FrozenTeacher
 
 RunPlan = Literal["single", "teacher_then_student", "per_combination"]
+#: a method's work at the end of each training epoch: ``hook(epoch, log)`` with ``log(name, value)``
+#: (epoch values); the training layer runs it before the epoch's checkpoints are written
+EpochEndHook = Callable[[int, Callable[[str, float], None]], None]
 
 
 @dataclass
@@ -159,7 +160,8 @@ class Method:
         return terms
 
     # ------------------------------------------------------------------ hooks, state, results
-    def callbacks(self, net: MultimodalNet, bundle: DataBundle) -> list[L.Callback]:
+    def epoch_end_hooks(self, net: MultimodalNet, bundle: DataBundle) -> list[EpochEndHook]:
+        """Work after each training epoch (e.g. MAR's mining pass); plain functions, no Lightning."""
         return []
 
     def on_train_epoch_start(self, epoch: int, say: Callable[[str], None]) -> None:
@@ -223,6 +225,7 @@ __all__ = [
     "METHODS",
     "Method",
     "MethodEntry",
+    "EpochEndHook",
     "RunPlan",
     "StepContext",
     "TaskLoss",

@@ -18,7 +18,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-import lightning as L
 import torch
 import torch.distributed as dist
 from torch import Tensor
@@ -36,7 +35,7 @@ from mmanet.losses.mar import (
     probability_sums,
     single_modality_weak_set,
 )
-from mmanet.methods.base import labels_at
+from mmanet.methods.base import EpochEndHook, labels_at
 from mmanet.modality import (
     Combination,
     ModalitySpec,
@@ -296,10 +295,12 @@ def mining_loader(bundle: DataBundle, config: RunConfig) -> DataLoader:
     return DataLoader(split, batch_size=config.data.batch_size, sampler=sampler, collate_fn=collate_samples)
 
 
-class MiningCallback(L.Callback):
+class MiningCallback:
     """After each warm-up epoch e < ω: mine ``D_c`` with the deployment network and record it in the
-    miner — before that epoch's checkpoint callbacks run, so the saved checkpoint holds the updated
-    memory bank; logs ``mar/kl_<candidate>``."""
+    miner; logs ``mar/kl_<candidate>``. An epoch-end hook (:class:`~mmanet.methods.base.EpochEndHook`):
+    the training layer runs it at the end of every training epoch, before that epoch's checkpoints are
+    written, so the saved checkpoint holds the updated memory bank. Lightning-free (like every method).
+    """
 
     def __init__(
         self,
@@ -313,16 +314,16 @@ class MiningCallback(L.Callback):
         self.loader_factory = loader_factory
         self.warmup_epochs = warmup_epochs
 
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.current_epoch >= self.warmup_epochs:
+    def __call__(self, epoch: int, log: Callable[[str, float], None]) -> None:
+        if epoch >= self.warmup_epochs:
             return
         miner = self.miner
         discrepancies, _ = mine_discrepancies(
             self.net, self.loader_factory(), miner.candidates, ignore_index=miner.ignore_index, eps=miner.eps
         )
-        miner.record(trainer.current_epoch, discrepancies)
+        miner.record(epoch, discrepancies)
         for name, value in discrepancies.items():
-            pl_module.log(f"mar/kl_{name}", float(value), on_epoch=True, sync_dist=False)
+            log(f"mar/kl_{name}", float(value))
 
 
 # --------------------------------------------------------------------------- the regularization
@@ -368,7 +369,7 @@ class ModalityAwareRegularization:
                 f"{n} combination{'s' if n != 1 else ''} without them"
             )
 
-    def callbacks(self, net: MultimodalNet, bundle: DataBundle) -> list[L.Callback]:
+    def epoch_end_hooks(self, net: MultimodalNet, bundle: DataBundle) -> list[EpochEndHook]:
         if self.miner is None:
             return []
         return [MiningCallback(self.miner, net, lambda: mining_loader(bundle, self.config), self.warmup_epochs)]

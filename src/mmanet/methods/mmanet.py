@@ -22,14 +22,12 @@ from torch import Tensor, nn
 
 from mmanet.losses import kd_loss, mad_loss
 from mmanet.losses.mad import Variant
-from mmanet.methods.base import Method, StepContext, no_void_label, register_method
+from mmanet.methods.base import EpochEndHook, Method, StepContext, no_void_label, register_method
 from mmanet.methods.mar import ModalityAwareRegularization
 from mmanet.methods.supervised import fusion_preset
 from mmanet.models.network import NetOutput
 
 if TYPE_CHECKING:
-    import lightning as L
-
     from mmanet.config import RunConfig
     from mmanet.data import DataBundle
     from mmanet.modality import Combination
@@ -153,8 +151,8 @@ class MMANet(Method):
         return torch.stack(terms).sum() if len(terms) > 1 else terms[0]
 
     # ------------------------------------------------------------------ hooks and state
-    def callbacks(self, net: MultimodalNet, bundle: DataBundle) -> list[L.Callback]:
-        return self.mar.callbacks(net, bundle) if self.mar is not None else []
+    def epoch_end_hooks(self, net: MultimodalNet, bundle: DataBundle) -> list[EpochEndHook]:
+        return self.mar.epoch_end_hooks(net, bundle) if self.mar is not None else []
 
     def on_train_epoch_start(self, epoch: int, say: Callable[[str], None]) -> None:
         if self.mar is not None:

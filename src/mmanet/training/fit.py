@@ -12,8 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 from mmanet.config import ConfigError, RunConfig, dump_config
 from mmanet.data import DataBundle, collate_samples
 from mmanet.data.base import MultimodalDataset, complete_part
-from mmanet.deploy import net_from_checkpoint
-from mmanet.deploy.checkpoint import load_checkpoint, model_hash_of_checkpoint
+from mmanet.deploy.checkpoint import TrainedCheckpoint, model_hash_of_checkpoint, read_checkpoint
 from mmanet.methods import method_entry
 from mmanet.modality import Combination
 from mmanet.models.encoders.base import has_batch_statistics
@@ -21,14 +20,15 @@ from mmanet.models.factory import build_net, check_feature_name
 from mmanet.models.network import MultimodalNet
 from mmanet.training.factory import make_loader, make_trainer, task_info
 from mmanet.training.guards import NonFiniteGuard, interrupts_as_exception
+from mmanet.training.hooks import EpochEndCallback
 from mmanet.training.module import MultimodalModule
 from mmanet.training.run_dir import process_rank
 from mmanet.training.teacher import FrozenTeacher, TeacherMismatchError, check_teacher_hash
 
 
-def load_net_weights(net: MultimodalNet, checkpoint: dict) -> MultimodalNet:
-    state = {k[len("net.") :]: v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
-    net.load_state_dict(state)
+def load_net_weights(net: MultimodalNet, checkpoint: TrainedCheckpoint) -> MultimodalNet:
+    """The network's weights from a training checkpoint (read once: :func:`read_checkpoint`)."""
+    net.load_state_dict(checkpoint.net_state)
     return net
 
 
@@ -89,7 +89,7 @@ def fit_stage(
         weights = class_weights(bundle)
     module = MultimodalModule(net, config, info, combination=combination, teacher=teacher, class_weights=weights)
     check_batch_size(config, {"the network": net, **module.method.extra_modules()})
-    callbacks += module.method.callbacks(net, bundle)
+    callbacks += [EpochEndCallback(hook) for hook in module.method.epoch_end_hooks(net, bundle)]
     trainer = make_trainer(
         config, out_dir, module.monitor, module.monitor_mode, max_epochs or config.train.max_epochs, callbacks
     )
@@ -99,7 +99,7 @@ def fit_stage(
     best = out_dir / "checkpoints" / "best.ckpt"
     if not best.exists():
         best = last
-    load_net_weights(net, load_checkpoint(best))
+    load_net_weights(net, read_checkpoint(best))
     return net.eval(), best
 
 
@@ -115,14 +115,15 @@ def train_teacher(config: RunConfig, bundle: DataBundle, out_dir: Path) -> Froze
     """Load ``teacher.checkpoint`` or train the teacher stage in ``out_dir/teacher``."""
     if config.teacher.checkpoint:
         path = Path(config.teacher.checkpoint)
-        net, _, t_info, _ = net_from_checkpoint(path)
+        checkpoint = read_checkpoint(path)  # read once: the network, its data description and its hash
+        net, t_info = checkpoint.network(), checkpoint.info
         info = task_info(bundle)
         if t_info.num_classes != info.num_classes or tuple(t_info.spec.names) != tuple(info.spec.names):
             raise TeacherMismatchError(
                 f"teacher checkpoint {path} was trained on modalities {list(t_info.spec.names)} with "
                 f"{t_info.num_classes} classes; this data has {list(info.spec.names)} and {info.num_classes}"
             )
-        digest = model_hash_of_checkpoint(path)
+        digest = checkpoint.model_hash
         check_teacher_hash(config.teacher.sha256, digest, "the configuration (teacher.sha256)", path)
         return FrozenTeacher(net, path=path, sha256=digest)
     teacher_config = teacher_stage_config(config)
@@ -138,5 +139,5 @@ def check_resumed_teacher(out_dir: Path, teacher: FrozenTeacher) -> None:
     """On resume, the teacher must be the one the interrupted deployment run was trained against."""
     last = out_dir / "checkpoints" / "last.ckpt"
     if last.is_file() and teacher.sha256 is not None:
-        recorded = load_checkpoint(last).get("mmanet", {}).get("teacher", {})
+        recorded = read_checkpoint(last).teacher
         check_teacher_hash(recorded.get("sha256"), teacher.sha256, f"the run's checkpoint {last}", teacher.path)

@@ -27,7 +27,7 @@ import torch
 
 from mmanet.config import RunConfig
 from mmanet.data import DataBundle
-from mmanet.deploy.checkpoint import load_checkpoint
+from mmanet.deploy.checkpoint import read_checkpoint
 from mmanet.methods import method_entry
 from mmanet.modality import Combination, all_combinations
 from mmanet.results import ResultTable
@@ -115,8 +115,8 @@ def _run_stages(config: RunConfig, out_dir: Path, bundle: DataBundle) -> RunResu
         net, best = fit_stage(config, bundle, out_dir, teacher=teacher)
         result_tables = evaluate_tables(net, bundle, config, method.eval_combinations(bundle.spec), splits=splits)
         num_parameters = count_parameters(net)
-        state = load_checkpoint(best.parent / "last.ckpt").get("mmanet", {})  # the method's final state
-        extras.update(method.results_of(state))
+        final = read_checkpoint(best.parent / "last.ckpt")  # the method's final state
+        extras.update(method.results_of(final.method_state))
     seconds = time.perf_counter() - start
     writes = process_rank() == 0  # DDP: every rank evaluates (metrics are all-reduced), rank 0 writes
     for split, table in result_tables.items():
