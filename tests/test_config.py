@@ -352,3 +352,13 @@ def test_the_stage_follows_from_the_method():
     with pytest.raises(ConfigError, match="stage: 'mmanet' does not go with method 'sf_md'"):
         load_run_config("configs/mfeat/sf_md.yaml", ["stage=mmanet"])
     assert sorted(method_presets()) == sorted(METHODS)  # every method is listed once, in the registry
+
+
+def test_options_for_a_component_named_by_a_plain_string_keep_its_type(tmp_path):
+    both = load_run_config("configs/mfeat/sf_md.yaml", ["model.fusion=dmrnet", "model.fusion.hard_warmup=5"])
+    assert (both.model.fusion.type, both.model.fusion.options()) == ("dmrnet", {"hard_warmup": 5})
+    path = write(tmp_path, "method: sf_md\ndata: {name: mfeat}\nmodel: {fusion: dmrnet, encoders: {fou: mlp}}\n")
+    config = load_run_config(path, ["model.fusion.hard_warmup=7", "model.encoders.fou.hidden=32"])
+    assert (config.model.fusion.type, config.model.fusion.options()) == ("dmrnet", {"hard_warmup": 7})
+    assert config.model.encoders["fou"].as_dict() == {"type": "mlp", "hidden": 32}
+    assert deep_merge({"data": {"name": "mfeat"}}, {"data": {"name": "npz"}}) == {"data": {"name": "npz"}}

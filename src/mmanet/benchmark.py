@@ -36,6 +36,7 @@ from mmanet.outputs import OutputPathError, Reads, check_not_read, inside, plain
 from mmanet.report import plot_mar_discrepancy, plot_per_combination
 from mmanet.results import AVERAGE, ResultTable, higher_is_better, markdown_table
 from mmanet.training.factory import check_config_against_data, load_bundle
+from mmanet.training.preflight import preflight
 from mmanet.training.run_dir import RunDirectoryError, changed_run, check_deletable, run_part, same_configuration
 from mmanet.training.runner import run
 from mmanet.training.shared_teacher import BENCHMARK_TEACHERS, share_teacher, trained_shared_teacher
@@ -254,8 +255,10 @@ def run_benchmark(
     check_changed_runs(bench, methods, seeds, out_dir, overwrite, reads)
     out_dir.mkdir(parents=True, exist_ok=True)
     bundle = load_bundle(first_cfg)  # every method shares the data and its split
-    for method in methods[1:]:  # every method's keys that name the data's modalities, before anything trains
-        check_config_against_data(method_config(bench, method), bundle)
+    for method in methods:  # every method's names (components, features, modalities), before anything trains
+        cfg = method_config(bench, method)
+        check_config_against_data(cfg, bundle)
+        preflight(cfg, bundle)
     report = BenchmarkReport(bench, out_dir, {m.display: [] for m in methods})
     total = len(methods) * bench.seeds
     done = 0

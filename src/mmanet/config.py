@@ -466,11 +466,24 @@ def method_presets() -> dict[str, dict[str, Any]]:
     return registered()
 
 
-def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+#: the keys whose value is a component section, for which a plain string is shorthand for ``{type: …}``
+COMPONENT_KEYS = frozenset({"encoder", "head", "fusion"})
+
+
+def _component(key: str, parent: str | None) -> bool:
+    return key in COMPONENT_KEYS or parent == "encoders"
+
+
+def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any], parent: str | None = None) -> dict[str, Any]:
+    """``update`` merged into ``base`` (mappings recursively). Options given for a component named by a
+    plain string (``fusion: dmrnet`` + ``{hard_warmup: 5}``) keep its type: ``{type: dmrnet, hard_warmup: 5}``."""
     out = copy.deepcopy(dict(base))
     for key, value in update.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = deep_merge(out[key], value)
+        current = out.get(key)
+        if isinstance(value, Mapping) and isinstance(current, str) and _component(key, parent):
+            current = {"type": current}
+        if isinstance(value, Mapping) and isinstance(current, Mapping):
+            out[key] = deep_merge(current, value, key)
         else:
             out[key] = copy.deepcopy(value)
     return out
@@ -503,10 +516,14 @@ def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
 def set_dotted(target: dict[str, Any], key: str, value: Any) -> None:
     parts = key.split(".")
     node = target
+    parent = None
     for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
+        child = node.setdefault(part, {})
+        if isinstance(child, str) and _component(part, parent):  # `fusion=dmrnet`, then `fusion.hard_warmup=5`
+            child = node[part] = {"type": child}
+        if not isinstance(child, dict):
             raise ConfigError(f"cannot set {key!r}: {part!r} is not a section")
+        node, parent = child, part
     node[parts[-1]] = value
 
 
