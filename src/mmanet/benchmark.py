@@ -309,7 +309,8 @@ def describe_weak_set(names: list[str], spec) -> str:
     strong = [m for m in spec.names if m not in members]
     lacking = [c.name for c in all_combinations(spec) if not any(c.contains(s) for s in strong)]
     if strong and sorted(lacking) == sorted(names):
-        return f"the {len(names)} combinations without {'+'.join(strong)}"
+        plural = "s" if len(names) != 1 else ""
+        return f"the {len(names)} combination{plural} without {'+'.join(strong)}"
     return "{" + ", ".join(names) + "}"
 
 
