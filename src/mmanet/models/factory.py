@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Protocol, cast
+
 import torch
+from torch import Tensor
 
 from mmanet.config import ConfigError, ModelConfig, RunConfig
 from mmanet.models.heads import HEADS
 from mmanet.models.network import MultimodalNet, build_network
 from mmanet.task import TaskInfo
+
+
+class _TakesResNetWeights(Protocol):
+    """A module that loads a torchvision ResNet ``state_dict`` (the ``sf_resnet`` stems, the ``resnet_trunk``)."""
+
+    def load_torchvision(self, state_dict: Mapping[str, Tensor]) -> object: ...
 
 
 def default_head(info: TaskInfo) -> str:
@@ -72,7 +82,7 @@ def load_pretrained(net: MultimodalNet, path: str) -> list[str]:
     for name, module in [*net.encoders.items(), ("head", net.head)]:
         if hasattr(module, "load_torchvision"):
             try:
-                module.load_torchvision(state)
+                cast(_TakesResNetWeights, module).load_torchvision(state)
             except (StateDictMismatchError, TypeError) as err:
                 raise ConfigError(f"model.pretrained={path} does not fit {name}: {err}") from None
             loaded.append(name)

@@ -24,7 +24,7 @@ import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, cast
 
 import torch
 from torch import Tensor, nn
@@ -37,6 +37,12 @@ from mmanet.models.heads import HEADS, Head
 
 #: default bound on the elements of the repeated features of one batched-combination chunk (64 MiB fp32)
 DEFAULT_CHUNK_ELEMENTS = 1 << 24
+
+
+class _Resettable(Protocol):
+    """A layer with fresh-weight initialisation (``nn.Linear``, ``nn.Conv2d``, norms …)."""
+
+    def reset_parameters(self) -> None: ...
 
 
 @dataclass
@@ -158,7 +164,7 @@ class MultimodalNet(nn.Module):
         self.encoders = encoders
         self.fusions = nn.ModuleList([fusions] if isinstance(fusions, Fusion) else list(fusions))
         self.head = head
-        infos = {m: encoders[m].feature_info for m in spec.names}
+        infos = {m: cast(Encoder, encoders[m]).feature_info for m in spec.names}
         self.plans = list(plans) if plans is not None else plan_levels(spec, infos, head.levels)
         if len(self.plans) != len(self.fusions):
             raise ValueError(f"{len(self.plans)} fused level(s) but {len(self.fusions)} fusion module(s)")
@@ -171,7 +177,7 @@ class MultimodalNet(nn.Module):
     @property
     def fusion(self) -> Fusion:
         """The fusion of the coarsest fused level (the only one for classification heads)."""
-        return self.fusions[-1]
+        return cast(Fusion, self.fusions[-1])
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -180,7 +186,8 @@ class MultimodalNet(nn.Module):
 
     @property
     def fused_info(self) -> list[FeatureInfo]:
-        return [FeatureInfo(f.out_channels, p.info.stride) for f, p in zip(self.fusions, self.plans, strict=True)]
+        fusions = [cast(Fusion, f) for f in self.fusions]
+        return [FeatureInfo(f.out_channels, p.info.stride) for f, p in zip(fusions, self.plans, strict=True)]
 
     # ------------------------------------------------------------------ encode
     def encode(self, inputs: Mapping[str, Tensor], present: Tensor | None = None) -> list[Tensor]:
@@ -209,7 +216,7 @@ class MultimodalNet(nn.Module):
         for i, name in enumerate(self.spec.names):
             rows = present[:, i] if present is not None else None
             per_modality.append(
-                self._encode_one(self.encoders[name], inputs[name], inputs.get(lengths_key(name)), rows)
+                self._encode_one(cast(Encoder, self.encoders[name]), inputs[name], inputs.get(lengths_key(name)), rows)
             )
         levels = []
         for plan in self.plans:
@@ -286,7 +293,7 @@ class MultimodalNet(nn.Module):
         losses: dict[str, Tensor] = {}
         several = len(self.fusions) > 1
         for level, (fusion, fused) in enumerate(zip(self.fusions, out.fusion_outputs, strict=True)):
-            for name, value in fusion.auxiliary_losses(fused, target, loss_fn).items():
+            for name, value in cast(Fusion, fusion).auxiliary_losses(fused, target, loss_fn).items():
                 losses[f"{name}@{level}" if several else name] = value
         return losses
 
@@ -356,7 +363,7 @@ class MultimodalNet(nn.Module):
         head = copy.deepcopy(self.head)
         for module in head.modules():
             if hasattr(module, "reset_parameters"):
-                module.reset_parameters()
+                cast(_Resettable, module).reset_parameters()
         return head
 
 
@@ -446,8 +453,8 @@ def build_network(
     ``channels=None`` lets each encoder keep its natural last-level width; ``width`` goes to every encoder
     and head that take it.
     """
-    encoders = {k: _section(v) for k, v in (encoders or {}).items()}
-    unknown = [m for m in encoders if m not in spec.names]
+    sections = {k: _section(v) for k, v in (encoders or {}).items()}
+    unknown = [m for m in sections if m not in spec.names]
     if unknown:
         raise ModalityError(f"encoder section for unknown modality {unknown[0]!r}; the data has {list(spec.names)}")
     no_shape = [m for m in spec.names if m not in input_shapes]
@@ -457,10 +464,10 @@ def build_network(
     modules = nn.ModuleDict()
     for name in spec.names:
         shape = tuple(input_shapes[name])
-        kind, options = resolve_encoder_section(name, shape, default, encoders.get(name, {}), dropout, width)
+        kind, options = resolve_encoder_section(name, shape, default, sections.get(name, {}), dropout, width)
         modules[name] = build_encoder(kind, shape, channels, **options)
     head_cls = HEADS.get(head)
-    plans = plan_levels(spec, {m: modules[m].feature_info for m in spec.names}, head_cls.levels)
+    plans = plan_levels(spec, {m: cast(Encoder, modules[m]).feature_info for m in spec.names}, head_cls.levels)
     fusion_section = _section(fusion)
     fusion_kind = fusion_section.pop("type", "concat")
     fusions = [

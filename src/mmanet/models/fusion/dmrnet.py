@@ -109,6 +109,12 @@ class DMRNetFusion(Fusion):
     and DDP's buffer broadcast makes rank 0's statistics the ones that count.
     """
 
+    # the buffers registered in __init__ (typed here: torch.nn.Module's attribute lookup is untyped)
+    variance_sum: Tensor
+    variance_count: Tensor
+    mining_steps: Tensor
+    hard: Tensor
+
     def __init__(
         self,
         num_modalities: int,
