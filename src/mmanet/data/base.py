@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, cast, runtime_checkable
 
 import numpy as np
 import torch
@@ -207,7 +207,8 @@ def complete_part(dataset: MultimodalDataset, what: str = "the teacher") -> Mult
             "family trains its teacher on complete samples); set teacher.samples: all and "
             "teacher.distill_samples: all to use incomplete samples instead"
         )
-    return dataset.subset(complete.nonzero().flatten())
+    # only an in-memory ArrayMultimodalDataset holds incomplete samples (present_matrix): it has subset()
+    return cast(ArrayMultimodalDataset, dataset).subset(complete.nonzero().flatten())
 
 
 def unaugmented(dataset: MultimodalDataset) -> MultimodalDataset:

@@ -272,6 +272,7 @@ class RGBDSegmentationDataset(EpochSeeded, Dataset):
         frame = self.reader.frame(self.records[index])
         sample = PairedSample({"rgb": frame.rgb, "depth": frame.depth}, frame.label)
         out = self.transform(sample, self.generator(index))
+        assert out.label is not None  # the transforms keep the frame's label map, which every frame has
         return out.images, torch.ones(len(self.spec), dtype=torch.bool), out.label
 
     def input_shapes(self) -> dict[str, tuple[int, ...]]:

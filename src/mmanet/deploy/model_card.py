@@ -50,7 +50,7 @@ def run_results(checkpoint: Path, config: RunConfig, info: TaskInfo) -> dict[str
         return None
     run_dir = checkpoint.parent.parent
     files = {config.evaluate.split: run_dir / "per_combination.csv", "val": run_dir / "per_combination_val.csv"}
-    results = {}
+    results: dict[str, Any] = {}
     for split, path in files.items():
         if not path.is_file():
             continue

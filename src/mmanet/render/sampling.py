@@ -48,6 +48,8 @@ def _distinct_colour(rng: np.random.Generator, avoid: np.ndarray, min_dist: floa
             return c
         if d > best_dist:
             best, best_dist = c, d
+    # set by the first try: a distance between two finite colours is >= 0 > -1
+    assert best is not None
     return best
 
 

@@ -175,10 +175,10 @@ def void_band(label: np.ndarray, z: np.ndarray) -> np.ndarray:
     structural = label <= CEILING
     out = label.copy()
     for axis in (0, 1):
-        a = [slice(None)] * 2
-        b = [slice(None)] * 2
-        a[axis], b[axis] = slice(None, -1), slice(1, None)
-        a, b = tuple(a), tuple(b)
+        first = [slice(None)] * 2
+        second = [slice(None)] * 2
+        first[axis], second[axis] = slice(None, -1), slice(1, None)
+        a, b = tuple(first), tuple(second)
         boundary = (label[a] != label[b]) & ~(structural[a] & structural[b])
         first_farther = z[a] > z[b] + 1e-3
         out[a][boundary & first_farther] = VOID
