@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint mutate clean
+.PHONY: setup demo test lint typecheck mutate clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check src tests perf
+
+# mypy with the [tool.mypy] settings of pyproject.toml: src/mmanet, pydantic's plugin
+typecheck: setup
+	$(BIN)/mypy
 
 # Mutation testing (docs/testing.md): mutmut mutates the files of [tool.mutmut] in pyproject.toml
 # and runs, per mutant, the selected tests that reach the mutated function; then the score per file.
