@@ -15,14 +15,3 @@ def test_mar_mining_runs_after_each_warm_up_epoch_and_reaches_the_checkpoints(ti
     assert sorted(last["mmanet"]["miner"]["memory_bank"]) == [0, 1]  # one record per warm-up epoch
     metrics = (tmp_path / "run" / "logs" / "version_0" / "metrics.csv").read_text()
     assert "mar/kl_" in metrics
-
-
-def test_methods_and_the_deployment_package_never_import_lightning():
-    import subprocess
-    import sys
-
-    code = (
-        "import sys, mmanet.deploy, mmanet.methods; from mmanet.config import resolve_run_config; "
-        "resolve_run_config({'method': 'mmanet'}); assert 'lightning' not in sys.modules, 'lightning imported'"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True)
