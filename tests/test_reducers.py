@@ -134,3 +134,27 @@ def test_primary_metric():
     assert primary_metric("classification", 1) == "acer"
     assert primary_metric("classification", 0) == "acer"
     assert primary_metric("classification", None) == "error"
+
+
+def test_the_headline_metric_can_be_chosen_in_the_config(tmp_path):
+    from mmanet.config import ConfigError, resolve_run_config
+    from mmanet.training.factory import load_bundle, task_info
+    from mmanet.training.preflight import preflight
+    from mmanet.training.runner import run
+
+    raw = {"method": "sf_md", "data": {"name": "toy", "options": {"num_samples": 60, "num_classes": 2}},
+           "model": {"channels": 8}, "train": {"max_epochs": 1, "progress_bar": False},
+           "evaluate": {"metric": "acer"}}  # fmt: skip
+    with pytest.raises(ConfigError, match="evaluate.metric: 'acer' needs a bona fide class"):
+        preflight(resolve_run_config(raw), load_bundle(resolve_run_config(raw)))
+    with pytest.raises(ConfigError, match="unknown metric 'f1'"):
+        resolve_run_config({**raw, "evaluate": {"metric": "f1"}})
+    rooms = {"num_train": 8, "num_val": 4, "num_test": 4, "height": 16, "width": 24, "augment": False}
+    seg = resolve_run_config(
+        {"method": "esanet_md", "data": {"name": "rooms", "options": rooms, "batch_size": 4},
+         "model": {"width": 4}, "train": {"max_epochs": 1, "progress_bar": False}, "evaluate": {"metric": "error"}}
+    )  # fmt: skip
+    assert task_info(load_bundle(seg)).headline("error") == "error"
+    result = run(seg, tmp_path / "seg")
+    assert result.table.metric == "error" and "error" in result.table.metric_names  # pixel error, not mIoU
+    assert "val/avg_error" in (tmp_path / "seg" / "logs" / "version_0" / "metrics.csv").read_text()

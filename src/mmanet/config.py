@@ -305,6 +305,18 @@ class MARConfig(Section):
 
 class EvaluateConfig(Section):
     split: Literal["val", "test"] = "test"
+    #: the headline metric of the tables and of checkpoint selection: ``auto`` (ACER for anti-spoofing,
+    #: mIoU for segmentation, else the error rate) or a registered one (``error``, ``acer``, ``miou`` …)
+    metric: str = "auto"
+
+    @field_validator("metric")
+    @classmethod
+    def _registered_metric(cls, value: str) -> str:
+        from mmanet.reducers import METRICS
+
+        if value != "auto" and value not in METRICS:
+            raise ValueError(f"unknown metric {value!r}; valid: {['auto', *METRICS.keys()]}")
+        return value
 
 
 class RunConfig(Section):

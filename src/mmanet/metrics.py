@@ -110,13 +110,15 @@ class PerCombinationEvaluator:
         task: str = "classification",
         bona_fide_class: int | None = None,
         ignore_index: int | None = None,
+        metric: str | None = None,
     ) -> None:
         self.spec = spec
         self.combinations = list(combinations) if combinations is not None else all_combinations(spec)
         if not self.combinations:
             raise ValueError("no combination to evaluate")
         self.task = task
-        self.metric = primary_metric(task, bona_fide_class)
+        #: the table's headline metric (with its companions, :mod:`mmanet.reducers`); default by the task
+        self.metric = metric or primary_metric(task, bona_fide_class)
         self.bona_fide_class = bona_fide_class
         self.confusion = CombinationConfusion(len(self.combinations), num_classes, ignore_index)
         self._masks = torch.stack([c.mask() for c in self.combinations])

@@ -39,12 +39,25 @@ class TaskInfo:
 
     @property
     def metric(self) -> str:
-        """The headline metric: ``acer``, ``miou`` or ``error``."""
+        """The default headline metric: ``acer``, ``miou`` or ``error``."""
         return primary_metric(self.task, self.bona_fide_class)
 
-    def monitor(self) -> tuple[str, str]:
+    def headline(self, metric: str = "auto") -> str:
+        """``evaluate.metric`` resolved for this data (``auto``: :attr:`metric`); an anti-spoofing metric
+        on data without a bona fide class is a :class:`~mmanet.config.ConfigError`."""
+        if metric == "auto":
+            return self.metric
+        from mmanet.config import ConfigError
+        from mmanet.reducers import metric as registered
+
+        if registered(metric).needs_bona_fide and self.bona_fide_class is None:
+            raise ConfigError(f"evaluate.metric: {metric!r} needs a bona fide class, which this data has not")
+        return metric
+
+    def monitor(self, metric: str = "auto") -> tuple[str, str]:
         """(logged validation key, 'min'|'max') used for best-checkpoint selection."""
-        return f"val/avg_{self.metric}", monitor_mode(self.metric)
+        name = self.headline(metric)
+        return f"val/avg_{name}", monitor_mode(name)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -58,8 +71,10 @@ class TaskInfo:
             "normalization": normalizations_to_dict(self.normalization),
         }
 
-    def evaluator(self, combinations: list[Combination] | None = None) -> PerCombinationEvaluator:
-        """A per-combination evaluator with this task's metric (all combinations by default)."""
+    def evaluator(
+        self, combinations: list[Combination] | None = None, metric: str = "auto"
+    ) -> PerCombinationEvaluator:
+        """A per-combination evaluator with the headline ``metric`` (all combinations by default)."""
         return PerCombinationEvaluator(
             self.spec,
             self.num_classes,
@@ -67,6 +82,7 @@ class TaskInfo:
             task=self.task,
             bona_fide_class=self.bona_fide_class,
             ignore_index=self.ignore_index,
+            metric=self.headline(metric),
         )
 
     @classmethod

@@ -284,7 +284,7 @@ class Tuner:
         quiet_lightning()
         self.bundle = load_bundle(self.base)
         info = task_info(self.bundle)
-        self.metric_name = info.metric
+        self.metric_name = info.headline(self.base.evaluate.metric)
         net = build_net(self.base.model, info)
         self.space = restrict(search_space(self.base, net.feature_names), self.settings.params)
         if not self.space:

@@ -51,17 +51,18 @@ def run_results(checkpoint: Path, config: RunConfig, info: TaskInfo) -> dict[str
     run_dir = checkpoint.parent.parent
     files = {config.evaluate.split: run_dir / "per_combination.csv", "val": run_dir / "per_combination_val.csv"}
     results: dict[str, Any] = {}
+    headline = info.headline(config.evaluate.metric)
     for split, path in files.items():
         if not path.is_file():
             continue
         try:
-            table = ResultTable.read_csv(path, info.spec, info.metric)
+            table = ResultTable.read_csv(path, info.spec, headline)
         except (OSError, KeyError, ValueError):
             continue  # a damaged or foreign table is left out, not guessed
         results[split] = {
-            "metric": info.metric,
-            "average": table.average()[info.metric],
-            "per_combination": {c.name: values[info.metric] for c, values in table.rows},
+            "metric": headline,
+            "average": table.average()[headline],
+            "per_combination": {c.name: values[headline] for c, values in table.rows},
         }
     return results or None
 
@@ -81,7 +82,7 @@ def build_model_card(
         "format": FORMAT,
         "version": VERSION,
         "task": info.task,
-        "metric": info.metric,
+        "metric": info.headline(config.evaluate.metric),
         "method": config.method,
         "stage": str(meta.get("stage", config.stage)),
         "combination": meta.get("combination"),

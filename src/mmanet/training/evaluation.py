@@ -90,7 +90,7 @@ def evaluate_tables(
     info = task_info(bundle)
     tables = {}
     for split in splits:
-        evaluator = info.evaluator(combinations)
+        evaluator = info.evaluator(combinations, config.evaluate.metric)
         tables[split] = evaluator.evaluate(net, make_loader(bundle.split(split), config, train=False))
     return tables
 

@@ -55,8 +55,9 @@ class MultimodalModule(L.LightningModule):
         )
         for name, module in self.method.extra_modules().items():  # registered: trained, checkpointed, in DDP
             setattr(self, name, module)
-        self.val_evaluator = info.evaluator(self.method.eval_combinations(info.spec, combination))
-        self.monitor, self.monitor_mode = info.monitor()
+        combinations = self.method.eval_combinations(info.spec, combination)
+        self.val_evaluator = info.evaluator(combinations, config.evaluate.metric)
+        self.monitor, self.monitor_mode = info.monitor(config.evaluate.metric)
 
     @property
     def teacher(self) -> FrozenTeacher | None:

@@ -22,6 +22,7 @@ def preflight(config: RunConfig, bundle: DataBundle) -> None:
     later: an unknown method, a component option, a feature the network does not expose."""
     entry = method_entry(config.method)
     info = task_info(bundle)
+    info.headline(config.evaluate.metric)  # a registered metric this data can be scored with
     state = torch.random.get_rng_state()  # building consumes random numbers; the run must not notice
     try:
         net = build_net(config, info)
