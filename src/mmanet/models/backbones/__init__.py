@@ -1,6 +1,6 @@
 """Backbone building blocks in plain ``torch.nn`` (no torchvision/timm): ResNet-18/34/50 pieces with
-torchvision-compatible names and a weight loader (:mod:`.resnet`), and ESANet decoder/context pieces
-(:mod:`.esanet`)."""
+torchvision-compatible names (:mod:`.resnet`), loading torchvision-format weights into them
+(:mod:`.torchvision_weights`), and ESANet decoder/context pieces (:mod:`.esanet`)."""
 
 from mmanet.models.backbones.esanet import (
     ConvBNReLU,
@@ -15,19 +15,21 @@ from mmanet.models.backbones.esanet import (
 from mmanet.models.backbones.resnet import (
     RESNET_BLOCKS,
     RESNET_LAYERS,
-    TORCHVISION_PREFIX_MAP,
     BasicBlock,
     Bottleneck,
-    LoadSummary,
     SqueezeExcitation,
-    StateDictMismatchError,
     init_resnet_weights,
-    load_state_dict_file,
-    load_torchvision_resnet,
     make_layer,
     resnet_layers,
     resnet_stem,
     resnet_widths,
+)
+from mmanet.models.backbones.torchvision_weights import (
+    TORCHVISION_PREFIX_MAP,
+    LoadSummary,
+    StateDictMismatchError,
+    load_state_dict_file,
+    load_torchvision_resnet,
     torchvision_resnet_depth,
 )
 
