@@ -14,8 +14,9 @@ from mmanet.config import RunConfig, resolve_run_config
 from mmanet.data import ArrayMultimodalDataset, DataBundle, collate_samples, load_dataset
 from mmanet.metrics import PerCombinationEvaluator
 from mmanet.modality import ModalitySpec
+from mmanet.models.builder import build_network
 from mmanet.models.factory import build_net
-from mmanet.models.network import MultimodalNet, build_network
+from mmanet.models.network import MultimodalNet
 from mmanet.task import TaskInfo
 from mmanet.training.factory import task_info
 

@@ -9,6 +9,7 @@ from test_backbones import fabricated_state_dict
 
 from mmanet.modality import ModalitySpec
 from mmanet.models.backbones import BasicBlock, Bottleneck, StateDictMismatchError
+from mmanet.models.builder import build_network
 from mmanet.models.encoders import (
     ENCODERS,
     GRUEncoder,
@@ -20,7 +21,6 @@ from mmanet.models.encoders import (
     reverse_valid,
     valid_steps,
 )
-from mmanet.models.network import build_network
 from mmanet.registry import UnknownKeyError
 
 B, T, F, C = 5, 12, 4, 8

@@ -9,8 +9,9 @@ from torch import nn
 from mmanet.config import resolve_run_config
 from mmanet.data.base import ArrayMultimodalDataset, DataBundle
 from mmanet.modality import ModalitySpec
+from mmanet.models.builder import build_network
 from mmanet.models.encoders import ENCODERS, Encoder, FeatureInfo, build_encoder
-from mmanet.models.network import build_network, plan_levels
+from mmanet.models.network import plan_levels
 from mmanet.training import run
 
 SPEC = ModalitySpec(("img", "vec"))

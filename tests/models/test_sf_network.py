@@ -8,9 +8,9 @@ from test_backbones import fabricated_state_dict
 
 from mmanet.config import resolve_run_config
 from mmanet.modality import ModalitySpec, all_combinations
+from mmanet.models.builder import build_network
 from mmanet.models.factory import build_net
 from mmanet.models.fusion import FUSIONS
-from mmanet.models.network import build_network
 from mmanet.task import TaskInfo
 
 SPEC = ModalitySpec(("rgb", "depth", "ir"))

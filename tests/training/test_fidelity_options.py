@@ -16,9 +16,9 @@ from conftest import tiny_raw
 from mmanet.config import resolve_run_config
 from mmanet.data.base import DataError
 from mmanet.modality import ModalitySpec
+from mmanet.models.builder import build_network
 from mmanet.models.factory import build_net
 from mmanet.models.heads.classification import ClassificationHead
-from mmanet.models.network import build_network
 from mmanet.training.factory import load_bundle, task_info
 from mmanet.training.fit import check_distillation_samples, training_split
 from mmanet.training.module import MultimodalModule

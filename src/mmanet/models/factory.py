@@ -9,8 +9,9 @@ import torch
 from torch import Tensor
 
 from mmanet.config import ConfigError, ModelConfig, RunConfig
+from mmanet.models.builder import build_network
 from mmanet.models.heads import HEADS
-from mmanet.models.network import MultimodalNet, build_network
+from mmanet.models.network import MultimodalNet
 from mmanet.task import TaskInfo
 
 
