@@ -7,7 +7,8 @@ import csv
 import pytest
 
 from mmanet.benchmark import describe_weak_set, fmt_mean_std, run_benchmark
-from mmanet.config import BenchmarkConfig, ConfigError, load_benchmark_config
+from mmanet.benchmark_config import BenchmarkConfig, load_benchmark_config
+from mmanet.config import ConfigError
 from mmanet.modality import ModalitySpec
 from tests_helpers import write_yaml
 

@@ -21,7 +21,8 @@ import torch.nn.functional as F
 
 from fixtures_face import write_casia_surf, write_cefa
 from fixtures_segmentation import write_cityscapes, write_nyuv2_prepared
-from mmanet.config import load_benchmark_config, load_run_config, method_config
+from mmanet.benchmark_config import load_benchmark_config, method_config
+from mmanet.config import load_run_config
 from mmanet.modality import ModalityDropout
 from mmanet.models.factory import build_net
 from mmanet.training.factory import load_bundle, make_loader, task_info

@@ -10,8 +10,9 @@ import yaml
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
+from mmanet.benchmark_config import load_benchmark_config, method_config
 from mmanet.cli import app
-from mmanet.config import load_benchmark_config, method_config, resolve_run_config
+from mmanet.config import resolve_run_config
 from mmanet.tuning import Param, TuneError, Tuner, TuneSettings, restrict, score, search_space, tune
 from tests_helpers import write_yaml
 

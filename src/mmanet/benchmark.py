@@ -27,7 +27,8 @@ from typing import Any
 
 import yaml
 
-from mmanet.config import BenchmarkConfig, BenchmarkMethod, ConfigError, RunConfig, method_config
+from mmanet.benchmark_config import BenchmarkConfig, BenchmarkMethod, method_config
+from mmanet.config import ConfigError, RunConfig
 from mmanet.config_checks import load_yaml
 from mmanet.data import DataBundle
 from mmanet.methods.mar import mining_history, weak_set_of

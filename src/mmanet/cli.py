@@ -206,7 +206,7 @@ def benchmark(
     A rerun reuses every finished run whose configuration is unchanged; a changed one is refused
     unless --overwrite."""
     from mmanet.benchmark import run_benchmark
-    from mmanet.config import load_benchmark_config
+    from mmanet.benchmark_config import load_benchmark_config
 
     with _handled():
         bench = load_benchmark_config(config, set_)

@@ -434,50 +434,6 @@ def _check_fusion_options(section: FusionSection) -> None:
             )
 
 
-class BenchmarkMethod(Section):
-    #: label in the tables (defaults to the method name)
-    label: str | None = None
-    #: the method (may be omitted when ``config`` names a file that sets it)
-    method: str | None = None
-    #: a run configuration file this method starts from, e.g. the ``best.yaml`` of ``mmanet tune``
-    #: (relative paths: from the benchmark file). Its sections replace the base config's, except
-    #: ``data`` and ``seed``: every method of a benchmark shares the benchmark's data and seeds
-    config: str | None = None
-    #: dotted overrides applied on top of the base config for this method only
-    set: dict[str, Any] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _method_or_config(self) -> BenchmarkMethod:
-        if self.method is None and self.config is None:
-            raise ValueError("a benchmark method needs 'method' or 'config' (a run configuration file)")
-        return self
-
-    @property
-    def display(self) -> str:
-        return self.label or self.method or Path(self.config or "").stem
-
-
-class BenchmarkConfig(Section):
-    name: str = "benchmark"
-    #: the shared run configuration (data, model, training) every method starts from
-    base: dict[str, Any] = Field(default_factory=dict)
-    methods: list[BenchmarkMethod] = Field(min_length=1)
-    seeds: int = Field(3, gt=0)
-    #: label of the method the paired per-seed differences are taken against (default: the first sf_md)
-    reference: str | None = None
-    #: the Table-6 ablation table: column name → method label (in order); empty = no ablation table
-    ablation: dict[str, str] = Field(default_factory=dict)
-    #: MMANet-family methods of one seed with the same teacher configuration train ONE teacher, in
-    #: ``OUT/shared_teachers/`` (the same weights each would train itself); false: one per run
-    share_teachers: bool = True
-
-    @property
-    def reference_label(self) -> str:
-        if self.reference is not None:
-            return self.reference
-        return next((m.display for m in self.methods if m.method == "sf_md"), self.methods[0].display)
-
-
 def method_presets() -> dict[str, dict[str, Any]]:
     """Every registered method's name → the configuration preset it stands for (:mod:`mmanet.methods`:
     each method is listed there once). The user's values win over the preset, except ``stage``."""
@@ -572,7 +528,7 @@ def _section_type(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _format_errors(err: ValidationError, model: type[BaseModel], source: str) -> str:
+def format_validation_errors(err: ValidationError, model: type[BaseModel], source: str) -> str:
     lines = [f"invalid configuration ({source}):"]
     for e in err.errors():
         loc = tuple(str(p) for p in e["loc"])
@@ -590,7 +546,7 @@ def _format_errors(err: ValidationError, model: type[BaseModel], source: str) ->
     return "\n".join(lines)
 
 
-def _read_yaml(path: str | Path) -> dict[str, Any]:
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"config path {path} is a directory; pass a YAML file (for example one in configs/)")
@@ -637,72 +593,18 @@ def resolve_run_config(raw: Mapping[str, Any], source: str = "config") -> RunCon
     try:
         return RunConfig.model_validate(merged)
     except ValidationError as err:
-        raise ConfigError(_format_errors(err, RunConfig, source)) from None
+        raise ConfigError(format_validation_errors(err, RunConfig, source)) from None
 
 
 def load_raw_run_config(path: str | Path, overrides: Iterable[str] = ()) -> dict[str, Any]:
     """The YAML file with the ``--set`` overrides, as a plain mapping (checked to be a valid config)."""
-    raw = deep_merge(_read_yaml(path), parse_overrides(overrides))
+    raw = deep_merge(read_yaml_mapping(path), parse_overrides(overrides))
     resolve_run_config(raw, source=str(path))
     return raw
 
 
 def load_run_config(path: str | Path, overrides: Iterable[str] = ()) -> RunConfig:
     return resolve_run_config(load_raw_run_config(path, overrides), source=str(path))
-
-
-def load_benchmark_config(path: str | Path, overrides: Iterable[str] = ()) -> BenchmarkConfig:
-    """Benchmark YAML; ``--set`` overrides apply to the shared ``base`` run config."""
-    raw = _read_yaml(path)
-    base = raw.get("base") or {}
-    if not isinstance(base, dict):
-        raise ConfigError(f"invalid configuration ({path}): 'base' must be a mapping of run-config keys")
-    raw["base"] = deep_merge(base, parse_overrides(overrides))
-    try:
-        config = BenchmarkConfig.model_validate(raw)
-    except ValidationError as err:
-        raise ConfigError(_format_errors(err, BenchmarkConfig, str(path))) from None
-    for m in config.methods:  # method files are read relative to the benchmark file
-        if m.config is not None and not Path(m.config).expanduser().is_absolute():
-            m.config = str(Path(path).parent / m.config)
-    labels = [m.display for m in config.methods]
-    if len(set(labels)) != len(labels):
-        raise ConfigError(f"benchmark method labels must be unique, got {labels}")
-    if "shared_teachers" in labels:
-        raise ConfigError("'shared_teachers' is the folder of the shared teachers; give the method another label")
-    for m in config.methods:  # validate every method's resolved config up front
-        method_config(config, m)
-    for column, label in config.ablation.items():
-        if label not in labels:
-            raise ConfigError(
-                f"ablation column {column!r} names {label!r}, which is not a method label; labels: {labels}"
-            )
-    if config.reference is not None and config.reference not in labels:
-        raise ConfigError(f"reference {config.reference!r} is not a method label; labels: {labels}")
-    return config
-
-
-def method_config(bench: BenchmarkConfig, method: BenchmarkMethod, seed: int | None = None) -> RunConfig:
-    raw = dict(bench.base)
-    if method.config is not None:
-        own = {k: v for k, v in _read_yaml(method.config).items() if k not in ("data", "seed", "name")}
-        raw = {**raw, **own}  # whole sections replace the base's (a tuned file is complete)
-        method_name = method.method or own.get("method")
-        if method.method is not None and own.get("method") not in (None, method.method):
-            raise ConfigError(
-                f"benchmark method {method.display!r}: method {method.method!r} differs from "
-                f"{own.get('method')!r} in {method.config}"
-            )
-    else:
-        method_name = method.method
-    raw = deep_merge(raw, {"method": method_name, "name": method.display})
-    overrides: dict[str, Any] = {}
-    for key, value in method.set.items():
-        set_dotted(overrides, key, value)
-    raw = deep_merge(raw, overrides)
-    if seed is not None:
-        raw["seed"] = seed
-    return resolve_run_config(raw, source=f"benchmark method {method.display!r}")
 
 
 def dump_config(config: BaseModel, path: str | Path) -> None:

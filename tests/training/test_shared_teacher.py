@@ -7,7 +7,7 @@ import csv
 
 from conftest import tiny_raw
 from mmanet.benchmark import run_benchmark
-from mmanet.config import BenchmarkConfig
+from mmanet.benchmark_config import BenchmarkConfig
 from mmanet.training.shared_teacher import BENCHMARK_TEACHERS, teacher_key
 
 
