@@ -38,9 +38,22 @@ from mmanet.report import plot_mar_discrepancy, plot_per_combination
 from mmanet.results import AVERAGE, ResultTable, higher_is_better, markdown_table
 from mmanet.training.factory import check_config_against_data, load_bundle
 from mmanet.training.preflight import preflight
-from mmanet.training.run_dir import RunDirectoryError, changed_run, check_deletable, run_part, same_configuration
+from mmanet.training.run_dir import (
+    RunDirectoryError,
+    changed_run,
+    check_deletable,
+    data_changed,
+    run_part,
+    same_configuration,
+)
 from mmanet.training.runner import run
-from mmanet.training.shared_teacher import BENCHMARK_TEACHERS, share_teacher, trained_shared_teacher
+from mmanet.training.shared_teacher import (
+    BENCHMARK_TEACHERS,
+    share_teacher,
+    shared_teacher_dir,
+    stale_shared_teacher,
+    trained_shared_teacher,
+)
 
 WORST_K = 5
 #: the files a benchmark writes at the top of its output directory (besides mar_discrepancy_*.png)
@@ -114,7 +127,8 @@ def run_or_reuse(
     done = run_dir / "results.json"
     if done.exists() and (run_dir / "per_combination.csv").exists():
         try:
-            if same_configuration(run_dir, load_yaml(run_dir / "config.yaml"), cfg):
+            saved = load_yaml(run_dir / "config.yaml")
+            if same_configuration(run_dir, saved, cfg) and data_changed(run_dir, cfg) is None:
                 summary = json.loads(done.read_text())
                 metric = summary[cfg.evaluate.split]["metric"]
                 test = ResultTable.read_csv(run_dir / "per_combination.csv", bundle.spec, metric)
@@ -207,12 +221,19 @@ def check_changed_runs(
     overwrite: bool,
     reads: Reads,
 ) -> list[Path]:
-    """The finished runs whose configuration changed; refused (before anything is trained) unless ``overwrite``,
-    and never when such a run's directory holds something the benchmark reads."""
-    changed = []
+    """The finished runs (shared teachers included) whose configuration or data changed; refused (before anything
+    is trained) unless ``overwrite``, and never when such a run's directory holds something the benchmark reads."""
+    changed: list[Path] = []
+    teachers: set[Path] = set()  # each shared teacher examined once
     for seed in seeds:
         for method in methods:
             run_dir = out_dir / method.display / f"seed_{seed}"
+            cfg = method_config(bench, method, seed=seed)
+            if bench.share_teachers and cfg.stage == "mmanet" and not cfg.teacher.checkpoint:
+                teacher_dir = shared_teacher_dir(cfg, out_dir / BENCHMARK_TEACHERS)
+                if teacher_dir not in teachers and stale_shared_teacher(cfg, out_dir / BENCHMARK_TEACHERS):
+                    changed.append(teacher_dir)
+                teachers.add(teacher_dir)
             cfg = _planned(bench, method, seed, out_dir)
             if changed_run(run_dir, cfg):
                 if overwrite:
@@ -222,8 +243,9 @@ def check_changed_runs(
         listed = ", ".join(str(p) for p in changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
         runs = "holds a finished run" if len(changed) == 1 else f"hold {len(changed)} finished runs"
         raise RunDirectoryError(
-            f"{listed} {runs} trained with another configuration than this benchmark gives now; pass --overwrite "
-            "to train the changed runs again (runs whose configuration is unchanged are kept), or choose another --out"
+            f"{listed} {runs} trained with another configuration than this benchmark gives now, or on data that "
+            "changed since; pass --overwrite to train the changed runs again (the unchanged runs are kept), or choose "
+            "another --out"
         )
     return changed
 
@@ -268,7 +290,7 @@ def run_benchmark(
         for method in methods:
             cfg = method_config(bench, method, seed=first_cfg.seed + k)
             if bench.share_teachers:
-                cfg = share_teacher(cfg, out_dir / BENCHMARK_TEACHERS, bundle)
+                cfg = share_teacher(cfg, out_dir / BENCHMARK_TEACHERS, bundle, overwrite)
             done += 1
             _say(console, f"[{done}/{total}] {method.display} seed {cfg.seed} ({time.perf_counter() - start:.0f} s)")
             run_dir = out_dir / method.display / f"seed_{cfg.seed}"

@@ -221,3 +221,56 @@ def test_overwrite_still_starts_an_ordinary_run_again(tree):
     assert result.exit_code == 0, result.output
     assert json.loads((tree / "R" / "results.json").read_text()) != stamp
     assert not (tree / "R" / "checkpoints" / "best.onnx").exists()  # the old run (and its export) is gone
+
+
+# ----------------------------------------------------------------------------- data that changed since
+
+
+def touch_data(tree: Path) -> None:
+    """Rewrite the training data in place (same bytes, a new modification time): what a regenerated dataset
+    or an edited file looks like to a run's configuration — nothing in it changes."""
+    data = tree / "D" / "train.npz"
+    stat = data.stat()
+    os.utime(data, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+
+
+def test_a_run_is_not_resumed_on_data_that_changed_since_it_trained(tree, tmp_path):
+    assert json.loads((tree / "R/data_fingerprint.json").read_text())["files"] >= 3
+    touch_data(tree)
+    before = snapshot(tmp_path)
+    result = invoke("train", TRAIN_YAML, *sets("method=sf_md"), "--out", "R")
+    refused(result, "R holds a run, but the data under data.root D changed since it was trained", "--overwrite")
+    assert changed_files(before, snapshot(tmp_path)) == []
+    result = invoke("train", TRAIN_YAML, *sets("method=sf_md"), "--out", "R", "--overwrite")
+    assert result.exit_code == 0, result.output
+    result = invoke("train", TRAIN_YAML, *sets("method=sf_md"), "--out", "R")  # the new record: resumes
+    assert result.exit_code == 0, result.output
+
+
+def test_a_run_directory_inside_the_data_root_is_not_part_of_the_data(tree):
+    for _ in range(2):  # the second run finds its own run, not changed data
+        result = invoke("train", TRAIN_YAML, *sets("method=sf_md"), "--out", "D/runs/r")
+        assert result.exit_code == 0, result.output
+
+
+def test_a_benchmark_never_reuses_runs_or_a_shared_teacher_trained_on_data_that_changed(tree, tmp_path):
+    bench = write_benchmark(
+        tree / "bench.yaml",
+        [{"label": "sf", "method": "sf_md"}, {"label": "mm", "method": "mmanet", "set": {"mar.warmup_epochs": 1}}],
+    )
+    assert invoke("benchmark", bench, "--out", "B").exit_code == 0
+    teachers = list((tree / "B/shared_teachers").glob("seed_0_*"))
+    assert len(teachers) == 1
+    touch_data(tree)
+    before = snapshot(tmp_path)
+    result = invoke("benchmark", bench, "--out", "B")
+    refused(result, "hold 3 finished runs", "or on data that changed since", "pass --overwrite")
+    assert changed_files(before, snapshot(tmp_path)) == []
+    result = invoke("benchmark", bench, "--out", "B", "--overwrite")
+    assert result.exit_code == 0, result.output
+    changed = changed_files(before, snapshot(tmp_path))
+    for run in ("B/sf/seed_0/", "B/mm/seed_0/", f"B/shared_teachers/{teachers[0].name}/"):
+        # each cleared (its old TensorBoard log is gone) and trained again on the data as it is now
+        assert any(path.startswith(f"tree/{run}tb/") for path in changed), (run, changed)
+        assert f"tree/{run}data_fingerprint.json" in changed, (run, changed)
+    assert invoke("benchmark", bench, "--out", "B").exit_code == 0  # and reused from now on

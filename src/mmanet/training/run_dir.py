@@ -9,6 +9,9 @@
 * A directory whose saved configuration differs from this run's is refused (without
   ``--overwrite``) — unless that earlier attempt never wrote a checkpoint (it failed before
   training started): then it is simply started again.
+* A trained run whose data changed under ``data.root`` since it trained (:mod:`mmanet.data.fingerprint`:
+  the files' listing, sizes and times) is refused in the same way: a resume or a benchmark's reuse never
+  mixes data; ``--overwrite`` trains it again.
 * An exclusive lock (``.lock``, with the holder's pid in ``.lock.pid``) is held for the whole run;
   a second run on the same directory gets an error naming the first run's pid.
 * Under DDP only rank 0 does any of this (:func:`process_rank`); the other ranks train beside it.
@@ -25,6 +28,7 @@ from filelock import FileLock, Timeout
 
 from mmanet.config import RunConfig, dump_config
 from mmanet.config_checks import load_yaml
+from mmanet.data.fingerprint import FINGERPRINT_NAME, data_change, fingerprint, write_fingerprint
 from mmanet.errors import MMANetError
 from mmanet.outputs import OutputPathError, Reads, check_keeps_reads, same_path, writable_directory
 
@@ -33,6 +37,7 @@ PID_NAME = ".lock.pid"
 #: what a run writes at the top of its directory (runner's layout)
 RUN_OUTPUTS = (
     "config.yaml",
+    FINGERPRINT_NAME,
     "checkpoints",
     "logs",
     "tb",
@@ -176,10 +181,16 @@ def same_configuration(path: Path, saved: object, config: RunConfig) -> bool:
     return theirs is not None and theirs == _teacher_hash(current["teacher"])
 
 
+def data_changed(path: Path, config: RunConfig) -> str | None:
+    """Why the data under ``config.data.root`` is not what the run in ``path`` trained on (None: the same, or no
+    record): :func:`mmanet.data.fingerprint.data_change`."""
+    return data_change(path, config.data.root)
+
+
 def changed_run(path: Path, config: RunConfig) -> bool:
-    """``path`` holds a trained run (checkpoints) whose saved configuration is not ``config`` (or is damaged):
-    resuming it is refused, and only ``--overwrite`` starts it again (teachers compared by content:
-    :func:`same_configuration`)."""
+    """``path`` holds a trained run (checkpoints) whose saved configuration is not ``config`` (or is damaged), or
+    whose data changed since it trained: resuming it is refused, and only ``--overwrite`` starts it again
+    (teachers compared by content: :func:`same_configuration`; data by :func:`data_changed`)."""
     saved = path / "config.yaml"
     if not saved.is_file() or not has_checkpoints(path):
         return False
@@ -187,7 +198,7 @@ def changed_run(path: Path, config: RunConfig) -> bool:
         previous = load_yaml(saved)
     except (OSError, yaml.YAMLError, ValueError):  # (UnicodeDecodeError and YAMLTooLarge are ValueErrors)
         return True
-    return not same_configuration(path, previous, config)
+    return not same_configuration(path, previous, config) or data_changed(path, config) is not None
 
 
 def check_config_file(path: Path, config: RunConfig, config_file: str | Path) -> None:
@@ -289,6 +300,7 @@ class RunDirectory:
             else:
                 self._check_same_run()
             dump_config(self.config, path / "config.yaml")
+            write_fingerprint(path, fingerprint(self.config.data.root, exclude=[path]))
         except BaseException:
             self._release()
             raise
@@ -340,6 +352,12 @@ class RunDirectory:
             raise RunDirectoryError(
                 f"{self.path} holds a run with a different configuration; choose another --out "
                 "or pass --overwrite to start it again"
+            )
+        change = data_changed(self.path, self.config)
+        if change is not None:
+            raise RunDirectoryError(
+                f"{self.path} holds a run, but {change}; resuming would mix data. Pass --overwrite to train it "
+                "again on the data as it is now, or choose another --out"
             )
 
     # ------------------------------------------------------------------ lock

@@ -47,25 +47,43 @@ def _pointed_at(config: RunConfig, best: Path) -> RunConfig:
     return config.model_copy(update={"teacher": config.teacher.model_copy(update=update)})
 
 
+def stale_shared_teacher(config: RunConfig, teachers_dir: Path) -> Path | None:
+    """The directory of ``config``'s shared teacher when it finished training on data that has changed since
+    (None: no such teacher, or its data is unchanged)."""
+    from mmanet.training.run_dir import data_changed
+
+    if config.stage != "mmanet" or config.teacher.checkpoint:
+        return None
+    teacher_dir = shared_teacher_dir(config, teachers_dir)
+    if not (teacher_dir / "results.json").is_file():
+        return None
+    return teacher_dir if data_changed(teacher_dir, config) is not None else None
+
+
 def trained_shared_teacher(config: RunConfig, teachers_dir: Path) -> RunConfig | None:
-    """``config`` pointed at its shared teacher when that has finished training (None otherwise)."""
+    """``config`` pointed at its shared teacher when that has finished training on the data as it is now
+    (None otherwise)."""
     teacher_dir = shared_teacher_dir(config, teachers_dir)
     best = teacher_dir / "checkpoints" / "best.ckpt"
     if config.stage != "mmanet" or not (teacher_dir / "results.json").is_file() or not best.is_file():
         return None
+    if stale_shared_teacher(config, teachers_dir) is not None:
+        return None
     return _pointed_at(config, best)
 
 
-def share_teacher(config: RunConfig, teachers_dir: Path, bundle: DataBundle) -> RunConfig:
+def share_teacher(config: RunConfig, teachers_dir: Path, bundle: DataBundle, overwrite: bool = False) -> RunConfig:
     """``config`` pointed at the shared teacher of its teacher configuration and seed (trained here if
     it is not there yet), by path and content hash; configurations without a teacher stage, or with
-    their own ``teacher.checkpoint``, are returned as they are."""
+    their own ``teacher.checkpoint``, are returned as they are. A teacher trained on data that has
+    changed since is trained again only with ``overwrite`` (else the run directory refuses it)."""
     from mmanet.training.fit import teacher_stage_config
     from mmanet.training.runner import run
 
     if config.stage != "mmanet" or config.teacher.checkpoint:
         return config
     teacher_dir = shared_teacher_dir(config, teachers_dir)
-    if not (teacher_dir / "results.json").is_file():  # new, or interrupted: a run directory resumes
-        run(teacher_stage_config(config), teacher_dir, bundle=bundle)
+    stale = stale_shared_teacher(config, teachers_dir) is not None
+    if stale or not (teacher_dir / "results.json").is_file():  # new, or interrupted: a run directory resumes
+        run(teacher_stage_config(config), teacher_dir, overwrite=stale and overwrite, bundle=bundle)
     return _pointed_at(config, teacher_dir / "checkpoints" / "best.ckpt")
