@@ -94,3 +94,25 @@ def test_a_changed_teacher_is_refused_on_resume_and_on_evaluation(tiny_config, t
     with pytest.raises(TeacherChangedError, match="teacher.sha256"):
         run(pinned, tmp_path / "pinned")
     assert torch.is_tensor(ckpt["state_dict"][key])
+
+
+def test_a_run_that_fails_before_training_leaves_no_directory_it_created(tiny_config, tmp_path):
+    out = tmp_path / "new_run"
+    with pytest.raises(RuntimeError, match="preflight"), RunDirectory(out, tiny_config("sf_md")):
+        assert (out / "config.yaml").is_file()
+        raise RuntimeError("preflight failed")
+    assert not out.exists()
+    # a directory that was there before stays, and so does anything the failed run had begun to write
+    out.mkdir()
+    with pytest.raises(RuntimeError), RunDirectory(out, tiny_config("sf_md")):
+        raise RuntimeError("preflight failed")
+    assert out.is_dir() and (out / "config.yaml").is_file()
+    fresh = tmp_path / "logged"
+    with pytest.raises(RuntimeError), RunDirectory(fresh, tiny_config("sf_md")):
+        (fresh / "logs").mkdir()
+        raise RuntimeError("diverged in epoch 0")
+    assert (fresh / "logs").is_dir() and (fresh / "config.yaml").is_file()
+    # success keeps everything
+    with RunDirectory(tmp_path / "ok", tiny_config("sf_md")):
+        pass
+    assert (tmp_path / "ok" / "config.yaml").is_file()

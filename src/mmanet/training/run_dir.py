@@ -14,11 +14,14 @@
   mixes data; ``--overwrite`` trains it again.
 * An exclusive lock (``.lock``, with the holder's pid in ``.lock.pid``) is held for the whole run;
   a second run on the same directory gets an error naming the first run's pid.
+* A directory the run created is removed again when the run fails before it wrote anything but its
+  configuration (preflight, the data loader): a corrected command starts from nothing.
 * Under DDP only rank 0 does any of this (:func:`process_rank`); the other ranks train beside it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -278,11 +281,14 @@ class RunDirectory:
         #: what the command reads besides :func:`config_reads` (never deleted by ``overwrite``)
         self.reads = reads
         self._lock = DirectoryLock(self.path)
+        #: this run made the directory (so a failure before training may remove it again)
+        self._created = False
 
     def __enter__(self) -> RunDirectory:
         path = self.path
         if process_rank() != 0:  # DDP: rank 0 guards, locks and writes; the other ranks only train
             return self
+        self._created = not path.exists()
         if path.exists() and not path.is_dir():
             raise RunDirectoryError(f"--out {path} is an existing file, not a directory; choose a directory")
         if self.overwrite:
@@ -306,8 +312,25 @@ class RunDirectory:
             raise
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
+        discard = exc_type is not None and self._discard_unstarted()
         self._release()
+        if discard:  # nothing but its own bookkeeping: the directory goes as it came
+            (self.path / LOCK_NAME).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # someone else's file appeared meanwhile: leave it
+                self.path.rmdir()
+
+    def _discard_unstarted(self) -> bool:
+        """After an error: when this run created the directory and wrote nothing into it but its configuration and
+        data record (preflight or the data loader failed before training started), remove those two files."""
+        if not self._created or not self.path.is_dir():
+            return False
+        own = {"config.yaml", FINGERPRINT_NAME, LOCK_NAME, PID_NAME}
+        if any(entry.name not in own for entry in self.path.iterdir()):
+            return False  # logs or checkpoints: what the user needs to see what happened stays
+        for name in ("config.yaml", FINGERPRINT_NAME):
+            (self.path / name).unlink(missing_ok=True)
+        return True
 
     # ------------------------------------------------------------------ checks
     def _check_foreign_files(self) -> None:
