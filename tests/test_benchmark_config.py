@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from mmanet.benchmark_config import BenchmarkConfig, load_benchmark_config, method_config
 from mmanet.config import ConfigError, MADConfig
@@ -74,3 +75,22 @@ def test_benchmark_unknown_method_key_lists_valid_keys(tmp_path):
     text = BENCH.replace("    set: {mad.alpha: 2.0}", "    sett: {mad.alpha: 2.0}")
     with pytest.raises(ConfigError, match="'set'"):
         load_benchmark_config(write(tmp_path, text, "bench.yaml"))
+
+
+def test_a_method_cannot_train_on_other_data_than_the_benchmark_shares(tmp_path):
+    bench = {
+        "name": "b",
+        "base": {"data": {"name": "toy"}},
+        "methods": [
+            {"label": "A", "method": "sf_md"},
+            {"label": "B", "method": "sf_md", "set": {"data.batch_size": 8}},  # how a run batches: its own
+            {"label": "C", "method": "sf_md", "set": {"data.missing_rates": {"a": 0.5}}},
+        ],
+    }
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump(bench))
+    with pytest.raises(ConfigError, match="benchmark method 'C' sets data.missing_rates to .* but 'A' has None"):
+        load_benchmark_config(path)
+    bench["methods"] = bench["methods"][:2]
+    path.write_text(yaml.safe_dump(bench))
+    assert len(load_benchmark_config(path).methods) == 2

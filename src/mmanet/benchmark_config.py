@@ -89,8 +89,18 @@ def load_benchmark_config(path: str | Path, overrides: Iterable[str] = ()) -> Be
         raise ConfigError(f"benchmark method labels must be unique, got {labels}")
     if "shared_teachers" in labels:
         raise ConfigError("'shared_teachers' is the folder of the shared teachers; give the method another label")
+    shared_data: tuple[str, dict[str, Any]] | None = None
     for m in config.methods:  # validate every method's resolved config up front
-        method_config(config, m)
+        data = {key: getattr(method_config(config, m).data, key) for key in SHARED_DATA_KEYS}
+        if shared_data is None:
+            shared_data = (m.display, data)
+        changed = [key for key in SHARED_DATA_KEYS if data[key] != shared_data[1][key]]
+        if changed:
+            raise ConfigError(
+                f"benchmark method {m.display!r} sets data.{changed[0]} to {data[changed[0]]!r}, but "
+                f"{shared_data[0]!r} has {shared_data[1][changed[0]]!r}: every method of a benchmark trains on the "
+                "same data (loaded and split once); set it in base, or run a second benchmark"
+            )
     for column, label in config.ablation.items():
         if label not in labels:
             raise ConfigError(
@@ -99,6 +109,10 @@ def load_benchmark_config(path: str | Path, overrides: Iterable[str] = ()) -> Be
     if config.reference is not None and config.reference not in labels:
         raise ConfigError(f"reference {config.reference!r} is not a method label; labels: {labels}")
     return config
+
+
+#: the data keys every method of a benchmark shares (the data is loaded, split and masked once)
+SHARED_DATA_KEYS = ("name", "root", "split_seed", "options", "missing_rates")
 
 
 def method_config(bench: BenchmarkConfig, method: BenchmarkMethod, seed: int | None = None) -> RunConfig:

@@ -63,6 +63,26 @@ class DataConfig(Section):
     options: dict[str, Any] = Field(default_factory=dict)
     batch_size: int = Field(64, gt=0)
     num_workers: int = Field(0, ge=0)
+    #: imbalanced missing rates (PASSION's protocol): each modality removed from this fraction of the training
+    #: samples, seeded by split_seed, stratified by class, one modality always kept; val/test unchanged
+    #: (:mod:`mmanet.data.missing_rates`). Null: the data as it is.
+    missing_rates: dict[str, float] | None = None
+
+    @field_validator("missing_rates")
+    @classmethod
+    def _rates_in_range(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        for name, rate in (value or {}).items():
+            if not 0.0 <= rate < 1.0:
+                raise ValueError(f"the rate of {name!r} is {rate}; a missing rate is in [0, 1)")
+        return value or None
+
+    @model_serializer(mode="wrap")
+    def _without_unset_rates(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # written only when set: configurations saved before the key existed still match theirs
+        dumped = handler(self)
+        if isinstance(dumped, dict) and dumped.get("missing_rates") is None:
+            dumped.pop("missing_rates", None)
+        return dumped
 
 
 class ComponentSection(BaseModel):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, cast, runtime_checkable
+from typing import Any, Literal, Protocol, cast, runtime_checkable
 
 import numpy as np
 import torch
@@ -241,6 +241,8 @@ class DataBundle:
     #: per modality, the ``(x − mean) / std`` the datasets applied (None: inputs are used as they are);
     #: stored with every trained model (see :mod:`mmanet.normalization`)
     normalization: dict[str, Normalization] | None = None
+    #: what ``data.missing_rates`` removed from the training split (None: the data as it is); in results.json
+    missing_rates: dict[str, Any] | None = None
 
     @property
     def input_shapes(self) -> dict[str, tuple[int, ...]]:

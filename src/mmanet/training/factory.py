@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 
 from mmanet.config import ConfigError, RunConfig
 from mmanet.data import DataBundle, collate_samples, load_dataset
+from mmanet.data.missing_rates import with_missing_rates
 from mmanet.models.factory import check_input_size
 from mmanet.normalization import Normalization
 from mmanet.task import TaskInfo
@@ -51,6 +52,9 @@ def load_bundle(config: RunConfig, normalization: Mapping[str, Normalization] | 
         raise ConfigError("data.options.normalization is not an option (mmanet passes a trained model's statistics)")
     bundle = load_dataset(data.name, root=data.root, seed=data.split_seed, normalization=normalization, **data.options)
     check_config_against_data(config, bundle)
+    if data.missing_rates:
+        bundle, drawn = with_missing_rates(bundle, data.missing_rates, seed=data.split_seed)
+        bundle.missing_rates = drawn.summary
     return bundle
 
 

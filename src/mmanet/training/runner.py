@@ -117,6 +117,8 @@ def _run_stages(config: RunConfig, out_dir: Path, bundle: DataBundle) -> RunResu
         num_parameters = count_parameters(net)
         final = read_checkpoint(best.parent / "last.ckpt")  # the method's final state
         extras.update(method.results_of(final.method_state))
+    if bundle.missing_rates is not None:
+        extras["missing_rates"] = bundle.missing_rates
     seconds = time.perf_counter() - start
     writes = process_rank() == 0  # DDP: every rank evaluates (metrics are all-reduced), rank 0 writes
     for split, table in result_tables.items():
