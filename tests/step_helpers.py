@@ -3,6 +3,7 @@ records its inputs, the step's context, loss and dropout mask, a spy for what th
 
 from __future__ import annotations
 
+import lightning as L
 import torch
 
 from mmanet.models.factory import build_net
@@ -69,3 +70,15 @@ class LogSpy:
 
     def __call__(self, name, value, **kwargs) -> None:
         self.calls[name] = (value, kwargs)
+
+
+class CrashAtEpoch(L.Callback):
+    """Stops a fit with ``RuntimeError("simulated crash")`` when epoch ``epoch`` starts (its checkpoints: the
+    epochs before)."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch:
+            raise RuntimeError("simulated crash")

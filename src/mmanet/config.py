@@ -310,6 +310,30 @@ class KDConfig(Section):
     temperature: float = Field(4.0, gt=0, le=100)
 
 
+class CMADConfig(Section):
+    """CMAD (Zhuang et al., ICCV 2025): ``L = Σ_i w_c(i)·CE_i / B + δ·L_CAFD + γ·Σ_i w_c(i)·KD_i / B``
+    (:mod:`mmanet.methods.cmad`; the authors' code's defaults, which the paper's text could not be checked
+    against here: docs/implementation-notes.md)."""
+
+    #: δ, the weight of the correlation-aware feature distillation (CAFD)
+    delta: float = Field(0.1, ge=0)
+    #: γ, the weight of the logit distillation (each sample's term weighted by its combination's w)
+    gamma: float = Field(1.0, ge=0)
+    #: τ, the temperature of CAFD's similarity distributions
+    tau: float = Field(0.2, gt=0, le=100)
+    #: T, the temperature of the logit distillation (T² keeps the gradient scale)
+    temperature: float = Field(2.0, gt=0, le=100)
+    #: the epoch from which the combination weights w_c replace 1 (computed from the epochs before it)
+    begin_epoch: int = Field(20, ge=0)
+    #: the scale of w_c = scale · (d̄_c / max_c' d̄_c')² (the authors' ``--weights``)
+    weight_scale: float = Field(20.0, gt=0)
+    #: ``once``: w fixed at begin_epoch from every epoch before it (the authors' code); ``every_epoch``:
+    #: recomputed at each epoch ≥ begin_epoch from the epoch before (the paper's "curriculum", as read here)
+    update: Literal["once", "every_epoch"] = "once"
+    #: the per-sample representation CAFD aligns (spatial maps are averaged to one vector per sample)
+    feature: str = "embedding"
+
+
 class MARConfig(Section):
     mode: Literal["mined", "single", "off"] = "mined"
     #: ``paper``: (1/B) Σ_i m_i CE_i over the weak samples (DESIGN §4.2); ``official``: what the authors'
@@ -355,7 +379,18 @@ class RunConfig(Section):
     mad: MADConfig = Field(default_factory=MADConfig)
     kd: KDConfig = Field(default_factory=KDConfig)
     mar: MARConfig = Field(default_factory=MARConfig)
+    cmad: CMADConfig = Field(default_factory=CMADConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+
+    @model_serializer(mode="wrap")
+    def _without_default_sections(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # a section added after run directories existed is written when its method reads it or it is set:
+        # the configurations of earlier runs still match theirs
+        dumped = handler(self)
+        reads_cmad = "cmad" in method_presets().get(self.method, {})
+        if isinstance(dumped, dict) and not reads_cmad and self.cmad == CMADConfig():
+            dumped.pop("cmad", None)
+        return dumped
 
     @field_validator("method")
     @classmethod

@@ -7,7 +7,6 @@ import json
 import os
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 
@@ -17,6 +16,7 @@ from mmanet.training.checkpointing import CheckpointError, atomic_torch_save, lo
 from mmanet.training.factory import load_bundle
 from mmanet.training.fit import fit_stage
 from mmanet.training.run_dir import RunDirectoryError
+from step_helpers import CrashAtEpoch
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
@@ -73,15 +73,6 @@ def test_training_is_deterministic(tiny_config, tmp_path):
     net2, _ = fit_stage(cfg, bundle, tmp_path / "two")
     for (k, a), (_, b) in zip(net1.state_dict().items(), net2.state_dict().items(), strict=True):
         assert torch.equal(a, b), k
-
-
-class CrashAtEpoch(L.Callback):
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        if trainer.current_epoch == self.epoch:
-            raise RuntimeError("simulated crash")
 
 
 @pytest.mark.parametrize("method", ["sf_md", "mmanet"])

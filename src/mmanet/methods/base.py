@@ -144,6 +144,11 @@ class Method:
         """The combinations validation and evaluation score (default: every combination)."""
         return all_combinations(spec)
 
+    @classmethod
+    def feature_keys(cls, config: RunConfig) -> dict[str, list[str]]:
+        """The network features the method reads, by the config key that names them (checked at preflight)."""
+        return {}
+
     def extra_modules(self) -> dict[str, nn.Module]:
         """Modules trained besides the network (attribute name → module; checkpointed, never deployed)."""
         return {}

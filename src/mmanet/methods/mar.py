@@ -19,13 +19,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import torch
-import torch.distributed as dist
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from mmanet.config import ConfigError
 from mmanet.data import DataBundle, DataError, collate_samples
 from mmanet.data.base import unaugmented, unlabelled_rows
+from mmanet.distributed import all_reduce_sum
 from mmanet.losses.mar import (
     DEFAULT_IGNORE_INDEX,
     candidate_discrepancies,
@@ -222,18 +222,6 @@ class WeakCombinationMiner:
 # --------------------------------------------------------------------------- the mining pass
 
 
-def _all_reduce(*tensors: Tensor) -> list[Tensor]:
-    if not (dist.is_available() and dist.is_initialized()):
-        return list(tensors)
-    packed = torch.cat([t.flatten().double() for t in tensors])
-    dist.all_reduce(packed, op=dist.ReduceOp.SUM)
-    out, offset = [], 0
-    for t in tensors:
-        out.append(packed[offset : offset + t.numel()].view_as(t).to(t.dtype))
-        offset += t.numel()
-    return out
-
-
 @torch.no_grad()
 def mine_discrepancies(
     net: MultimodalNet,
@@ -273,7 +261,7 @@ def mine_discrepancies(
             module.training = mode
     if sums is None or counts is None or skipped is None:
         raise DataError("MAR's mining split (mar.mining_split) yielded no batch: it has no sample")
-    sums, counts, skipped = _all_reduce(sums, counts, skipped)
+    sums, counts, skipped = all_reduce_sum(sums, counts, skipped)
     empty = [c.name for c, n in zip(candidates, counts.tolist(), strict=True) if n == 0]
     if empty:
         raise DataError(

@@ -76,6 +76,10 @@ class MMANet(Method):
             else ModalityAwareRegularization(config, info.spec, net, no_void_label(info.ignore_index))
         )
 
+    @classmethod
+    def feature_keys(cls, config: RunConfig) -> dict[str, list[str]]:
+        return {"mad.feature": list(config.mad.features)} if config.mad_active else {}
+
     def extra_modules(self) -> dict[str, nn.Module]:
         return {"reg_head": self.mar.head} if self.mar is not None else {}
 

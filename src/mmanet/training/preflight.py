@@ -26,8 +26,8 @@ def preflight(config: RunConfig, bundle: DataBundle) -> None:
     state = torch.random.get_rng_state()  # building consumes random numbers; the run must not notice
     try:
         net = build_net(config, info)
-        if entry.cls.plan == "teacher_then_student" and config.mad_active:
-            for name in config.mad.features:
-                check_feature_name(net, name)
+        for key, names in entry.cls.feature_keys(config).items():
+            for name in names:
+                check_feature_name(net, name, key)
     finally:
         torch.random.set_rng_state(state)

@@ -21,7 +21,7 @@ from mmanet.data import DataBundle
 BENCHMARK_TEACHERS = "shared_teachers"
 
 #: sections of a run configuration that the teacher stage does not read
-STUDENT_ONLY = ("mad", "mar", "kd", "name")
+STUDENT_ONLY = ("mad", "mar", "kd", "cmad", "name")
 
 
 def teacher_key(config: RunConfig) -> str:
