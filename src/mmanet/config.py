@@ -409,10 +409,15 @@ class RunConfig(Section):
         return self.stage == "mmanet" and self.kd.gamma > 0
 
     @property
+    def cmad_active(self) -> bool:
+        """A CMAD method (its preset has a ``cmad`` section) with a distillation term on (δ or γ > 0)."""
+        return "cmad" in method_presets().get(self.method, {}) and (self.cmad.delta > 0 or self.cmad.gamma > 0)
+
+    @property
     def uses_unlabelled(self) -> bool:
         """Whether unlabelled training samples reach the training batches (``train.unlabelled``)."""
         if self.train.unlabelled == "auto":
-            return self.mad_active or self.kd_active
+            return self.mad_active or self.kd_active or self.cmad_active
         return self.train.unlabelled == "keep"
 
     def schedule_warnings(self) -> list[str]:
