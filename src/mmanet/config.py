@@ -334,6 +334,31 @@ class CMADConfig(Section):
     feature: str = "embedding"
 
 
+class PassionConfig(Section):
+    """PASSION (Shi et al., ACM MM 2024) on a fusion baseline: self-distillation from the fused prediction to
+    each single-modality path, with preference-aware regularization (:mod:`mmanet.methods.passion`; the
+    authors' code's defaults)."""
+
+    #: weight of the self-distillation Σ_m β_m·KL_m (their 0.5)
+    kl_weight: float = Field(0.5, ge=0)
+    #: weight of the prototype term Σ_m r_m·P_m on the modalities that lag (their 0.1)
+    proto_weight: float = Field(0.1, ge=0)
+    #: temperature of the self-distillation (their 4)
+    temperature: float = Field(4.0, gt=0, le=100)
+    #: the epoch from which the PASSION terms and the β updates start (their region_fusion_start_epoch, 0)
+    start_epoch: int = Field(0, ge=0)
+    #: step η of the β update β ← clip(β − η·rp, 0.1, 4), renormalised to ‖β‖ = √M (their 0.01)
+    eta: float = Field(0.01, ge=0)
+    #: η is multiplied by this every ``eta_every`` epochs (their 1.5 every 100)
+    eta_growth: float = Field(1.5, gt=0)
+    eta_every: int = Field(100, gt=0)
+    #: the representation the prototypes are taken from (the head's ``embedding``; their decoder feature)
+    feature: str = "embedding"
+    #: ``idt``: train on the data's own masks (their default: the imbalanced missing rates do the dropping);
+    #: ``idt_moddrop``: modality dropout on top (for complete data)
+    mask: Literal["idt", "idt_moddrop"] = "idt"
+
+
 class MARConfig(Section):
     mode: Literal["mined", "single", "off"] = "mined"
     #: ``paper``: (1/B) Σ_i m_i CE_i over the weak samples (DESIGN §4.2); ``official``: what the authors'
@@ -380,6 +405,7 @@ class RunConfig(Section):
     kd: KDConfig = Field(default_factory=KDConfig)
     mar: MARConfig = Field(default_factory=MARConfig)
     cmad: CMADConfig = Field(default_factory=CMADConfig)
+    passion: PassionConfig = Field(default_factory=PassionConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
 
     @model_serializer(mode="wrap")
@@ -387,9 +413,10 @@ class RunConfig(Section):
         # a section added after run directories existed is written when its method reads it or it is set:
         # the configurations of earlier runs still match theirs
         dumped = handler(self)
-        reads_cmad = "cmad" in method_presets().get(self.method, {})
-        if isinstance(dumped, dict) and not reads_cmad and self.cmad == CMADConfig():
-            dumped.pop("cmad", None)
+        preset = method_presets().get(self.method, {})
+        for name, default in (("cmad", CMADConfig()), ("passion", PassionConfig())):
+            if isinstance(dumped, dict) and name not in preset and getattr(self, name) == default:
+                dumped.pop(name, None)
         return dumped
 
     @field_validator("method")

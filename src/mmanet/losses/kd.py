@@ -50,6 +50,21 @@ def kd_loss(student_logits: Tensor, teacher_logits: Tensor, *, temperature: floa
         return kl.mean() * temperature**2
 
 
+def per_sample_kd(student_logits: Tensor, teacher_logits: Tensor, *, temperature: float) -> Tensor:
+    """``(B,)``: ``T² · KL(σ(p^t/T) ‖ σ(p^d/T))`` per sample (segmentation: the mean over its pixels; a
+    teacher map of another size is resized, bilinear). The teacher's logits carry no gradient."""
+    if not temperature > 0:
+        raise ValueError(f"the distillation temperature must be positive, got {temperature}")
+    teacher = teacher_logits.detach()
+    teacher = teacher.clone() if teacher.is_inference() else teacher
+    if teacher.dim() == 4 and teacher.shape[2:] != student_logits.shape[2:]:
+        teacher = F.interpolate(teacher.float(), size=student_logits.shape[2:], mode="bilinear", align_corners=False)
+    log_p = F.log_softmax(student_logits.float() / temperature, dim=1)
+    log_q = F.log_softmax(teacher.float() / temperature, dim=1)
+    kl = (log_q.exp() * (log_q - log_p)).sum(dim=1)  # (B,) or (B, H, W)
+    return kl.flatten(1).mean(dim=1) * temperature**2 if kl.dim() > 1 else kl * temperature**2
+
+
 class KDLoss(nn.Module):
     """``nn.Module`` wrapper of :func:`kd_loss`."""
 

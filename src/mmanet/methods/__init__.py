@@ -1,11 +1,12 @@
 """Training recipes, one registered :class:`Method` each (DESIGN §2 ``methods/``).
 
 ``METHODS`` maps a method name (``sf``, ``sf_md``, ``hemis`` … ``mmanet``, ``sp``, ``mad``, ``sr``,
-``kd``, ``mmanet_kd``, ``cmad``, ``teacher``, ``esanet``, ``esanet_md``) to its class and configuration preset.
+``kd``, ``mmanet_kd``, ``cmad``, ``passion``, ``teacher``, ``esanet``, ``esanet_md``) to its class and
+configuration preset.
 A new method is one new module here that registers its class (:func:`register_method`), imported below.
 """
 
-from mmanet.methods import cmad, mmanet, supervised  # noqa: F401  (register the methods)
+from mmanet.methods import cmad, mmanet, passion, supervised  # noqa: F401  (register the methods)
 from mmanet.methods.base import (
     METHODS,
     Method,
