@@ -30,6 +30,7 @@ from mmanet.models.factory import build_net
 from mmanet.models.fusion import FUSIONS, Fusion, FusionOutput, build_fusion, fusion_options
 from mmanet.models.fusion.base import per_modality_task_loss, task_logits, to_tokens, zero_missing
 from mmanet.models.fusion.dmrnet import kl_to_standard_normal
+from mmanet.models.fusion.flexmoe import cv_squared, prob_in_top_k
 from mmanet.models.fusion.shaspec import domain_classification_loss, shared_alignment_loss
 from mmanet.task import TaskInfo
 
@@ -47,9 +48,11 @@ AUX_KEYS = {
     "mmformer": {"mmformer_sep"},
     "shaspec": {"shaspec_align", "shaspec_domain"},
     "dmrnet": {"dmrnet_kl", "dmrnet_hard"},
+    "flexmoe": {"flexmoe_gate"},
 }
-#: fusions that draw random numbers in training (DMRNet: the reparameterised sample); reseeded before each pass
-STOCHASTIC = {"dmrnet"}
+#: fusions that draw random numbers in training (DMRNet: the reparameterised sample; Flex-MoE: the noisy gate);
+#: reseeded before each pass
+STOCHASTIC = {"dmrnet", "flexmoe"}
 
 
 def make(name: str, shape: tuple[int, ...], seed: int = 0) -> Fusion:
@@ -275,6 +278,34 @@ def _recomputed_dmrnet(fusion, x, mask, target, loss_fn):
     return {"dmrnet_kl": fusion.kl_weight * kl_to_standard_normal(*fusion.gaussian(x, mask))}
 
 
+def _recomputed_flexmoe(fusion, x, mask, target, loss_fn):
+    """The gate loss from scratch, with the noise of step()'s forward (its first random draw)."""
+    torch.manual_seed(5)
+    b, m, c = x.shape[:3]
+    tokens = to_tokens(x)
+    expert = fusion.expert_index(mask)
+    filled = torch.where(
+        mask[:, :, None, None].expand_as(tokens), tokens, fusion.bank[expert][:, :, None, :].expand_as(tokens)
+    )
+    h = (filled + fusion.modality_embed[None, :, None, :]).reshape(b, -1, c)
+    h = fusion.norm2(h + fusion.attend(fusion.norm1(h))).reshape(-1, c)
+    clean = h @ fusion.w_gate
+    std = F.softplus(h @ fusion.w_noise) + 1e-2
+    noisy = clean + torch.randn_like(clean) * std
+    top_values, top_index = noisy.topk(fusion.top_k + 1, dim=1)
+    gates = torch.zeros_like(noisy).scatter(
+        1, top_index[:, : fusion.top_k], torch.softmax(top_values[:, : fusion.top_k], dim=1)
+    )
+    load = prob_in_top_k(clean, noisy, std, top_values, fusion.top_k)
+    token_expert = expert[:, None].expand(b, h.shape[0] // b).reshape(-1)
+    full = token_expert == 0
+    loss = noisy.sum() * 0.0
+    loss = loss + F.cross_entropy(noisy[~full], token_expert[~full])
+    loss = loss + cv_squared(gates[~full, 1:].sum(0)) + cv_squared(load[~full, 1:].sum(0))
+    loss = loss + cv_squared(gates[full].sum(0)) + cv_squared(load[full].sum(0))
+    return {"flexmoe_gate": fusion.gate_weight * loss}
+
+
 #: the auxiliary losses as the fusions computed them before the cache: a second pass over the forward's internals
 RECOMPUTED: dict[str, Callable[..., dict[str, Tensor]]] = {
     "lcr": _recomputed_lcr,
@@ -282,6 +313,7 @@ RECOMPUTED: dict[str, Callable[..., dict[str, Tensor]]] = {
     "mmformer": _recomputed_mmformer,
     "shaspec": _recomputed_shaspec,
     "dmrnet": _recomputed_dmrnet,
+    "flexmoe": _recomputed_flexmoe,
 }
 
 
@@ -413,6 +445,10 @@ OPTION_EXAMPLES: dict[str, tuple[dict, Callable[[Fusion], bool]]] = {
     "mmformer": ({"heads": 2, "mlp_ratio": 3}, lambda f: f.inter.heads == 2),
     "shaspec": ({"align_weight": 0.5, "domain_weight": 0.0}, lambda f: (f.align_weight, f.domain_weight) == (0.5, 0)),
     "dmrnet": ({"hard_warmup": 50, "num_hard": 2}, lambda f: (f.hard_warmup, f.num_hard) == (50, 2)),
+    "flexmoe": (
+        {"top_k": 2, "heads": 2, "gate_weight": 0.5, "hidden_ratio": 1},
+        lambda f: (f.top_k, f.heads) == (2, 2),
+    ),
 }
 
 

@@ -42,6 +42,7 @@ ESANET_MODEL: dict[str, Any] = {
 @register_method("mmformer", fusion_preset("mmformer"), "mmFormer: intra-/inter-modal transformer fusion")
 @register_method("shaspec", fusion_preset("shaspec"), "ShaSpec: shared and specific features")
 @register_method("dmrnet", fusion_preset("dmrnet"), "DMRNet: probabilistic fusion, hard-combination term")
+@register_method("flexmoe", fusion_preset("flexmoe"), "Flex-MoE: missing-modality bank, combination experts")
 @register_method("esanet_md", {"model": ESANET_MODEL}, "ESANet trained with modality dropout (segmentation)")
 class Unified(Method):
     """One model for every combination: modality dropout, ``L_task`` (+ the fusion's auxiliary losses)."""

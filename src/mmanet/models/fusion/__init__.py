@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 # register the fusions
-from mmanet.models.fusion import concat, dmrnet, hemis, lcr, mmformer, rfnet, se_add, shaspec  # noqa: F401
+from mmanet.models.fusion import concat, dmrnet, flexmoe, hemis, lcr, mmformer, rfnet, se_add, shaspec  # noqa: F401
 from mmanet.models.fusion.base import (
     FUSIONS,
     Fusion,
