@@ -58,7 +58,8 @@ def prob_in_top_k(clean: Tensor, noisy: Tensor, noise_std: Tensor, top_values: T
 @register_fusion("flexmoe")
 class FlexMoEFusion(Fusion):
     """The missing-modality bank, one attention layer and a sparse mixture of combination experts (module
-    docstring) → ``(B, M·C, *S)``. Options: ``top_k`` experts per token (their 4), ``heads`` of the attention,
+    docstring) → ``(B, M·C, *S)``. Options: ``top_k`` experts per token (default their 4, or every expert when
+    there are fewer), ``heads`` of the attention,
     ``gate_weight`` of the gate loss (their 0.01), ``hidden_ratio`` of the experts' MLP (their 2)."""
 
     def __init__(
@@ -67,7 +68,7 @@ class FlexMoEFusion(Fusion):
         channels: int,
         num_classes: int,
         spatial: bool = False,
-        top_k: int = 4,
+        top_k: int | None = None,
         heads: int = 4,
         gate_weight: float = 0.01,
         hidden_ratio: int = 2,
@@ -75,6 +76,7 @@ class FlexMoEFusion(Fusion):
         super().__init__(num_modalities, channels, num_classes, spatial)
         m, c = num_modalities, channels
         experts = 2**m - 1
+        top_k = min(4, experts) if top_k is None else top_k  # their 4; fewer experts than that: all of them
         if not 1 <= top_k <= experts:
             raise ValueError(f"flexmoe top_k must be between 1 and the number of experts {experts}, got {top_k}")
         if c % heads:
