@@ -294,3 +294,13 @@ def test_tune_out_that_cannot_hold_a_study_is_one_message(tmp_path, monkeypatch)
     monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
     refused(place / "study", "Permission denied", "--out")
     assert not (place / "study").exists()
+
+
+def test_the_newest_peers_have_their_knobs_in_the_search_space(tiny_config):
+    from mmanet.tuning import search_space
+
+    keys = lambda cfg: {p.key for p in search_space(cfg, ["fused", "embedding"])}  # noqa: E731
+    assert {"cmad.delta", "cmad.gamma", "cmad.weight_scale", "cmad.begin_epoch"} <= keys(tiny_config("cmad"))
+    assert {"passion.kl_weight", "passion.proto_weight", "passion.temperature"} <= keys(tiny_config("passion"))
+    assert "model.fusion.gate_weight" in keys(tiny_config("flexmoe"))
+    assert not any(k.startswith(("cmad.", "passion.")) for k in keys(tiny_config("sf_md")))

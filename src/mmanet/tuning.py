@@ -47,7 +47,7 @@ from typing import Any, Literal
 
 import yaml
 
-from mmanet.config import ConfigError, RunConfig, deep_merge, resolve_run_config, set_dotted
+from mmanet.config import ConfigError, RunConfig, deep_merge, method_presets, resolve_run_config, set_dotted
 from mmanet.data import DataBundle
 from mmanet.errors import MMANetError
 from mmanet.methods.mar import weak_set_of
@@ -180,6 +180,21 @@ def search_space(config: RunConfig, feature_names: Sequence[str]) -> list[Param]
         ]
     if config.kd_active:
         space += [Param("kd.gamma", "log", 0.1, 10.0), Param("kd.temperature", "float", 1.0, 8.0)]
+    if config.cmad_active:
+        space += [
+            Param("cmad.delta", "log", 0.01, 1.0),
+            Param("cmad.gamma", "log", 0.1, 10.0),
+            Param("cmad.weight_scale", "log", 1.0, 50.0),
+            Param("cmad.begin_epoch", "int", 1, max(1, config.train.max_epochs // 2)),
+        ]
+    if "passion" in method_presets().get(config.method, {}):
+        space += [
+            Param("passion.kl_weight", "log", 0.05, 5.0),
+            Param("passion.proto_weight", "log", 0.01, 1.0),
+            Param("passion.temperature", "float", 1.0, 8.0),
+        ]
+    if config.model.fusion.type == "flexmoe":
+        space.append(Param("model.fusion.gate_weight", "log", 1e-3, 1.0))
     return space
 
 
