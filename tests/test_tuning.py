@@ -304,3 +304,18 @@ def test_the_newest_peers_have_their_knobs_in_the_search_space(tiny_config):
     assert {"passion.kl_weight", "passion.proto_weight", "passion.temperature"} <= keys(tiny_config("passion"))
     assert "model.fusion.gate_weight" in keys(tiny_config("flexmoe"))
     assert not any(k.startswith(("cmad.", "passion.")) for k in keys(tiny_config("sf_md")))
+
+
+def test_a_fusion_option_given_by_the_fusion_s_name_alone_is_tuned_from_its_default(tmp_path):
+    """``model.fusion: flexmoe`` (no options written): trial 0 is the constructor's default gate weight, and the
+    option reaches best.yaml as a fusion section (a plain fusion name used to crash the study)."""
+    config = write_yaml(tmp_path / "c.yaml", _raw("flexmoe"))
+    out = tmp_path / "o"
+    result = CliRunner().invoke(
+        app, ["tune", str(config), "--trials", "2", "--out", str(out), "--param", "model.fusion.gate_weight"]
+    )
+    assert result.exit_code == 0, result.output
+    trials = (out / "trials.csv").read_text().splitlines()
+    assert trials[1].split(",")[3] == "0.01"  # trial 0: the default, then the sampler
+    best = yaml.safe_load((out / "best.yaml").read_text())
+    assert best["model"]["fusion"]["type"] == "flexmoe" and "gate_weight" in best["model"]["fusion"]

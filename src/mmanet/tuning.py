@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import inspect
 import json
 import math
 import statistics
@@ -196,6 +197,26 @@ def search_space(config: RunConfig, feature_names: Sequence[str]) -> list[Param]
     if config.model.fusion.type == "flexmoe":
         space.append(Param("model.fusion.gate_weight", "log", 1e-3, 1.0))
     return space
+
+
+def _value_at(dumped: dict[str, Any], key: str) -> Any:
+    """The value of dotted ``key`` in a dumped configuration; a component option that is not written (a fusion
+    given by its name alone) is its constructor's default; None when there is none."""
+    node: Any = dumped
+    parts = key.split(".")
+    for k, part in enumerate(parts):
+        if isinstance(node, str) and k >= 1 and parts[k - 1] == "fusion":  # `fusion: flexmoe`: its defaults
+            node = {"type": node}
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, dict) and k >= 1 and parts[k - 1] == "fusion":
+            from mmanet.models.fusion import FUSIONS
+
+            default = inspect.signature(FUSIONS.get(node["type"]).__init__).parameters.get(part)
+            return None if default is None or default.default is inspect.Parameter.empty else default.default
+        else:
+            return None
+    return node
 
 
 def restrict(space: list[Param], names: Sequence[str]) -> list[Param]:
@@ -358,9 +379,9 @@ class Tuner:
         dumped = self.base.model_dump(mode="json")
         values: dict[str, Any] = {}
         for p in self.space:
-            node: Any = dumped
-            for part in p.key.split("."):
-                node = node[part]
+            node = _value_at(dumped, p.key)
+            if node is None:
+                continue
             inside = node in p.choices if p.kind == "choice" else p.low <= node <= p.high
             if inside:
                 values[p.key] = node
