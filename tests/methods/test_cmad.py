@@ -22,7 +22,7 @@ from mmanet.training.factory import load_bundle, task_info
 from mmanet.training.fit import fit_stage, train_teacher, training_split
 from mmanet.training.module import MultimodalModule
 from mmanet.training.teacher import FrozenTeacher
-from step_helpers import CrashAtEpoch, complete_rows, setup, step_and_mask
+from step_helpers import CrashAtEpoch, complete_rows, setup, step_and_mask, step_context
 
 
 def _passes(module, batch, mask):
@@ -78,7 +78,6 @@ def test_unlabelled_rows_take_no_part_in_the_task_term(tiny_config, at_epoch):
 def test_each_term_sends_a_gradient_into_the_network(tiny_config, at_epoch):
     cfg, module, batch = setup(tiny_config, "cmad", cmad__delta=1.0, cmad__gamma=1.0)
     at_epoch(0)
-    from step_helpers import step_context
 
     mask = module.dropout(batch[1])
     out = module.net.forward_all(batch[0], mask)
@@ -155,3 +154,16 @@ def test_a_rooms_esanet_step_with_batchnorm_gives_every_parameter_a_gradient(at_
     missing = [n for n, p in module.net.named_parameters() if p.requires_grad and p.grad is None]
     assert missing == [], missing
     assert float(module.method.counts.sum()) == 4  # every sample's gap gathered for the weights
+
+
+def test_mmanet_s_terms_never_reach_cmad_even_when_the_config_sets_them(tiny_config, at_epoch):
+    """A benchmark base with MMANet's sections (the rooms: mad.variant official, α = 4) must not add MAD to CMAD."""
+    cfg, module, batch = setup(
+        tiny_config, "cmad", mad__variant="official", mad__alpha=4.0, kd__gamma=2.0, cmad__delta=0.0, cmad__gamma=0.0
+    )
+    at_epoch(3)
+    mask = batch[1]
+    out = module.net.forward_all(batch[0], mask)
+    terms = module.method.loss_terms(step_context(module, batch[0], batch[1], mask, batch[2], out, epoch=3))
+    assert set(terms) == {"task", "cafd", "kd"}, terms
+    torch.testing.assert_close(terms["task"], F.cross_entropy(out.logits, batch[2]))

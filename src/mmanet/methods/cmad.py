@@ -27,7 +27,7 @@ from mmanet.data import DataError
 from mmanet.data.base import UNLABELLED
 from mmanet.distributed import all_reduce_sum
 from mmanet.losses.cmad import cafd_loss, combination_weights, per_sample_kd
-from mmanet.methods.base import EpochEndHook, StepContext, labels_at, no_void_label, register_method
+from mmanet.methods.base import EpochEndHook, Method, StepContext, labels_at, no_void_label, register_method
 from mmanet.methods.mmanet import MMANet, _select_rows
 from mmanet.methods.supervised import fusion_preset
 from mmanet.modality import all_combinations
@@ -92,7 +92,9 @@ class CMAD(MMANet):
         return self.weights.to(index.device, torch.float32)[index]
 
     def loss_terms(self, ctx: StepContext) -> dict[str, Tensor]:
-        terms = super().loss_terms(ctx)  # the task term is replaced below; deep supervision, fusion terms stay
+        # Method's terms, not MMANet's: a config's mad/mar/kd sections (a benchmark base) never add MMANet's
+        # terms to CMAD; the task term is replaced below; deep supervision and fusion terms stay
+        terms = Method.loss_terms(self, ctx)
         cfg = self.config.cmad
         index = self.combination_index(ctx.mask)
         w = self.combination_weight_of(index)
