@@ -345,6 +345,9 @@ class PassionConfig(Section):
     proto_weight: float = Field(0.1, ge=0)
     #: temperature of the self-distillation (their 4)
     temperature: float = Field(4.0, gt=0, le=100)
+    #: ``authors``: their temp_kl_loss (probabilities clamped to [0.005, 1], the MEAN over classes: 1/K of a
+    #: KL); ``kl``: T²·KL summed over classes (K times their scale; what the rows before this option used)
+    kl_form: Literal["authors", "kl"] = "authors"
     #: the epoch from which the PASSION terms and the β updates start (their region_fusion_start_epoch, 0)
     start_epoch: int = Field(0, ge=0)
     #: step η of the β update β ← clip(β − η·rp, 0.1, 4), renormalised to ‖β‖ = √M (their 0.01)

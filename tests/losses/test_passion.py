@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmanet.losses.passion import preference, prototype_terms, updated_betas
+from mmanet.losses.passion import authors_kl, preference, prototype_terms, updated_betas
 
 
 def prototypes_by_loops(s: np.ndarray, f: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -83,3 +83,20 @@ def test_beta_update_matches_the_authors_lines():
     ones = updated_betas(torch.ones(6, dtype=torch.float64), torch.full((6,), 0.2, dtype=torch.float64), 0.01)
     torch.testing.assert_close(ones, torch.ones(6, dtype=torch.float64))  # no lag: unchanged, ‖β‖ = √M
     assert float(updated_betas(beta, dist, 0.3).norm()) == pytest.approx(math.sqrt(4))
+
+
+def test_the_authors_kl_is_their_temp_kl_loss_and_a_kth_of_the_clamped_kl():
+    def temp_kl_loss_bs(logit_s, logit_t, temp):  # their criterions.py, for (B, K, …) maps
+        pred_s = torch.clamp(torch.softmax(logit_s / temp, dim=1), min=0.005, max=1)
+        pred_t = torch.clamp(torch.softmax(logit_t / temp, dim=1), min=0.005, max=1)
+        kl = temp * temp * torch.mul(pred_t, torch.log(pred_t) - torch.log(pred_s))
+        return torch.mean(kl, dim=tuple(range(1, kl.dim())))
+
+    g = torch.Generator().manual_seed(3)
+    for shape in ((5, 4), (2, 4, 3, 3)):
+        s, t = torch.randn(*shape, generator=g) * 3, torch.randn(*shape, generator=g) * 3
+        torch.testing.assert_close(authors_kl(s, t, temperature=4.0), temp_kl_loss_bs(s, t, 4.0))
+    s, t = torch.randn(6, 10, generator=g), torch.randn(6, 10, generator=g)  # mild logits: no clamp reached
+    from mmanet.losses.kd import per_sample_kd
+
+    torch.testing.assert_close(authors_kl(s, t, temperature=4.0) * 10, per_sample_kd(s, t, temperature=4.0))

@@ -17,7 +17,8 @@ from step_helpers import setup, step_and_mask, step_context
 
 
 def _expected(module, batch, mask):
-    """L_task + the fusion's losses + 0.5·Σ β_m KL_m + 0.1·Σ [rp_m > 0] proto_m, each recomputed."""
+    """L_task + the fusion's losses + 0.5·Σ β_m KL_m + 0.1·Σ [rp_m > 0] proto_m, each recomputed
+    (``passion.kl_form: kl``; the authors' form is checked against their code in tests/losses/test_passion.py)."""
     inputs, _, target = batch
     features = module.net.encode(inputs, mask)
     out = module.net.fuse_predict(features, mask)
@@ -40,7 +41,7 @@ def _expected(module, batch, mask):
 
 @pytest.mark.parametrize("fusion", ["rfnet", "mmformer"])
 def test_the_step_is_the_base_loss_plus_self_distillation_and_prototypes(tiny_config, at_epoch, fusion):
-    cfg, module, batch = setup(tiny_config, "passion", model__fusion=fusion)
+    cfg, module, batch = setup(tiny_config, "passion", model__fusion=fusion, passion__kl_form="kl")
     at_epoch(0)
     total, _ = step_and_mask(module, batch)
     mask = batch[1]  # idt: the data's own masks (setup removed modality 0 from rows 0-3)

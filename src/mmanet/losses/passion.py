@@ -26,7 +26,20 @@ from torch import Tensor
 
 from mmanet.losses.kd import per_sample_kd
 
-__all__ = ["per_sample_kd", "preference", "prototype_terms", "updated_betas"]
+__all__ = ["authors_kl", "per_sample_kd", "preference", "prototype_terms", "updated_betas"]
+
+#: the authors' temp_kl_loss clamps both softened probabilities to [0.005, 1] before the logarithm
+_CLAMP = 0.005
+
+
+def authors_kl(single_logits: Tensor, fused_logits: Tensor, *, temperature: float) -> Tensor:
+    """``(B,)``: the authors' ``temp_kl_loss_bs`` — ``T² · mean_{k, pixels} q_k (log q_k − log p_k)`` with ``q``, ``p``
+    the softened fused and single-modality probabilities, each clamped to [0.005, 1]. The MEAN over the K
+    classes makes it 1/K of a KL divergence (:func:`per_sample_kd`, ``passion.kl_form: kl``). The fused
+    side carries no gradient."""
+    q = torch.softmax(fused_logits.detach().float() / temperature, dim=1).clamp(_CLAMP, 1.0)
+    p = torch.softmax(single_logits.float() / temperature, dim=1).clamp(_CLAMP, 1.0)
+    return (temperature**2 * q * (q.log() - p.log())).flatten(1).mean(dim=1)
 
 
 def _rows(feature: Tensor) -> tuple[Tensor, int]:

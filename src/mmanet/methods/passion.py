@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from mmanet.distributed import all_reduce_sum
-from mmanet.losses.passion import per_sample_kd, preference, prototype_terms, updated_betas
+from mmanet.losses.passion import authors_kl, per_sample_kd, preference, prototype_terms, updated_betas
 from mmanet.methods.base import EpochEndHook, Method, StepContext, no_void_label, register_method
 from mmanet.methods.supervised import fusion_preset
 
@@ -73,7 +73,8 @@ class Passion(Method):
             alone = torch.zeros_like(ctx.mask)
             alone[:, m] = True  # every row, as the authors' code: the rows without m are read by nothing
             single = ctx.net.fuse_predict(ctx.features, alone)
-            kd = per_sample_kd(single.logits[rows], ctx.out.logits[rows], temperature=cfg.temperature)
+            distil = authors_kl if cfg.kl_form == "authors" else per_sample_kd
+            kd = distil(single.logits[rows], ctx.out.logits[rows], temperature=cfg.temperature)
             proto, distance = prototype_terms(
                 single.feature(cfg.feature)[rows], teacher_feature[rows], ctx.target[rows], ignore=self.ignore
             )
