@@ -154,9 +154,13 @@ class Method:
         return {}
 
     # ------------------------------------------------------------------ the loss
+    def task_term(self, ctx: StepContext) -> Tensor:
+        """``L_task`` of the step (default: the task loss of the network's logits)."""
+        return ctx.task_loss(ctx.out.logits, ctx.target)
+
     def loss_terms(self, ctx: StepContext) -> dict[str, Tensor]:
         """``name → weight · value`` of every term of this step (summed into the training loss; each logged)."""
-        terms: dict[str, Tensor] = {"task": ctx.task_loss(ctx.out.logits, ctx.target)}
+        terms: dict[str, Tensor] = {"task": self.task_term(ctx)}
         if ctx.out.aux_logits:  # multi-scale supervision of a decoder's side outputs (ESANet)
             sides = (ctx.task_loss(side, ctx.target) for side in ctx.out.aux_logits)
             terms["deep_supervision"] = cast(Tensor, sum(sides))

@@ -91,15 +91,18 @@ class CMAD(MMANet):
             return torch.ones(index.shape[0], device=index.device)
         return self.weights.to(index.device, torch.float32)[index]
 
+    def task_term(self, ctx: StepContext) -> Tensor:
+        """``Σ_i w_c(i) · CE_i / n_labelled``."""
+        ce, labelled = self.per_sample_ce(ctx.out.logits, ctx.target)
+        return (self.combination_weight_of(self.combination_index(ctx.mask)) * ce).sum() / labelled.sum().clamp(min=1)
+
     def loss_terms(self, ctx: StepContext) -> dict[str, Tensor]:
         # Method's terms, not MMANet's: a config's mad/mar/kd sections (a benchmark base) never add MMANet's
-        # terms to CMAD; the task term is replaced below; deep supervision and fusion terms stay
+        # terms to CMAD; the task term is :meth:`task_term`; deep supervision and fusion terms stay
         terms = Method.loss_terms(self, ctx)
         cfg = self.config.cmad
         index = self.combination_index(ctx.mask)
         w = self.combination_weight_of(index)
-        ce, labelled = self.per_sample_ce(ctx.out.logits, ctx.target)
-        terms["task"] = (w * ce).sum() / labelled.sum().clamp(min=1)
         rows = self.distillation_rows(ctx.present)
         if rows is not None and rows.numel() == 0:  # no complete sample in this batch: nothing to distil
             terms["cafd"] = ctx.out.logits.sum() * 0.0
@@ -109,7 +112,7 @@ class CMAD(MMANet):
         if rows is not None:
             student = _select_rows(ctx.out, rows)
             inputs, present = {k: v[rows] for k, v in inputs.items()}, present[rows]
-            index, w, ce, labelled = index[rows], w[rows], ce[rows], labelled[rows]
+            index, w = index[rows], w[rows]
         assert self.teacher is not None
         teacher = self.teacher.forward_all(inputs, present)
         kd = per_sample_kd(student.logits, teacher.logits, temperature=cfg.temperature)
@@ -119,18 +122,19 @@ class CMAD(MMANet):
             terms["cafd"] = cfg.delta * cafd_loss(_per_sample(s_feature), _per_sample(t_feature), tau=cfg.tau)
         else:  # no correlation between samples to align
             terms["cafd"] = s_feature.sum() * 0.0
-        self._gather(ctx.epoch, index, ce, labelled, teacher.logits, ctx.target if rows is None else ctx.target[rows])
+        self._gather(ctx.epoch, index, student.logits, teacher.logits, ctx.target if rows is None else ctx.target[rows])
         return terms
 
     @torch.no_grad()
     def _gather(
-        self, epoch: int, index: Tensor, ce: Tensor, labelled: Tensor, teacher_logits: Tensor, target: Tensor
+        self, epoch: int, index: Tensor, student_logits: Tensor, teacher_logits: Tensor, target: Tensor
     ) -> None:
         """Add this step's ``max(0, CE^d − CE^t)`` per combination to the statistics the next update reads."""
         if self.config.cmad.update == "once" and epoch >= self.config.cmad.begin_epoch:
             return  # the weights are fixed
+        ce, labelled = self.per_sample_ce(student_logits.detach().float(), target)
         teacher_ce, _ = self.per_sample_ce(teacher_logits.detach().float(), target)
-        gap = torch.relu(ce.detach().float() - teacher_ce)[labelled]
+        gap = torch.relu(ce - teacher_ce)[labelled]
         where = index[labelled]
         self.gap_sums = self.gap_sums.to(gap.device).index_add(0, where, gap.double())
         self.counts = self.counts.to(gap.device).index_add(0, where, torch.ones_like(gap, dtype=torch.float64))
