@@ -73,3 +73,35 @@ def test_the_network_scores_its_combinations_and_ignores_missing_inputs(name, ti
                     continue
                 changed = {**inputs, modality: inputs[modality] * 3.0 + 7.0}
                 torch.testing.assert_close(net(changed, mask), logits, msg=f"{name}: {modality} missing in {combo}")
+
+
+#: the newest peers on the rooms' ESANet parts (ResNet encoders, BatchNorm decoder), as the rooms benchmark sets them
+PEERS_ON_ESANET = {
+    "cmad": {"cmad": {"feature": "context", "begin_epoch": 0}},
+    "passion": {"model": {"fusion": "rfnet"}, "passion": {"mask": "idt_moddrop", "feature": "context"}},
+    "flexmoe": {"model": {"fusion": {"type": "flexmoe", "top_k": 2}}},
+}
+
+
+@pytest.mark.parametrize("name", sorted(PEERS_ON_ESANET))
+def test_the_peers_train_on_the_esanet_parts_at_batch_two(name, tiny_config, at_epoch):
+    from conftest import tiny_raw
+    from mmanet.config import deep_merge, resolve_run_config
+
+    esanet = {"encoder": {"type": "resnet"}, "head": {"type": "esanet_decoder"}, "fusion": "se_add"}
+    raw = tiny_raw(
+        name, data={**ROOMS, "batch_size": 2}, model={**esanet, "width": 4, "channels": None, "dropout": 0.0}
+    )
+    cfg = resolve_run_config(deep_merge(raw, PEERS_ON_ESANET[name]))
+    bundle = load_bundle(cfg)
+    info = task_info(bundle)
+    torch.manual_seed(0)
+    teacher = FrozenTeacher(build_net(cfg, info)) if cfg.stage == "mmanet" else None
+    module = MultimodalModule(build_net(cfg, info), cfg, info, teacher=teacher).train()
+    batch = next(iter(torch.utils.data.DataLoader(bundle.train, batch_size=2)))
+    at_epoch(1)
+    loss = module.training_step(batch, 0)
+    assert torch.isfinite(loss)
+    loss.backward()
+    missing = [n for n, p in module.net.named_parameters() if p.requires_grad and p.grad is None]
+    assert missing == [], missing
