@@ -45,9 +45,17 @@ def read(path):
 def test_table_has_one_row_per_combination_and_average(bench_out):
     _, out, report = bench_out
     rows = read(out / "table.csv")
-    assert rows[0] == ["a", "b", "c", "combination", "SF-MD", "+SP", "MMANet"]
+    labels = ["SF-MD", "+SP", "MMANet"]
+    assert rows[0] == ["a", "b", "c", "combination", *(f"{lb}{p}" for lb in labels for p in ("", " mean", " std"))]
     assert [r[3] for r in rows[1:]] == ["a", "b", "c", "a+b", "a+c", "b+c", "a+b+c", "Average"]
-    assert all("±" in cell for r in rows[1:] for cell in r[4:])
+    assert all("±" in r[col] for r in rows[1:] for col in (4, 7, 10))
+    # issue 23: each formatted cell's mean and std as plain numbers beside it
+    for r in rows[1:]:
+        for col in (4, 7, 10):
+            mean, std = (float(x) for x in r[col].split(" ± "))
+            assert float(r[col + 1]) == pytest.approx(mean, abs=0.005) and float(r[col + 2]) == pytest.approx(
+                std, abs=0.005
+            )
     # the Average cell is the mean over seeds of each seed's average over combinations
     seeds = report.runs["SF-MD"]
     assert len(seeds) == 2 and seeds[0].seed == 0 and seeds[1].seed == 1

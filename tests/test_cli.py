@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import json
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -28,6 +30,21 @@ def test_train_then_evaluate(tmp_path, tiny_config):
     result = runner.invoke(app, ["evaluate", str(out / "checkpoints" / "best.ckpt"), "--split", "val"])
     assert result.exit_code == 0, result.output
     assert (out / "eval_val" / "per_combination.md").exists()
+    # issue 23: with an availability, the model's expected error (Σ_c P(c)·error(c) of its table) and deployment files
+    result = runner.invoke(app, ["evaluate", str(out), "--split", "val", "--availability", "a=0.5,c=0.8"])
+    assert result.exit_code == 0, result.output
+    with (out / "eval_val" / "per_combination.csv").open() as fh:
+        error = {r["combination"]: float(r["error"]) for r in csv.DictReader(fh)}
+    p = {"a": 0.5, "b": 1.0, "c": 0.8}  # b always there: only combinations with b have a probability
+    by_hand = sum(
+        (p["a"] if "a" in name else 1 - p["a"]) * (p["c"] if "c" in name else 1 - p["c"]) * error[name]
+        for name in ("b", "a+b", "b+c", "a+b+c")
+    )
+    deployment = json.loads((out / "eval_val" / "deployment.json").read_text())
+    assert deployment["methods"]["model"]["expected"]["mean"] == pytest.approx(by_hand, abs=0.01)
+    assert (out / "eval_val" / "deployment.md").read_text().startswith("# Which model to deploy")
+    result = runner.invoke(app, ["evaluate", str(out), "--availability", "a=2"])
+    assert result.exit_code == 2 and "probability in (0, 1]" in result.output
 
 
 def test_config_typo_is_a_clear_error(tmp_path):

@@ -172,7 +172,7 @@ def test_subset_of_combinations_and_acer_rows():
     table = evaluator.compute()
     assert [c.name for c, _ in table.rows] == ["c", "a+b"]
     assert table.metric == "acer"
-    assert set(table.rows[0][1]) == {"apcer", "bpcer", "acer"}
+    assert set(table.rows[0][1]) == {"apcer", "bpcer", "acer", "ece", "confidence"}
     with pytest.raises(ValueError, match="no combination"):
         PerCombinationEvaluator(SPEC, K, combinations=[])
 

@@ -21,20 +21,28 @@ import json
 import math
 import statistics
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from mmanet.analysis.availability import check_tables_cover, validate_availability
+from mmanet.analysis.baseline import empty_combination_metrics
+from mmanet.analysis.deployment import SeedTable, analyse, deployment_markdown, recommendation_sentence
+from mmanet.analysis.significance import significant
 from mmanet.benchmark_config import BenchmarkConfig, BenchmarkMethod, method_config
 from mmanet.config import ConfigError, RunConfig
 from mmanet.config_checks import load_yaml
 from mmanet.data import DataBundle
+from mmanet.figures.deployment import plot_availability_sweep, plot_shapley
+from mmanet.figures.heatmap import plot_delta_heatmap
+from mmanet.figures.per_combination import plot_per_combination
 from mmanet.methods.mar import mining_history, weak_set_of
-from mmanet.modality import Combination
+from mmanet.modality import Combination, all_combinations
 from mmanet.outputs import OutputPathError, Reads, check_not_read, inside, plain_name_problem, writing
-from mmanet.report import plot_mar_discrepancy, plot_per_combination
+from mmanet.report import plot_mar_discrepancy
 from mmanet.results import AVERAGE, ResultTable, higher_is_better, markdown_table
 from mmanet.training.factory import check_config_against_data, load_bundle
 from mmanet.training.preflight import preflight
@@ -46,7 +54,7 @@ from mmanet.training.run_dir import (
     run_part,
     same_configuration,
 )
-from mmanet.training.runner import run
+from mmanet.training.runner import customized_combinations, run
 from mmanet.training.shared_teacher import (
     BENCHMARK_TEACHERS,
     share_teacher,
@@ -56,8 +64,19 @@ from mmanet.training.shared_teacher import (
 )
 
 WORST_K = 5
-#: the files a benchmark writes at the top of its output directory (besides mar_discrepancy_*.png)
-REPORT_FILES = ("report.md", "table.csv", "ablation.csv", "summary.json", "per_combination.png")
+#: the figures a benchmark writes at the top of its output directory, each as .png (300 dpi) and .pdf
+FIGURES = ("per_combination", "delta_heatmap", "availability_sweep", "shapley")
+#: the files a benchmark writes at the top of its output directory (besides mar_discrepancy_*.png and .pdf)
+REPORT_FILES = (
+    "report.md",
+    "table.csv",
+    "results_long.csv",
+    "ablation.csv",
+    "summary.json",
+    "deployment.json",
+    "deployment.md",
+    *(f"{name}{suffix}" for name in FIGURES for suffix in (".png", ".pdf")),
+)
 
 
 @dataclass
@@ -77,8 +96,14 @@ class BenchmarkReport:
     out_dir: Path
     runs: dict[str, list[MethodRun]] = field(default_factory=dict)
     rows: list[list[str]] = field(default_factory=list)
-    #: the per-combination table (header, rows) as written to table.csv
+    #: the per-combination table (header, rows) of report.md (table.csv adds numeric mean and std columns)
     table_rows: tuple[list[str], list[list[str]]] = field(default_factory=lambda: ([], []))
+    #: the deployment availability (modality → probability; None: no expected metric)
+    availability: dict[str, float] | None = None
+    #: the headline metric of the empty combination (training majority class) on the reported split
+    empty_metric: float | None = None
+    #: the content of deployment.json (after :func:`write_report`)
+    deployment: dict[str, Any] | None = None
 
     def table_markdown(self) -> str:
         return markdown_table(*self.table_rows)
@@ -179,7 +204,7 @@ def check_outputs(out_dir: Path, reads: Reads = ()) -> None:
     part = run_part(out_dir)
     if part is not None:
         raise OutputPathError(f"--out {out_dir} is {part} (of mmanet train), not a benchmark's; choose a new directory")
-    reports = [out_dir / name for name in REPORT_FILES] + sorted(out_dir.glob("mar_discrepancy_*.png"))
+    reports = [out_dir / name for name in REPORT_FILES] + sorted(out_dir.glob("mar_discrepancy_*.p[nd][gf]"))
     for path in reports:
         check_not_read(path, reads, subject=f"the report file {path}")
     taken = [p.name for p in reports if p.exists() or p.is_symlink()]
@@ -257,11 +282,14 @@ def run_benchmark(
     console=None,
     overwrite: bool = False,
     reads: Reads = (),
+    availability: Mapping[str, float] | None = None,
 ) -> BenchmarkReport:
     """Train (or reuse) every method × seed into ``out_dir`` and write the report (module docstring).
 
     ``overwrite``: train again the runs whose configuration changed; ``reads``: files the caller read
-    (the benchmark file), never deleted or written over — the methods' ``config:`` files are added here."""
+    (the benchmark file), never deleted or written over — the methods' ``config:`` files are added here.
+    ``availability`` (else the benchmark's ``availability:``): the deployment analysis' modality availability,
+    checked against the data and every method's combinations before anything is trained."""
     out_dir = Path(out_dir)
     check_labels(bench)
     reads = [*reads, *((f"the config file of method {m.display!r}", m.config) for m in bench.methods)]
@@ -276,13 +304,20 @@ def run_benchmark(
     first_cfg = method_config(bench, methods[0])
     seeds = [first_cfg.seed + k for k in range(bench.seeds)]
     check_changed_runs(bench, methods, seeds, out_dir, overwrite, reads)
-    out_dir.mkdir(parents=True, exist_ok=True)
     bundle = load_bundle(first_cfg)  # every method shares the data and its split
+    wanted = availability if availability is not None else bench.availability
+    checked = validate_availability(wanted, bundle.spec) if wanted is not None else None
     for method in methods:  # every method's names (components, features, modalities), before anything trains
         cfg = method_config(bench, method)
         check_config_against_data(cfg, bundle)
         preflight(cfg, bundle)
-    report = BenchmarkReport(bench, out_dir, {m.display: [] for m in methods})
+        if checked is not None:
+            combos = (
+                customized_combinations(cfg, bundle) if cfg.stage == "customized" else all_combinations(bundle.spec)
+            )
+            check_tables_cover({method.display: [c.name for c in combos]}, checked, bundle.spec)
+    out_dir.mkdir(parents=True, exist_ok=True)  # (after every check: a refused benchmark leaves nothing behind)
+    report = BenchmarkReport(bench, out_dir, {m.display: [] for m in methods}, availability=checked)
     total = len(methods) * bench.seeds
     done = 0
     start = time.perf_counter()
@@ -301,6 +336,10 @@ def run_benchmark(
                 f"    {method.display}: {test.metric} average {test.average()[test.metric]:.2f} (test), "
                 f"{val.average()[val.metric]:.2f} (val), {summary['train_seconds']:.1f} s",
             )
+    first_table = next(iter(report.runs.values()))[0].table
+    report.empty_metric = empty_combination_metrics(bundle, first_cfg.evaluate.split, first_table.metric).get(
+        first_table.metric
+    )
     with writing(out_dir / "report.md", "the report "):
         write_report(report)
     return report
@@ -358,18 +397,21 @@ def write_report(report: BenchmarkReport) -> None:
         names = mined.get(r.seed) or (next(iter(mined.values())) if mined else [])
         return _subset_mean(r.table, names)
 
-    # table.csv: one row per combination + Average (+ worst-5, weak set), one column per method
+    # table.csv: one row per combination + Average, per method the formatted cell and its mean and std as numbers
     header = [*spec.names, "combination", *labels]
-    rows = []
-    for c in combos:
-        rows.append(
-            [*c.render(), c.name, *(fmt_mean_std(per_seed(lb, lambda r, c=c: r.table.value(c))) for lb in labels)]
-        )
-    avg_row = ["" for _ in spec.names] + [AVERAGE]
-    avg_row += [fmt_mean_std(per_seed(lb, lambda r: r.table.average()[metric])) for lb in labels]
-    rows.append(avg_row)
-    _write_csv(out / "table.csv", header, rows)
+    cells: list[tuple[str, str, Callable[[MethodRun], float]]] = [(c.render(), c.name, _value_of(c)) for c in combos]
+    cells.append(("", AVERAGE, lambda r: r.table.average()[metric]))  # (no ●/○ marks)
+    csv_header = [*spec.names, "combination", *(f"{lb}{part}" for lb in labels for part in ("", " mean", " std"))]
+    rows, csv_rows = [], []
+    for marks, name, fn in cells:
+        keys = [*(marks or [""] * len(spec.names)), name]
+        values = {lb: per_seed(lb, fn) for lb in labels}
+        rows.append([*keys, *(fmt_mean_std(values[lb]) for lb in labels)])
+        numbers = {lb: [_num(x) for x in _mean_std(values[lb])] for lb in labels}
+        csv_rows.append([*keys, *(x for lb in labels for x in (fmt_mean_std(values[lb]), *numbers[lb]))])
+    _write_csv(out / "table.csv", csv_header, csv_rows)
     report.table_rows = (header, rows)
+    _write_long_csv(out / "results_long.csv", report)
 
     # headline summary with paired differences to the reference method
     ref_avgs = per_seed(ref, lambda r: r.table.average()[metric])
@@ -416,8 +458,11 @@ def write_report(report: BenchmarkReport) -> None:
         for lb in labels
     ]
 
-    # plots
-    plot_per_combination({lb: report.tables(lb) for lb in labels}, out / "per_combination.png", reference=ref)
+    # plots (and the deployment analysis)
+    order = [m.display for m in bench.methods]  # a method's colour follows its place in the benchmark file
+    plot_per_combination({lb: report.tables(lb) for lb in labels}, out / "per_combination", reference=ref, order=order)
+    _plot_deltas(report, ref, combos, out / "delta_heatmap")
+    deployment_notes = _write_deployment(report, ref, order)
     mar_plots = []
     for lb in labels:
         for r in report.runs[lb]:
@@ -452,7 +497,9 @@ def write_report(report: BenchmarkReport) -> None:
         md += ["## Ablation (paper Table 6)", "", _csv_to_md(out / "ablation.csv"), ""]
     md += ["## Cost", "", markdown_table(["method", "parameters (deployed)", "train seconds"], cost_rows), ""]
     md += ["## Per combination (mean ± std over seeds)", "", markdown_table(header, rows), ""]
-    md += ["## Plots", "", "![per combination](per_combination.png)", ""]
+    md += ["## Which model to deploy", "", *deployment_notes, ""]
+    md += ["## Plots", "", "![per combination](per_combination.png)", "", "![paired difference](delta_heatmap.png)", ""]
+    md += ["![availability sweep](availability_sweep.png)", "", "![Shapley values](shapley.png)", ""]
     md += [f"![MAR mining]({p})" for p in mar_plots]
     (out / "report.md").write_text("\n".join(md) + "\n")
     (out / "summary.json").write_text(
@@ -473,6 +520,92 @@ def write_report(report: BenchmarkReport) -> None:
             indent=2,
         )
     )
+
+
+def _value_of(combination: Combination) -> Callable[[MethodRun], float]:
+    return lambda r: r.table.value(combination)
+
+
+def _num(value: float) -> str:
+    """A number for a CSV cell (empty when undefined, so pandas reads NaN)."""
+    return "" if math.isnan(value) else f"{float(value):.10g}"
+
+
+def _write_long_csv(path: Path, report: BenchmarkReport) -> None:
+    """results_long.csv: one row per (method, seed, split, combination, metric) with a 0/1 column per modality."""
+    spec = next(iter(report.runs.values()))[0].table.spec
+    split = method_config(report.config, report.config.methods[0]).evaluate.split
+    header = ["method", "seed", "split", "combination", *spec.names, "metric", "value"]
+    rows = []
+    for label, runs in report.runs.items():
+        for r in runs:
+            tables = [(split, r.table)] + ([("val", r.val_table)] if split != "val" else [])
+            for name, table in tables:
+                for combo, values in table.rows:
+                    bits = [str(int(combo.contains(m))) for m in spec.names]
+                    rows += [[label, str(r.seed), name, combo.name, *bits, k, _num(v)] for k, v in values.items()]
+    _write_csv(path, header, rows)
+
+
+def _plot_deltas(report: BenchmarkReport, ref: str, combos: list[Combination], path: Path) -> None:
+    """The Δ heatmap of every method against the reference (paired over their common seeds)."""
+    first = report.runs[ref][0].table
+    others = [lb for lb in report.labels if lb != ref]
+    if not others:
+        return
+    columns: list[Any] = [*combos, None]  # None: the Average
+
+    def value(r: MethodRun, c: Combination | None) -> float:
+        return r.table.average()[first.metric] if c is None else r.table.value(c)
+
+    deltas: dict[str, list[float]] = {}
+    marked: dict[str, list[bool]] = {}
+    ref_by_seed = {r.seed: r for r in report.runs[ref]}
+    for lb in others:
+        pairs = [(r, ref_by_seed[r.seed]) for r in report.runs[lb] if r.seed in ref_by_seed]
+        deltas[lb], marked[lb] = [], []
+        for c in columns:
+            a, b = [value(x, c) for x, _ in pairs], [value(y, c) for _, y in pairs]
+            deltas[lb].append(statistics.fmean(x - y for x, y in zip(a, b, strict=True)) if pairs else math.nan)
+            marked[lb].append(significant(a, b))
+    plot_delta_heatmap(deltas, marked, combos, first.spec, first.metric, ref, path)
+
+
+def _write_deployment(report: BenchmarkReport, ref: str, order: list[str]) -> list[str]:
+    """deployment.json, deployment.md and the sweep and Shapley figures; returns report.md's lines about them."""
+    out = report.out_dir
+    runs = {lb: [SeedTable(r.seed, r.table) for r in report.runs[lb]] for lb in report.labels}
+    spec = next(iter(runs.values()))[0].table.spec
+    result = analyse(runs, spec, ref, report.availability, report.empty_metric)
+    report.deployment = result
+    (out / "deployment.json").write_text(json.dumps(result, indent=2, allow_nan=True) + "\n")
+    (out / "deployment.md").write_text(deployment_markdown(result, spec) + "\n")
+    metric = result["metric"]
+    methods = result["methods"]
+    panels = ["all", *spec.names]
+    curves = {
+        lb: {p: (e["sweep"][p]["mean"], e["sweep"][p]["std"]) for p in panels}
+        for lb, e in methods.items()
+        if "all" in e["sweep"]
+    }
+    if curves:
+        plot_availability_sweep(result["sweep_levels"], curves, panels, metric, out / "availability_sweep", order)
+    shapley = {
+        lb: {m: (e["shapley"][m]["mean"], e["shapley"][m]["std"]) for m in spec.names}
+        for lb, e in methods.items()
+        if "shapley" in e
+    }
+    if shapley:
+        plot_shapley(shapley, list(spec.names), metric, out / "shapley", order)
+    lines = []
+    if "recommendation" in result:
+        lines.append(recommendation_sentence(result) + " Details: [deployment.md](deployment.md).")
+    else:
+        lines.append(
+            "No availability given: pass --availability rgb=0.9,… (or the key availability:) for the expected "
+            "metric and a recommendation. Shapley values and the availability sweep: [deployment.md](deployment.md)."
+        )
+    return lines
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:

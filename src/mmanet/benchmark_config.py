@@ -62,6 +62,10 @@ class BenchmarkConfig(Section):
     #: MMANet-family methods of one seed with the same teacher configuration train ONE teacher, in
     #: ``OUT/shared_teachers/`` (the same weights each would train itself); false: one per run
     share_teachers: bool = True
+    #: the probability each modality is available when the model is deployed (independent; unnamed: 1),
+    #: e.g. ``{rgb: 0.9, depth: 0.7}``: the report's expected metric and recommendation (deployment.md);
+    #: ``--availability`` overrides it
+    availability: dict[str, float] | None = None
 
     @property
     def reference_label(self) -> str:

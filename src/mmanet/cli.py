@@ -169,8 +169,15 @@ def evaluate(
         None, "--out", help="where to write per_combination.{csv,md} (not a run directory)"
     ),
     data_root: str | None = typer.Option(None, "--data-root", help="override the data root stored in the checkpoint"),
+    availability: str | None = typer.Option(
+        None,
+        "--availability",
+        help="deployment availability per modality, e.g. rgb=0.9,depth=0.7: the expected metric, Shapley values and "
+        "sweep in deployment.json / .md",
+    ),
 ) -> None:
     """Evaluate a trained model on every modality combination (inputs standardised with its stored statistics)."""
+    from mmanet.analysis.availability import parse_availability
     from mmanet.deploy import resolve_checkpoint
     from mmanet.outputs import writable_directory
     from mmanet.training import evaluate_checkpoint
@@ -185,9 +192,14 @@ def evaluate(
         out_dir = writable_directory(out or _default_eval_dir(model, split), "--out", create=False)
         check_evaluation_dir(out_dir)
         check_evaluation_outputs(out_dir)  # nothing there is replaced that an evaluation did not write
-        table = evaluate_checkpoint(model, split, out_dir, data_root)
+        wanted = parse_availability(availability) if availability is not None else None
+        table = evaluate_checkpoint(model, split, out_dir, data_root, availability=wanted)
     _print_table(table, f"{checkpoint} — {split} split, {table.metric} (%)")
     console.print(f"written to {out_dir}/per_combination.csv and .md")
+    if wanted is not None:
+        result = json.loads((out_dir / "deployment.json").read_text())
+        expected = result["methods"]["model"]["expected"]["mean"]
+        console.print(f"expected {table.metric} under the availability: {expected:.2f} — {out_dir / 'deployment.md'}")
 
 
 @app.command()
@@ -200,16 +212,24 @@ def benchmark(
     overwrite: bool = typer.Option(
         False, "--overwrite", help="train again the runs whose configuration changed (the others are reused)"
     ),
+    availability: str | None = typer.Option(
+        None,
+        "--availability",
+        help="deployment availability per modality, e.g. rgb=0.9,depth=0.7 (overrides the config's availability:): "
+        "the expected metric of each method and which to deploy, in deployment.md",
+    ),
 ) -> None:
     """Train several methods over several seeds; write report.md, table.csv, ablation.csv and plots.
 
     A rerun reuses every finished run whose configuration is unchanged; a changed one is refused
     unless --overwrite."""
+    from mmanet.analysis.availability import parse_availability
     from mmanet.benchmark import run_benchmark
     from mmanet.benchmark_config import load_benchmark_config
 
     with _handled():
         bench = load_benchmark_config(config, set_)
+        wanted = parse_availability(availability) if availability is not None else None
         if seeds is not None:
             if seeds < 1:
                 raise MMANetError(f"--seeds must be at least 1, got {seeds}")
@@ -218,11 +238,18 @@ def benchmark(
     resume = "Run the same command again: finished runs are reused and the interrupted one resumes"
     with _handled(resume, where=out_dir):
         reads = [("the benchmark file", config)]
-        report = run_benchmark(bench, out_dir, only=only or None, console=console, overwrite=overwrite, reads=reads)
+        report = run_benchmark(
+            bench, out_dir, only=only or None, console=console, overwrite=overwrite, reads=reads, availability=wanted
+        )
     console.print(f"\n[bold]Per combination[/] ({bench.seeds} seed(s), mean ± std) — {out_dir / 'table.csv'}")
     console.print(report.table_markdown(), highlight=False, soft_wrap=True)
     console.print("\n[bold]Summary[/]")
     console.print(report.summary_markdown(), highlight=False, soft_wrap=True)
+    if report.deployment is not None and "recommendation" in report.deployment:
+        from mmanet.analysis.deployment import recommendation_sentence
+
+        console.print("\n[bold]Which model to deploy[/]")
+        console.print(recommendation_sentence(report.deployment).replace("**", ""), highlight=False, soft_wrap=True)
     console.print(f"report: {out_dir / 'report.md'}")
 
 

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from mmanet.calibration import CombinationCalibration
 from mmanet.data.base import DataError
 from mmanet.modality import Combination, ModalitySpec, all_combinations
 from mmanet.reducers import metrics_from_confusion, primary_metric
@@ -53,9 +54,7 @@ class CombinationConfusion(Metric):
         self.add_state("complete_confusion", default=torch.zeros(square, dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("complete_scored", default=torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
 
-    def update(
-        self, logits: Tensor, valid: Tensor, target: Tensor, complete: tuple[int, Tensor] | None = None
-    ) -> None:
+    def update(self, logits: Tensor, valid: Tensor, target: Tensor, complete: tuple[int, Tensor] | None = None) -> None:
         """``complete = (c, rows)``: also count combination c on the rows ``rows`` (``BoolTensor[B]``) alone."""
         n_c, k = self.num_combinations, self.num_classes
         if logits.shape[:2] != valid.shape or logits.shape[0] != n_c:
@@ -121,6 +120,10 @@ class PerCombinationEvaluator:
         self.metric = metric or primary_metric(task, bona_fide_class)
         self.bona_fide_class = bona_fide_class
         self.confusion = CombinationConfusion(len(self.combinations), num_classes, ignore_index)
+        #: classification: ECE and mean confidence per combination (:mod:`mmanet.calibration`)
+        self.calibration = (
+            CombinationCalibration(len(self.combinations), num_classes) if task == "classification" else None
+        )
         self._masks = torch.stack([c.mask() for c in self.combinations])
         #: index of the full combination among those evaluated (scored again on the complete samples)
         self._full = next((i for i, c in enumerate(self.combinations) if c == spec.full), None)
@@ -131,11 +134,15 @@ class PerCombinationEvaluator:
 
     def to(self, device: torch.device | str) -> PerCombinationEvaluator:
         self.confusion = self.confusion.to(device)
+        if self.calibration is not None:
+            self.calibration = self.calibration.to(device)
         self._masks = self._masks.to(device)
         return self
 
     def reset(self) -> None:
         self.confusion.reset()
+        if self.calibration is not None:
+            self.calibration.reset()
 
     @torch.no_grad()
     def update(self, net, inputs: dict[str, Tensor], present: Tensor, target: Tensor) -> None:
@@ -143,11 +150,20 @@ class PerCombinationEvaluator:
         out = net.predict_all(inputs, present, self._masks)
         complete = None if self._full is None else (self._full, present.bool().all(dim=1))
         self.confusion.update(out.logits, out.valid, target, complete)
+        if self.calibration is not None:
+            self.calibration.update(out.logits, out.valid, target.to(out.logits.device))
 
     def compute(self) -> ResultTable:
         confusion = self.confusion.compute()
+        calibration = self.calibration.compute() if self.calibration is not None else None
         rows = [
-            (combo, metrics_from_confusion(confusion[k], self.metric, self.bona_fide_class))
+            (
+                combo,
+                {
+                    **(calibration[k] if calibration is not None else {}),
+                    **metrics_from_confusion(confusion[k], self.metric, self.bona_fide_class),
+                },
+            )
             for k, combo in enumerate(self.combinations)
         ]
         samples = {c.name: int(n) for c, n in zip(self.combinations, self.confusion.scored.tolist(), strict=True)}

@@ -40,10 +40,19 @@ def colourise(labels: np.ndarray, palette: np.ndarray, void: int | None) -> np.n
 
 
 def _display(image: Tensor) -> np.ndarray:
-    """A normalised ``(C, H, W)`` tensor → an image in [0, 1] for display (per-image min-max)."""
+    """A normalised ``(C, H, W)`` tensor → for display: three channels as an RGB image in [0, 1] (per-image
+    min-max); one channel (depth) as its standardised values, drawn with a colour bar."""
     x = image.detach().float().cpu()
+    if x.shape[0] != 3:
+        return x[0].numpy()
     x = (x - x.min()) / (x.max() - x.min()).clamp_min(1e-8)
-    return x.permute(1, 2, 0).numpy() if x.shape[0] == 3 else x[0].numpy()
+    return x.permute(1, 2, 0).numpy()
+
+
+def prediction_title(combination) -> str:
+    """The column title of a combination's prediction: ``pred: rgb only``, ``pred: rgb + depth``."""
+    members = list(combination.members)
+    return f"pred: {members[0]} only" if len(members) == 1 else "pred: " + " + ".join(members)
 
 
 @torch.no_grad()
@@ -73,7 +82,7 @@ def segmentation_grid(
     modalities = list(net.spec.names)
     n, cols = target.shape[0], len(modalities) + 1 + len(combinations)
     fig, axes = plt.subplots(n, cols, figsize=(2.1 * cols, 1.8 * n + 0.9), squeeze=False)
-    titles = [*modalities, "ground truth", *(c.name for c in combinations)]
+    titles = [*modalities, "ground truth", *(prediction_title(c) for c in combinations)]
     for i in range(n):
         panels = [_display(inputs[m][i]) for m in modalities]
         panels.append(colourise(target[i].cpu().numpy(), palette, ignore_index))
@@ -84,7 +93,11 @@ def segmentation_grid(
             )
         for j, panel in enumerate(panels):
             ax = axes[i][j]
-            ax.imshow(panel, cmap="viridis" if panel.ndim == 2 else None, interpolation="nearest")
+            shown = ax.imshow(panel, cmap="viridis" if panel.ndim == 2 else None, interpolation="nearest")
+            if panel.ndim == 2:  # a one-channel input (depth): its values need a scale
+                bar = fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.03)
+                bar.ax.tick_params(labelsize=5)
+                bar.set_label(f"{modalities[j]} (standardised)", fontsize=5)
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:

@@ -64,8 +64,15 @@ def test_the_model_card_describes_inputs_classes_results_and_training(exported):
     assert card["classes"] == ["0", "1", "2"] and card["task"] == "classification" and card["inputs_are_raw"]
     assert card["inputs"] == ["vec", "seq", "img", "lengths_seq", "present"]
     with (root / "run" / "per_combination_val.csv").open() as fh:
-        val = {r["combination"]: float(r["error"]) for r in csv.DictReader(fh) if r["combination"] != "Average"}
+        rows = [r for r in csv.DictReader(fh) if r["combination"] != "Average"]
+    val = {r["combination"]: float(r["error"]) for r in rows}
     assert card["results"]["val"]["per_combination"] == pytest.approx(val)
+    # issue 23: each combination's calibration, as the run's validation table has it
+    card_calibration = card["results"]["val"]["calibration"]
+    assert set(card_calibration) == set(val)
+    for r in rows:
+        expected = {"ece": float(r["ece"]), "confidence": float(r["confidence"])}
+        assert card_calibration[r["combination"]] == pytest.approx(expected)
     assert set(card["results"]["test"]["per_combination"]) == set(val)
     training = card["training"]
     assert training["config"] == config.model_dump(mode="json") and training["config_sha256"] == config_hash(config)

@@ -18,6 +18,7 @@ from mmanet.deploy.inputs import InputError, ModelInputs, RawBatch
 from mmanet.deploy.predict import Predictor, load_predictor, predict, predict_batch, softmax
 from mmanet.modality import ModalitySpec
 from mmanet.outputs import OutputPathError
+from mmanet.pictures import class_palette
 from mmanet.training import run
 from mmanet.training.factory import load_bundle
 from tests_helpers import make_raw_npz_dataset, npz_run_config
@@ -147,6 +148,11 @@ def test_segmentation_writes_label_maps_next_to_the_output(tmp_path):
     assert records[1]["pixels_per_class"] == {"void": 10, "wall": 10}
     label_map = np.asarray(Image.open(records[1]["label_map"]))
     assert label_map.shape == (4, 5) and set(np.unique(label_map)) == {0, 1}
+    # issue 23: a palette PNG — the indices read back as they are, and a viewer shows the grids' class colours
+    with Image.open(records[1]["label_map"]) as image:
+        assert image.mode == "P"
+        shown = np.asarray(image.convert("RGB"))
+    assert (shown[label_map == 1] == class_palette(3)[1]).all() and (shown[label_map == 0] == class_palette(3)[0]).all()
     with pytest.raises(InputError, match="pass --out"):
         predict(predictor, {"rgb": np.zeros((3, 4, 5))})
     # issue 20: a rerun replaces its own maps, never a file predict did not write

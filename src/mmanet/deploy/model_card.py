@@ -1,8 +1,9 @@
 """The model card: everything a user of an exported model needs, as JSON (``model_card.json`` and ONNX metadata).
 
 Modalities in input order (shape, kind, lengths input, normalisation), classes, task and
-metric, the per-combination validation and test results of the run (when the exported
-checkpoint is the run's ``best.ckpt`` and its ``per_combination*.csv`` are there), the training
+metric, the per-combination validation and test results of the run (when the exported checkpoint is
+the run's ``best.ckpt`` and its ``per_combination*.csv`` are there: the headline metric and, for
+classification, each combination's calibration — ECE and mean confidence, :mod:`mmanet.calibration`), the training
 configuration and its hash, the model's content hash, and the teacher's hash for MMANet.
 """
 
@@ -13,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from mmanet.calibration import CALIBRATION_METRICS
 from mmanet.config import RunConfig
 from mmanet.modality import ModalitySpec
 from mmanet.results import ResultTable
@@ -64,6 +66,11 @@ def run_results(checkpoint: Path, config: RunConfig, info: TaskInfo) -> dict[str
             "average": table.average()[headline],
             "per_combination": {c.name: values[headline] for c, values in table.rows},
         }
+        calibrated = [c for c, values in table.rows if set(CALIBRATION_METRICS) <= values.keys()]
+        if calibrated:  # classification (issue 23): how far to trust an answer, given which modalities arrived
+            results[split]["calibration"] = {
+                c.name: {k: values[k] for k in CALIBRATION_METRICS} for c, values in table.rows if c in calibrated
+            }
     return results or None
 
 

@@ -248,23 +248,42 @@ def predict_batch(
             counts = np.bincount(label_map.ravel(), minlength=len(predictor.class_names))
             record["pixels_per_class"] = {n: int(c) for n, c in zip(predictor.class_names, counts, strict=True) if c}
             if label_map_dir is not None:
-                record["label_map"] = str(_write_label_map(label_map, label_map_dir, batch.source, i, reads))
+                record["label_map"] = str(
+                    _write_label_map(label_map, label_map_dir, batch.source, i, len(predictor.class_names), reads)
+                )
         records.append(record)
     return records
 
 
-def _write_label_map(label_map: np.ndarray, directory: Path, source: str, index: int, reads: Reads = ()) -> Path:
-    from PIL import Image, PngImagePlugin
+def _write_label_map(
+    label_map: np.ndarray, directory: Path, source: str, index: int, num_classes: int, reads: Reads = ()
+) -> Path:
+    from PIL import PngImagePlugin
 
     path = directory / f"{_label_map_stem(source)}_{index:05d}_labels.png"
     check_not_read(path, reads)
     check_replaceable(path, _is_label_map, "a label map written by mmanet predict")
-    dtype = np.uint8 if label_map.max(initial=0) < 256 else np.uint16
     info = PngImagePlugin.PngInfo()
     info.add_text(LABEL_MAP_KEY, "label map")
     with writing(path, "the label map "):
-        Image.fromarray(label_map.astype(dtype)).save(path, pnginfo=info)
+        _label_map_image(label_map, num_classes).save(path, pnginfo=info)
     return path
+
+
+def _label_map_image(label_map: np.ndarray, num_classes: int):
+    """A palette PNG image: each pixel's value is its class index (read back as it is), shown in the class
+    colours of the prediction grids (:func:`mmanet.pictures.class_palette`); over 256 classes, 16-bit grey."""
+    from PIL import Image
+
+    from mmanet.pictures import class_palette
+
+    if num_classes > 256:
+        return Image.fromarray(label_map.astype(np.uint16))
+    image = Image.fromarray(label_map.astype(np.uint8), mode="P")
+    palette = np.zeros((256, 3), dtype=np.uint8)
+    palette[:num_classes] = class_palette(num_classes)
+    image.putpalette(palette.ravel().tolist())
+    return image
 
 
 def _label_map_stem(source: str) -> str:

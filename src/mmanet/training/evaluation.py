@@ -9,9 +9,13 @@ is replaced only when it is an earlier evaluation's (a per-combination table; a 
 from __future__ import annotations
 
 import csv
+import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
+from mmanet.analysis.availability import check_tables_cover, validate_availability
+from mmanet.analysis.deployment import is_deployment_json, is_deployment_markdown
 from mmanet.config import RunConfig
 from mmanet.data import DataBundle
 from mmanet.deploy import net_from_checkpoint, resolve_checkpoint
@@ -25,8 +29,14 @@ from mmanet.task import TaskInfo
 from mmanet.training.factory import load_bundle, make_loader, quiet_lightning, task_info
 from mmanet.training.teacher import check_teacher_hash
 
-#: what an evaluation writes into its output directory
-EVALUATION_OUTPUTS = ("per_combination.csv", "per_combination.md", "predictions.png")
+#: what an evaluation writes into its output directory (deployment.*: with an availability)
+EVALUATION_OUTPUTS = (
+    "per_combination.csv",
+    "per_combination.md",
+    "predictions.png",
+    "deployment.json",
+    "deployment.md",
+)
 #: the PNG text entry that marks a picture written by an evaluation (what it may replace on a rerun)
 PICTURE_KEY = "mmanet"
 PICTURE_MARK = "evaluation predictions"
@@ -75,6 +85,8 @@ def check_evaluation_outputs(out_dir: str | Path) -> None:
         "per_combination.csv": (_is_table_csv, "a per-combination table written by mmanet"),
         "per_combination.md": (_is_table_markdown, "a per-combination table written by mmanet"),
         "predictions.png": (_is_evaluation_picture, "a picture written by mmanet evaluate"),
+        "deployment.json": (is_deployment_json, "a deployment analysis written by mmanet"),
+        "deployment.md": (is_deployment_markdown, "a deployment analysis written by mmanet"),
     }
     for name, (recognise, kind) in ours.items():
         check_replaceable(out_dir / name, recognise, kind)
@@ -96,22 +108,30 @@ def evaluate_tables(
 
 
 def evaluate_checkpoint(
-    path: str | Path, split: str = "test", out_dir: str | Path | None = None, data_root: str | None = None
+    path: str | Path,
+    split: str = "test",
+    out_dir: str | Path | None = None,
+    data_root: str | None = None,
+    availability: Mapping[str, float] | None = None,
 ) -> ResultTable:
     """Evaluate a trained model on every combination of a split (or, for an SF run directory, each
     customized model on its own combination).
 
     The inputs are standardised with the statistics stored in the checkpoint (the training
-    split's), never with statistics refitted on the data evaluated (``data_root``).
+    split's), never with statistics refitted on the data evaluated (``data_root``). With an
+    ``availability`` (checked against the model's modalities before anything is evaluated), the
+    deployment analysis of the model (:mod:`mmanet.analysis.deployment`) goes to ``out_dir`` as well.
     """
     quiet_lightning()
     path = Path(path)
     if out_dir is not None:
         check_evaluation_outputs(out_dir)
     if path.is_dir() and (path / "sf").is_dir():
-        return _evaluate_customized_dir(path, split, out_dir, data_root)
+        return _evaluate_customized_dir(path, split, out_dir, data_root, availability)
     path = resolve_checkpoint(path)
     net, config, info, meta = net_from_checkpoint(path)
+    if availability is not None:
+        validate_availability(availability, info.spec)
     check_student_teacher(meta)
     if data_root is not None:
         config = config.model_copy(update={"data": config.data.model_copy(update={"root": data_root})})
@@ -119,13 +139,31 @@ def evaluate_checkpoint(
     _check_data_matches(info, bundle, path)
     combination = bundle.spec.combination(meta["combination"]) if meta.get("combination") else None
     combos = method_entry(config.method).cls.eval_combinations(bundle.spec, combination)
+    if availability is not None:
+        check_tables_cover({str(path): [c.name for c in combos]}, availability, info.spec)
     table = evaluate_tables(net, bundle, config, combos, splits=(split,))[split]
     if out_dir is not None:
         _write_table(table, out_dir)
         if info.task == "segmentation":
             with writing(Path(out_dir) / "predictions.png", "the picture "):
                 write_prediction_grid(net, bundle, combos, Path(out_dir) / "predictions.png")
+        if availability is not None:
+            _write_deployment(table, bundle, split, availability, Path(out_dir))
     return table
+
+
+def _write_deployment(
+    table: ResultTable, bundle: DataBundle, split: str, availability: Mapping[str, float], out_dir: Path
+) -> None:
+    """deployment.json / .md of one model (its expected metric, Shapley values and availability sweep)."""
+    from mmanet.analysis.baseline import empty_combination_metrics
+    from mmanet.analysis.deployment import SeedTable, analyse, deployment_markdown
+
+    empty = empty_combination_metrics(bundle, split, table.metric).get(table.metric)
+    result = analyse({"model": [SeedTable(0, table)]}, table.spec, "model", availability, empty)
+    with writing(out_dir / "deployment.json", "the deployment analysis "):
+        (out_dir / "deployment.json").write_text(json.dumps(result, indent=2) + "\n")
+        (out_dir / "deployment.md").write_text(deployment_markdown(result, table.spec) + "\n")
 
 
 def _write_table(table: ResultTable, out_dir: str | Path) -> None:
@@ -182,12 +220,22 @@ def _check_data_matches(info: TaskInfo, bundle: DataBundle, path: Path) -> None:
         )
 
 
-def _evaluate_customized_dir(run_dir: Path, split: str, out_dir, data_root) -> ResultTable:
+def _evaluate_customized_dir(run_dir: Path, split: str, out_dir, data_root, availability=None) -> ResultTable:
     checkpoints = sorted((run_dir / "sf").glob("*/checkpoints/best.ckpt"))
-    tables = [evaluate_checkpoint(ckpt, split, None, data_root) for ckpt in checkpoints]
-    if not tables:
+    if not checkpoints:
         raise CheckpointError(f"{run_dir / 'sf'} holds no trained customized model")
+    if availability is not None:  # every combination the availability needs has its model, before any is evaluated
+        _, config, info, _ = net_from_checkpoint(checkpoints[0])
+        validate_availability(availability, info.spec)
+        names = [ckpt.parent.parent.name for ckpt in checkpoints]
+        check_tables_cover({str(run_dir): names}, availability, info.spec)
+    tables = [evaluate_checkpoint(ckpt, split, None, data_root) for ckpt in checkpoints]
     table = ResultTable.merged(tables)
     if out_dir is not None:
         _write_table(table, out_dir)
+        if availability is not None:
+            if data_root is not None:
+                config = config.model_copy(update={"data": config.data.model_copy(update={"root": data_root})})
+            bundle = load_bundle(config, normalization=info.normalization)
+            _write_deployment(table, bundle, split, availability, Path(out_dir))
     return table
