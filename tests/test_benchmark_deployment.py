@@ -69,8 +69,20 @@ def test_expected_error_equals_the_sum_over_table_csv(demo):
         assert result["methods"][label]["expected"]["mean"] == pytest.approx(recomputed, rel=1e-9)
         per_seed = result["methods"][label]["expected"]["per_seed"]
         assert result["methods"][label]["expected"]["std"] == pytest.approx(float(np.std(per_seed)))
+    # the recommendation is a choice: made on validation (each run's per_combination_val.csv), never on test
+    assert result["recommendation"]["chosen_on"] == "val"
+    for label in ("SF-MD", "MMANet"):
+        on_val = []
+        for seed in (0, 1):
+            val = {
+                r["combination"]: float(r["error"])
+                for r in read_rows(out / label / f"seed_{seed}" / "per_combination_val.csv")
+                if r["combination"] != "Average"
+            }
+            on_val.append(sum(probs[frozenset(c.split("+"))] * e for c, e in val.items()))
+        assert result["methods"][label]["expected_val"]["per_seed"] == pytest.approx(on_val, abs=0.006)
     assert result["recommendation"]["best"] == min(
-        ("SF-MD", "MMANet"), key=lambda lb: result["methods"][lb]["expected"]["mean"]
+        ("SF-MD", "MMANet"), key=lambda lb: result["methods"][lb]["expected_val"]["mean"]
     )
     delta = result["methods"]["MMANet"]["delta_vs_reference"]
     diffs = np.subtract(

@@ -574,7 +574,7 @@ def _plot_deltas(report: BenchmarkReport, ref: str, combos: list[Combination], p
 def _write_deployment(report: BenchmarkReport, ref: str, order: list[str]) -> list[str]:
     """deployment.json, deployment.md and the sweep and Shapley figures; returns report.md's lines about them."""
     out = report.out_dir
-    runs = {lb: [SeedTable(r.seed, r.table) for r in report.runs[lb]] for lb in report.labels}
+    runs = {lb: [SeedTable(r.seed, r.table, r.val_table) for r in report.runs[lb]] for lb in report.labels}
     spec = next(iter(runs.values()))[0].table.spec
     result = analyse(runs, spec, ref, report.availability, report.empty_metric)
     report.deployment = result

@@ -8,10 +8,12 @@ For every method and seed, from that seed's per-combination table (the benchmark
 * the **Shapley value** of every modality (:mod:`.shapley`; ``v(∅)`` from :mod:`.baseline`);
 * the **availability sweep**: the expected metric with every modality (or one) at availability 1 … 0.5.
 
-The recommendation is the method with the best mean expected metric; when the runner-up is not
+The recommendation is the method with the best mean expected metric; when another method is not
 distinguishable from it over the seeds (paired p ≥ 0.05, or a single seed) the report says so and lists
-every method within that noise. All choices of the benchmark (checkpoints, worst combinations) were made
-on validation; this analysis ranks on the reported split's tables, as the benchmark's summary does.
+every method within that noise (with 3 seeds a paired t-test separates only consistent differences: a
+method ranked third may be within the noise while the second is not). The recommendation is a choice,
+so it is made on the validation tables when the runs have them (``SeedTable.val``; the benchmark's do);
+the expected metric on the reported split is shown beside it, never used to choose.
 """
 
 from __future__ import annotations
@@ -50,8 +52,11 @@ TITLE = "# Which model to deploy"
 
 @dataclass(frozen=True)
 class SeedTable:
+    """One seed's per-combination table on the reported split, and on validation (what a choice may use)."""
+
     seed: int
     table: ResultTable
+    val: ResultTable | None = None
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -92,11 +97,10 @@ def analyse(
         averages = {s: statistics.fmean(v.values()) for s, v in per_seed[lb].items()}
         entry["average"] = dict(zip(("mean", "std"), _mean_std(list(averages.values())), strict=True))
         if availability is not None:
-            expected = {
-                s: expected_value(v, availability, spec, f"the table of {lb!r}") for s, v in per_seed[lb].items()
-            }
-            mean, std = _mean_std(list(expected.values()))
-            entry["expected"] = {"mean": mean, "std": std, "per_seed": [expected[s] for s in sorted(expected)]}
+            entry["expected"] = _expected(per_seed[lb], availability, spec, lb)
+            if all(r.val is not None for r in runs[lb]):
+                by_seed = {r.seed: _values(r.val) for r in runs[lb] if r.val is not None}
+                entry["expected_val"] = _expected(by_seed, availability, spec, lb)
         entry["sweep"] = _sweep(per_seed[lb], spec, levels)
         if empty is not None:
             try:
@@ -136,12 +140,21 @@ def analyse(
     if shapley_note:
         out["shapley_note"] = shapley_note
     if availability is not None:
-        out["recommendation"] = _recommend(methods, lower)
+        on_val = all("expected_val" in e for e in methods.values())
+        out["recommendation"] = _recommend(methods, lower, "expected_val" if on_val else "expected")
     return out
 
 
-def _expected_by_seed(entry: Mapping[str, Any]) -> dict[int, float]:
-    return dict(zip(entry["seeds"], entry["expected"]["per_seed"], strict=True))
+def _expected(
+    values_by_seed: Mapping[int, Mapping[str, float]], availability: Mapping[str, float], spec: ModalitySpec, label: str
+) -> dict[str, Any]:
+    expected = {s: expected_value(v, availability, spec, f"the table of {label!r}") for s, v in values_by_seed.items()}
+    mean, std = _mean_std(list(expected.values()))
+    return {"mean": mean, "std": std, "per_seed": [expected[s] for s in sorted(expected)]}
+
+
+def _expected_by_seed(entry: Mapping[str, Any], key: str = "expected") -> dict[int, float]:
+    return dict(zip(entry["seeds"], entry[key]["per_seed"], strict=True))
 
 
 def _sweep(
@@ -158,25 +171,26 @@ def _sweep(
     return out
 
 
-def _recommend(methods: Mapping[str, Mapping[str, Any]], lower: bool) -> dict[str, Any]:
-    ranked = sorted(methods, key=lambda lb: methods[lb]["expected"]["mean"], reverse=not lower)
+def _recommend(methods: Mapping[str, Mapping[str, Any]], lower: bool, key: str) -> dict[str, Any]:
+    """The best method by ``methods[·][key]`` (``expected_val``: chosen on validation), and every method a
+    paired t-test over the seeds does not separate from it on that same split."""
+    ranked = sorted(methods, key=lambda lb: methods[lb][key]["mean"], reverse=not lower)
     best = ranked[0]
-    best_seeds = _expected_by_seed(methods[best])
+    best_seeds = _expected_by_seed(methods[best], key)
     tied = []
     for lb in ranked[1:]:
-        a, b = _paired(_expected_by_seed(methods[lb]), best_seeds)
+        a, b = _paired(_expected_by_seed(methods[lb], key), best_seeds)
         p = paired_p_value(a, b)
         if math.isnan(p) or p >= ALPHA:
-            tied.append(
-                {
-                    "method": lb,
-                    "p": p,
-                    "delta": statistics.fmean(x - y for x, y in zip(a, b, strict=True)) if a else math.nan,
-                }
-            )
-    runner = ranked[1] if len(ranked) > 1 else None
-    within_noise = bool(tied) and runner is not None and tied[0]["method"] == runner
-    return {"best": best, "ranking": ranked, "within_seed_noise": within_noise, "not_distinguishable_from_best": tied}
+            delta = statistics.fmean(x - y for x, y in zip(a, b, strict=True)) if a else math.nan
+            tied.append({"method": lb, "p": p, "delta": delta})
+    return {
+        "best": best,
+        "chosen_on": "val" if key == "expected_val" else "reported split",
+        "ranking": ranked,
+        "within_seed_noise": bool(tied),  # some method is not separated from the best over the seeds
+        "not_distinguishable_from_best": tied,
+    }
 
 
 def _fmt(mean: float, std: float) -> str:
@@ -197,13 +211,17 @@ def deployment_markdown(result: Mapping[str, Any], spec: ModalitySpec) -> str:
         probs = result["combination_probabilities"]
         top = sorted(probs.items(), key=lambda kv: -kv[1])[:5]
         lines += ["", "Most frequent combinations: " + ", ".join(f"{c} ({100 * p:.1f} %)" for c, p in top) + ".", ""]
-        header = ["method", f"expected {metric}", f"Δ vs {ref}", "paired p", f"{AVERAGE} (uniform)"]
+        on_val = result["recommendation"]["chosen_on"] == "val"
+        header = ["method", *([f"expected {metric} (val)"] if on_val else []), f"expected {metric}", f"Δ vs {ref}"]
+        header += ["paired p", f"{AVERAGE} (uniform)"]
         rows = []
         for lb in result["recommendation"]["ranking"]:
             e, d = methods[lb]["expected"], methods[lb].get("delta_vs_reference")
+            chosen = [_fmt(methods[lb]["expected_val"]["mean"], methods[lb]["expected_val"]["std"])] if on_val else []
             rows.append(
                 [
                     lb,
+                    *chosen,
                     _fmt(e["mean"], e["std"]),
                     "–" if d is None else _fmt(d["mean"], d["std"]),
                     "–" if d is None or math.isnan(d["p"]) else f"{d['p']:.3f}",
@@ -235,7 +253,14 @@ def recommendation_sentence(result: Mapping[str, Any]) -> str:
     best = rec["best"]
     e = result["methods"][best]["expected"]
     n = len(e["per_seed"])
-    sentence = f"**Deploy {best}**: expected {metric} {_fmt(e['mean'], e['std'])} over {n} seed(s)."
+    if rec.get("chosen_on") == "val":
+        v = result["methods"][best]["expected_val"]
+        sentence = (
+            f"**Deploy {best}**: the best expected {metric} on validation ({_fmt(v['mean'], v['std'])}, {n} seed(s)); "
+            f"on the reported split {_fmt(e['mean'], e['std'])}."
+        )
+    else:
+        sentence = f"**Deploy {best}**: expected {metric} {_fmt(e['mean'], e['std'])} over {n} seed(s)."
     if rec["within_seed_noise"]:
         tied = ", ".join(
             f"{t['method']} (Δ {t['delta']:+.2f}"
@@ -243,7 +268,8 @@ def recommendation_sentence(result: Mapping[str, Any]) -> str:
             for t in rec["not_distinguishable_from_best"]
         )
         sentence += (
-            f" Within seed noise: a paired t-test over the seeds does not separate it from {tied}; "
+            f" Within seed noise: a paired t-test over the seeds (on the split of the choice) does not separate it "
+            f"from {tied}; "
             "choose among these on cost, or run more seeds."
         )
     return sentence
