@@ -31,7 +31,7 @@ import yaml
 from mmanet.analysis.availability import check_tables_cover, validate_availability
 from mmanet.analysis.baseline import empty_combination_metrics
 from mmanet.analysis.deployment import SeedTable, analyse, deployment_markdown, recommendation_sentence
-from mmanet.analysis.significance import significant
+from mmanet.analysis.significance import ALPHA, adjusted_p_values, paired_p_value
 from mmanet.benchmark_config import BenchmarkConfig, BenchmarkMethod, method_config
 from mmanet.config import ConfigError, RunConfig
 from mmanet.config_checks import load_yaml
@@ -559,15 +559,17 @@ def _plot_deltas(report: BenchmarkReport, ref: str, combos: list[Combination], p
         return r.table.average()[first.metric] if c is None else r.table.value(c)
 
     deltas: dict[str, list[float]] = {}
-    marked: dict[str, list[bool]] = {}
+    p_values: dict[str, list[float]] = {}
     ref_by_seed = {r.seed: r for r in report.runs[ref]}
     for lb in others:
         pairs = [(r, ref_by_seed[r.seed]) for r in report.runs[lb] if r.seed in ref_by_seed]
-        deltas[lb], marked[lb] = [], []
+        deltas[lb], p_values[lb] = [], []
         for c in columns:
             a, b = [value(x, c) for x, _ in pairs], [value(y, c) for _, y in pairs]
             deltas[lb].append(statistics.fmean(x - y for x, y in zip(a, b, strict=True)) if pairs else math.nan)
-            marked[lb].append(significant(a, b))
+            p_values[lb].append(paired_p_value(a, b))
+    adjusted = iter(adjusted_p_values([p for lb in others for p in p_values[lb]]))  # over every cell at once
+    marked = {lb: [q < ALPHA for q, _ in zip(adjusted, columns, strict=False)] for lb in others}
     plot_delta_heatmap(deltas, marked, combos, first.spec, first.metric, ref, path)
 
 

@@ -3,7 +3,8 @@
 Each cell is the mean over seeds of ``metric(method, seed) − metric(reference, seed)`` on one combination
 (the last column: the Average over combinations). The colours diverge around 0 with the same scale on
 both sides and blue always means better than the reference (less error, more mIoU). A ``*`` marks a cell
-whose paired t-test over the seeds gives p < 0.05 (:mod:`mmanet.analysis.significance`). Under the
+whose paired t-test over the seeds gives p < 0.05 after the Benjamini–Hochberg adjustment over every cell
+of the figure (:mod:`mmanet.analysis.significance`; unadjusted, one cell in twenty would be marked by chance). Under the
 heatmap, one row per modality (its name as the row label) shows which modalities each column has:
 ● present, ○ missing.
 """
@@ -59,7 +60,7 @@ def plot_delta_heatmap(
     ax.set_xticks(range(n_cols))
     ax.set_xticklabels([])
     ax.axvline(n_cols - 1.5, color="black", linewidth=0.8)
-    ax.set_title(f"Δ {metric} vs {reference} (mean over seeds; * paired t-test p < 0.05)", fontsize=9)
+    ax.set_title(f"Δ {metric} vs {reference} (mean over seeds; * paired t-test, BH-adjusted p < 0.05)", fontsize=9)
     bar = fig.colorbar(image, cax=fig.add_subplot(grid[0, 1]))
     bar.set_label(f"Δ {metric} (%), blue = better", fontsize=7)
     bar.ax.tick_params(labelsize=6)
