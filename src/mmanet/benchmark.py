@@ -568,8 +568,9 @@ def _plot_deltas(report: BenchmarkReport, ref: str, combos: list[Combination], p
             a, b = [value(x, c) for x, _ in pairs], [value(y, c) for _, y in pairs]
             deltas[lb].append(statistics.fmean(x - y for x, y in zip(a, b, strict=True)) if pairs else math.nan)
             p_values[lb].append(paired_p_value(a, b))
-    adjusted = iter(adjusted_p_values([p for lb in others for p in p_values[lb]]))  # over every cell at once
-    marked = {lb: [q < ALPHA for q, _ in zip(adjusted, columns, strict=False)] for lb in others}
+    adjusted = adjusted_p_values([p for lb in others for p in p_values[lb]])  # over every cell at once
+    width = len(columns)
+    marked = {lb: [q < ALPHA for q in adjusted[k * width : (k + 1) * width]] for k, lb in enumerate(others)}
     plot_delta_heatmap(deltas, marked, combos, first.spec, first.metric, ref, path)
 
 

@@ -103,3 +103,10 @@ def test_sweep_starts_at_the_full_combination_and_follows_single_modality_formul
         assert curve[0] == pytest.approx(values["rgb+depth+ir"])
     # only ir at 0.5: half full, half without ir
     assert curves["ir"][1] == pytest.approx(0.5 * values["rgb+depth+ir"] + 0.5 * values["rgb+depth"])
+
+
+def test_every_modality_at_one_half_is_the_plain_average():
+    """P(c | ≥ 1) = 0.5^M / (1 − 0.5^M) for every c: the expected value is the table's uniform Average."""
+    values = {c.name: float(3 * i % 7) for i, c in enumerate(all_combinations(SPEC))}
+    got = expected_value(values, dict.fromkeys(SPEC.names, 0.5), SPEC)
+    assert got == pytest.approx(sum(values.values()) / len(values))

@@ -1,7 +1,8 @@
 """Figures of the deployment analysis (:mod:`mmanet.analysis.deployment`).
 
 * :func:`plot_availability_sweep` — each method's expected metric as availability drops from 1 to 0.5:
-  the first panel lowers every modality together, each further panel one modality (the others at 1).
+  the first panel lowers every modality together (at 0.5 for all, every combination is equally likely:
+  the plain Average), each further panel one modality (the others at 1); up to 4 panels a row.
   A curve is a function of one continuous availability, so it is drawn as a line; the band is ± std over
   seeds.
 * :func:`plot_shapley` — each modality's exact Shapley value per method (bars, ± std over seeds): the
@@ -34,9 +35,13 @@ def plot_availability_sweep(
     import matplotlib.pyplot as plt
 
     styles = method_styles(list(order or curves))
-    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels) + 0.6, 2.9), sharey=True, squeeze=False)
+    cols = min(4, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols + 0.6, 2.5 * rows + 0.5), sharey=True, squeeze=False)
+    for ax in axes.ravel()[len(panels) :]:
+        ax.set_visible(False)
     x = np.asarray(levels)
-    for ax, panel in zip(axes[0], panels, strict=True):
+    for ax, panel in zip(axes.ravel(), panels, strict=False):
         for label, by_panel in curves.items():
             mean, std = (np.asarray(v) for v in by_panel[panel])
             style: dict[str, Any] = styles.get(label, {})
@@ -47,8 +52,9 @@ def plot_availability_sweep(
         ax.set_xlabel("availability p", fontsize=7)
         ax.tick_params(labelsize=6)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel(f"expected {metric} (%)", fontsize=7)
-    axes[0][-1].legend(fontsize=6, loc="best")
+    for row in axes:
+        row[0].set_ylabel(f"expected {metric} (%)", fontsize=7)
+    axes[0][0].legend(fontsize=6, loc="upper left")
     fig.suptitle(f"Expected {metric} as modalities become unavailable (mean ± std over seeds)", fontsize=9)
     return save_figure(fig, path)
 
