@@ -37,7 +37,9 @@ def plot_availability_sweep(
     styles = method_styles(list(order or curves))
     cols = min(4, len(panels))
     rows = -(-len(panels) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols + 0.6, 2.5 * rows + 0.5), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(2.6 * cols + 0.6, 2.5 * rows + 0.5), sharey=True, squeeze=False, layout="constrained"
+    )
     for ax in axes.ravel()[len(panels) :]:
         ax.set_visible(False)
     x = np.asarray(levels)
