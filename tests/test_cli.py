@@ -113,3 +113,27 @@ def test_export_command(tmp_path):
     assert result.exit_code == 0, result.output
     assert "parity over 7 combinations" in result.output
     assert (tmp_path / "model.onnx").stat().st_size > 0
+
+
+def test_evaluate_customized_models_under_an_availability(tmp_path):
+    """An SF run directory (one model per combination): the availability may only need the combinations it has."""
+    from conftest import tiny_raw
+
+    raw = tiny_raw("sf", train={"max_epochs": 1, "progress_bar": False}, customized={"combinations": ["a+b+c", "a+b"]})
+    out = tmp_path / "sf"
+    result = runner.invoke(app, ["train", str(write_yaml(tmp_path / "sf.yaml", raw)), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["evaluate", str(out), "--split", "val", "--availability", "c=0.25"])
+    assert result.exit_code == 0, result.output
+    with (out / "eval_val" / "per_combination.csv").open() as fh:
+        error = {r["combination"]: float(r["error"]) for r in csv.DictReader(fh)}
+    deployment = json.loads((out / "eval_val" / "deployment.json").read_text())
+    assert deployment["methods"]["model"]["expected"]["mean"] == pytest.approx(
+        0.25 * error["a+b+c"] + 0.75 * error["a+b"], abs=0.01
+    )
+    assert "shapley" not in deployment["methods"]["model"] and "every combination" in deployment["shapley_note"]
+    result = runner.invoke(
+        app, ["evaluate", str(out), "--split", "val", "--availability", "a=0.5", "--out", str(tmp_path / "e")]
+    )
+    assert result.exit_code == 2 and "has no row for 'b+c'" in " ".join(result.output.split())
+    assert not (tmp_path / "e" / "per_combination.csv").exists()
