@@ -33,7 +33,7 @@ def exported(tmp_path_factory):
 
 def test_the_onnx_model_takes_raw_inputs_and_gives_the_evaluated_logits(exported):
     root, config, result = exported
-    net, _ = load_model(root / "run")
+    net = load_model(root / "run").standardised_net
     test = load_bundle(config).test  # what evaluate feeds the network: standardised by the loader
     session = ort.InferenceSession(str(result.onnx), providers=["CPUExecutionProvider"])
     with np.load(root / "data" / "test.npz") as f:  # raw: NaN in missing entries and in sequence padding

@@ -52,7 +52,7 @@ def test_every_model_form_gives_the_evaluated_probabilities(model, form):
     }[form]
     records = predict(path, raw_test(root))
     test = load_bundle(config).test  # standardised by the loader, as evaluate sees it
-    net, _ = load_model(root / "run")
+    net = load_model(root / "run").standardised_net
     with torch.no_grad():
         inputs = {**{m: v[:8] for m, v in test.arrays.items()}, "lengths_seq": test.lengths["seq"][:8]}
         expected = softmax(net(inputs, test.present[:8]).numpy())

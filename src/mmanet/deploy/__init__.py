@@ -1,8 +1,9 @@
 """Deployment without Lightning: load a trained model, export it, predict with it.
 
-``load_model(path)`` rebuilds the deployment network from a training checkpoint, a run
-directory or an exported ``.safetensors`` file with only torch, pydantic and the model code —
-the training stack (Lightning) is never imported, so a deployed service needs none of it.
+``load_model(path)`` rebuilds the trained model from a training checkpoint, a run directory or an
+exported ``.safetensors`` file with only torch, pydantic and the model code — the training stack
+(Lightning) is never imported, so a deployed service needs none of it — and returns it as a
+:class:`~.raw_model.RawInputModel`: it takes RAW inputs, like the ONNX export and ``mmanet predict``.
 :mod:`.export` writes ONNX + safetensors + the model card, :mod:`.predict` runs any of them on
 raw inputs (:mod:`.inputs`), :mod:`.locate` says what a path holds.
 """
@@ -16,6 +17,7 @@ from typing import Any
 from mmanet.config import RunConfig
 from mmanet.deploy.checkpoint import CheckpointError, TrainedCheckpoint, read_checkpoint
 from mmanet.deploy.locate import resolve_checkpoint
+from mmanet.deploy.raw_model import RawInputModel
 from mmanet.deploy.weights import net_from_safetensors
 from mmanet.models.network import MultimodalNet
 from mmanet.task import TaskInfo
@@ -24,6 +26,7 @@ __all__ = [
     "CheckpointError",
     "DeployedModel",
     "ModelMetadata",
+    "RawInputModel",
     "TrainedCheckpoint",
     "load_model",
     "net_from_checkpoint",
@@ -51,13 +54,21 @@ class ModelMetadata:
 
 @dataclass
 class DeployedModel:
-    """The deployment network (eval mode) and its metadata; unpacks as ``net, metadata``."""
+    """A trained model that takes RAW inputs and its metadata; unpacks as ``model, metadata``.
 
-    net: MultimodalNet
+    ``model(inputs, present=None) -> logits`` (:class:`~mmanet.deploy.raw_model.RawInputModel`) applies the
+    stored normalisation, lengths and presence rules itself — the contract of the exported ONNX graph.
+    ``standardised_net`` is the network as trained (it expects standardised inputs; research use)."""
+
+    model: RawInputModel
     metadata: ModelMetadata
 
     def __iter__(self):
-        return iter((self.net, self.metadata))
+        return iter((self.model, self.metadata))
+
+    @property
+    def standardised_net(self) -> MultimodalNet:
+        return self.model.standardised_net
 
 
 def net_from_checkpoint(path: str | Path) -> tuple[MultimodalNet, RunConfig, TaskInfo, dict[str, Any]]:
@@ -76,7 +87,8 @@ def net_from_checkpoint(path: str | Path) -> tuple[MultimodalNet, RunConfig, Tas
 
 
 def load_model(path: str | Path) -> DeployedModel:
-    """The deployment network (eval mode) and its metadata from a ``.ckpt`` or a run directory."""
+    """The trained model — taking RAW inputs, eval mode — and its metadata, from a run directory, a ``.ckpt`` or
+    an exported ``.safetensors`` file: ``model, meta = load_model(run); logits = model({"rgb": x})``."""
     net, config, info, meta = net_from_checkpoint(path)
     metadata = ModelMetadata(
         modalities=tuple(info.spec.names),
@@ -90,4 +102,4 @@ def load_model(path: str | Path) -> DeployedModel:
         info=info,
         config=config,
     )
-    return DeployedModel(net, metadata)
+    return DeployedModel(RawInputModel(net, info, metadata.combination), metadata)

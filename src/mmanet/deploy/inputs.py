@@ -111,6 +111,22 @@ def batch_from_arrays(values: Mapping[str, Any], model: ModelInputs, source: str
     return RawBatch(source, arrays, present, lengths)
 
 
+def restrict_to_combination(batch: RawBatch, spec: ModalitySpec, combination: str | None) -> RawBatch:
+    """A customized (SF) model sees only its combination's modalities (as in its evaluation): the others are
+    marked absent; a sample left with none is an :class:`InputError`. ``combination`` None: the batch as it is."""
+    if combination is None:
+        return batch
+    mask = spec.combination(combination).mask().numpy()
+    present = batch.present & mask[None, :]
+    empty = np.flatnonzero(~present.any(axis=1))
+    if empty.size:
+        raise InputError(
+            f"{batch.source}: sample {int(empty[0])} has none of the modalities of this customized (SF) model "
+            f"({combination}); give at least one of them"
+        )
+    return RawBatch(batch.source, batch.arrays, present, batch.lengths)
+
+
 def _modality_array(value: Any, m: str, shape: tuple[int, ...], source: str) -> tuple[np.ndarray, int]:
     try:
         x = np.asarray(value)

@@ -25,6 +25,15 @@ VERSION = 1
 #: the ONNX ``metadata_props`` key that holds the card
 ONNX_KEY = "mmanet_model_card"
 KINDS = {1: "vector", 2: "sequence", 3: "image"}
+#: how to call an exported model (the ONNX graph; load_model's model and mmanet predict take the same inputs)
+USAGE = {
+    "inputs": "raw values as read from the data files, batch first; the graph applies the stored normalisation",
+    "missing_modality": "pass any finite values of the modality's shape (e.g. zeros) and present[:, i] = false",
+    "sequences": "lengths_<m>: the valid steps of each padded sequence (int64); steps past it are ignored",
+    "present": "bool (B, M) in the order of 'modalities': which modalities each row has",
+    "empty_row": "a row with no modality present gets NaN logits from the graph; predict and load_model refuse it",
+    "outputs": "logits (unnormalised scores): softmax over the class axis for probabilities",
+}
 
 
 def config_hash(config: RunConfig) -> str:
@@ -96,6 +105,7 @@ def build_model_card(
         "modalities": modality_entries(info, lengths_modalities),
         "inputs": [*info.spec.names, *(f"lengths_{m}" for m in lengths_modalities), "present"],
         "inputs_are_raw": True,
+        "usage": USAGE,
         "outputs": {"logits": "(B, K)" if info.task == "classification" else "(B, K, H, W)"},
         "classes": info.names_of_classes,
         "bona_fide_class": info.bona_fide_class,

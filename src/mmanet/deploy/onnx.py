@@ -67,7 +67,10 @@ class _ExportWrapper(nn.Module):
     def forward(self, *tensors: Tensor) -> Tensor:
         *values, present = tensors
         inputs = dict(zip(self.input_names, values, strict=True))
-        return self.net(self.normalizer(inputs, present), present)
+        logits = self.net(self.normalizer(inputs, present), present)
+        # a row with no modality present has no answer: NaN logits, never near-uniform ones (the model card says so)
+        served = present.any(dim=1).reshape((-1,) + (1,) * (logits.dim() - 1))
+        return torch.where(served, logits, torch.full((), float("nan"), dtype=logits.dtype))
 
 
 def example_inputs(net: MultimodalNet, input_shapes: dict[str, tuple[int, ...]], batch: int = 2) -> dict[str, Tensor]:

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from mmanet.deploy.checkpoint import CheckpointError
 from mmanet.deploy.inputs import (
@@ -34,10 +33,9 @@ from mmanet.deploy.inputs import (
     batch_from_arrays,
     input_files,
     read_inputs,
-    to_tensors,
+    restrict_to_combination,
 )
 from mmanet.deploy.model_card import ONNX_KEY, card_spec
-from mmanet.normalization import InputNormalizer
 from mmanet.outputs import Reads, check_not_read, check_replaceable, writing
 
 #: samples per forward pass
@@ -59,17 +57,7 @@ class Predictor:
 
     def restrict(self, batch: RawBatch) -> RawBatch:
         """An SF model sees only its combination's modalities (as in its evaluation); others are dropped."""
-        if self.combination is None:
-            return batch
-        mask = self.inputs.spec.combination(self.combination).mask().numpy()
-        present = batch.present & mask[None, :]
-        empty = np.flatnonzero(~present.any(axis=1))
-        if empty.size:
-            raise InputError(
-                f"{batch.source}: sample {int(empty[0])} has none of the modalities of this customized (SF) model "
-                f"({self.combination}); give at least one of them"
-            )
-        return RawBatch(batch.source, batch.arrays, present, batch.lengths)
+        return restrict_to_combination(batch, self.inputs.spec, self.combination)
 
     def logits(self, batch: RawBatch) -> np.ndarray:
         chunks = [self._run(_rows(batch, start, start + CHUNK)) for start in range(0, len(batch), CHUNK)]
@@ -94,19 +82,15 @@ def load_predictor(model: str | Path) -> Predictor:
 
 
 def _torch_predictor(path: Path) -> Predictor:
-    from mmanet.deploy import net_from_checkpoint
+    from mmanet.deploy import load_model
 
-    net, config, info, meta = net_from_checkpoint(path)
-    lengths = tuple(m for m, shape in info.input_shapes.items() if len(shape) == 2)
-    inputs = ModelInputs(info.spec, dict(info.input_shapes), lengths)
-    normalizer = InputNormalizer(info.spec, info.normalization)
+    model, metadata = load_model(path)
 
     def run(batch: RawBatch) -> np.ndarray:
-        x, present = to_tensors(batch, inputs)
-        with torch.no_grad():
-            return net(normalizer(x, present), present).numpy()
+        return model.logits_of(batch).cpu().numpy()
 
-    return Predictor(inputs, info.names_of_classes, info.task, run, meta.get("combination"))
+    info = metadata.info
+    return Predictor(model.inputs, info.names_of_classes, info.task, run, metadata.combination)
 
 
 def _onnx_predictor(path: Path) -> Predictor:
