@@ -106,6 +106,19 @@ def load_raw(root: str | Path | None = None) -> tuple[dict[str, np.ndarray], np.
     return arrays, labels
 
 
+def raw_split(
+    split: str = "test", seed: int = 0, root: str | Path | None = None
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The samples of one split of :func:`load`'s seeded 60/20/20 split as the files hold them (raw, not
+    standardised): per-modality arrays and labels — what a trained model's raw-input interface takes."""
+    parts = dict(zip(("train", "val", "test"), range(3), strict=True))
+    if split not in parts:
+        raise DataError(f"unknown split {split!r}; valid: {list(parts)}")
+    arrays, labels = load_raw(root)
+    idx = stratified_split(labels, (0.6, 0.2, 0.2), seed)[parts[split]]
+    return {m: a[idx] for m, a in arrays.items()}, labels[idx]
+
+
 def load(
     root: str | Path | None = None,
     seed: int = 0,
