@@ -92,7 +92,7 @@ def test_ctrl_c_inside_fit_is_training_interrupted_naming_the_last_checkpoint(ti
 def test_ctrl_c_exits_130_says_where_the_checkpoint_is_and_the_run_can_resume(tiny_config, tmp_path):
     from conftest import tiny_raw
 
-    raw = tiny_raw("sf_md", train={"max_epochs": 60, "progress_bar": False})
+    raw = tiny_raw("sf_md", train={"max_epochs": 400, "progress_bar": False})  # stopped long before the end
     raw["data"]["options"]["num_samples"] = 1200
     cfg = write_yaml(tmp_path / "cfg.yaml", raw)
     out = tmp_path / "run"
@@ -105,8 +105,15 @@ def test_ctrl_c_exits_130_says_where_the_checkpoint_is_and_the_run_can_resume(ti
         while not (out / "checkpoints" / "last.ckpt").exists() and time.monotonic() < deadline:
             assert proc.poll() is None, proc.communicate()[0]
             time.sleep(0.2)
-        proc.send_signal(signal.SIGINT)
-        output, _ = proc.communicate(timeout=60)
+        output = None
+        for _ in range(20):  # a SIGINT that lands while Lightning ignores it (set-up, a checkpoint write) is lost: resend
+            proc.send_signal(signal.SIGINT)
+            try:
+                output, _ = proc.communicate(timeout=3)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        assert output is not None, "the run did not stop on Ctrl-C"
     finally:
         if proc.poll() is None:
             proc.kill()
