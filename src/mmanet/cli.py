@@ -121,6 +121,29 @@ def _handled(resume: str | None = None, where: Path | None = None) -> Iterator[N
         _fail(MMANetError(problem))
 
 
+#: the --num-threads option of every command (train, benchmark and tune: it sets train.num_threads)
+THREADS_HELP = "torch intra-op threads (default: 1, the fastest for these networks on a CPU; train.num_threads)"
+
+
+def _threads_override(num_threads: int | None) -> list[str]:
+    """``--num-threads N`` as the config override of the training commands."""
+    if num_threads is None:
+        return []
+    if num_threads < 1:
+        raise MMANetError(f"--num-threads must be at least 1, got {num_threads}")
+    return [f"train.num_threads={num_threads}"]
+
+
+def _use_threads(num_threads: int | None) -> None:
+    """evaluate, export and predict: ``--num-threads`` or 1 (torch's default uses every core, which on a shared
+    CPU is many times slower for these networks)."""
+    import torch
+
+    if num_threads is not None and num_threads < 1:
+        raise MMANetError(f"--num-threads must be at least 1, got {num_threads}")
+    torch.set_num_threads(num_threads or 1)
+
+
 def _print_table(table, title: str) -> None:
     rich_table = Table(title=title, show_lines=False)
     header = table.header()
@@ -141,6 +164,7 @@ def train(
         "--overwrite",
         help="delete an existing run directory first (never one holding a file this command reads)",
     ),
+    num_threads: int | None = typer.Option(None, "--num-threads", help=THREADS_HELP),
 ) -> None:
     """Train (resuming from the run directory's last checkpoint) and write per-combination tables."""
     from mmanet.config import load_run_config
@@ -148,7 +172,7 @@ def train(
     from mmanet.training.run_dir import check_config_file, check_deletable
 
     with _handled():
-        cfg = load_run_config(config, set_)
+        cfg = load_run_config(config, [*set_, *_threads_override(num_threads)])
         out_dir = out or Path("runs") / cfg.name
         if overwrite:  # --overwrite never deletes what this command reads (the run checks its config's paths)
             check_deletable(out_dir, cfg, [("the config file", config)])
@@ -175,6 +199,7 @@ def evaluate(
         help="deployment availability per modality, e.g. rgb=0.9,depth=0.7: the expected metric, Shapley values and "
         "sweep in deployment.json / .md",
     ),
+    num_threads: int | None = typer.Option(None, "--num-threads", help=THREADS_HELP),
 ) -> None:
     """Evaluate a trained model on every modality combination (inputs standardised with its stored statistics)."""
     from mmanet.analysis.availability import parse_availability
@@ -187,6 +212,7 @@ def evaluate(
     if split not in ("val", "test"):
         _fail(MMANetError(f"--split {split!r} is not a split; valid: ['test', 'val']"))
     with _handled("Nothing was written; run the command again"):
+        _use_threads(num_threads)
         is_sf_run = checkpoint.is_dir() and (checkpoint / "sf").is_dir()
         model = checkpoint if is_sf_run else resolve_checkpoint(checkpoint)
         out_dir = writable_directory(out or _default_eval_dir(model, split), "--out", create=False)
@@ -218,6 +244,7 @@ def benchmark(
         help="deployment availability per modality, e.g. rgb=0.9,depth=0.7 (overrides the config's availability:): "
         "the expected metric of each method and which to deploy, in deployment.md",
     ),
+    num_threads: int | None = typer.Option(None, "--num-threads", help=THREADS_HELP),
 ) -> None:
     """Train several methods over several seeds; write report.md, table.csv, ablation.csv and plots.
 
@@ -228,7 +255,7 @@ def benchmark(
     from mmanet.benchmark_config import load_benchmark_config
 
     with _handled():
-        bench = load_benchmark_config(config, set_)
+        bench = load_benchmark_config(config, [*set_, *_threads_override(num_threads)])
         wanted = parse_availability(availability) if availability is not None else None
         if seeds is not None:
             if seeds < 1:
@@ -264,6 +291,7 @@ def tune(
     seeds: int = typer.Option(1, "--seeds", help="training seeds per trial (the score is their mean)"),
     seed_base: int = typer.Option(100, "--seed-base", help="first tuning seed (benchmarks report seeds 0, 1, …)"),
     sampler_seed: int = typer.Option(0, "--sampler-seed", help="seed of the TPE sampler"),
+    num_threads: int | None = typer.Option(None, "--num-threads", help=THREADS_HELP),
 ) -> None:
     """Choose hyper-parameters on the VALIDATION split with Optuna (TPE); resumes when run again.
 
@@ -275,7 +303,7 @@ def tune(
     from mmanet.tuning import tune as run_tune
 
     with _handled():
-        raw = load_raw_run_config(config, set_)
+        raw = load_raw_run_config(config, [*set_, *_threads_override(num_threads)])
         if metric not in METRICS:
             raise MMANetError(f"unknown --metric {metric!r}; valid: {list(METRICS)}")
         settings = TuneSettings(trials, metric, seeds, seed_base, sampler_seed, tuple(param))  # type: ignore[arg-type]
@@ -296,11 +324,13 @@ def export(
     checkpoint: Path = typer.Argument(..., help="a deployment .ckpt or a run directory"),
     out: Path | None = typer.Option(None, "--out", help="the .onnx file (default: next to the checkpoint)"),
     opset: int = typer.Option(17, "--opset"),
+    num_threads: int | None = typer.Option(None, "--num-threads", help=THREADS_HELP),
 ) -> None:
     """Export the model: .onnx (raw inputs, normalisation in the graph), .safetensors and model_card.json."""
     from mmanet.deploy.export import export_model
 
     with _handled("Run the command again"):
+        _use_threads(num_threads)
         result = export_model(checkpoint, out, opset)
     console.print(f"exported {result.onnx} (inputs: {', '.join(result.inputs)} — raw values; output: logits)")
     console.print(f"onnxruntime parity over {result.combinations} combinations: max |Δ logit| = {result.parity:.1e}")
@@ -318,6 +348,7 @@ def predict(
         "--out",
         help="write the JSON lines here (and segmentation PNGs beside it); replaces only predict's own files",
     ),
+    num_threads: int | None = typer.Option(None, "--num-threads", help=THREADS_HELP),
 ) -> None:
     """Predict with any subset of modalities: one JSON line per sample (present modalities, probabilities, class)."""
     from mmanet.deploy.predict import check_output
@@ -325,6 +356,7 @@ def predict(
     from mmanet.outputs import writable_file
 
     with _handled():
+        _use_threads(num_threads)
         target = writable_file(out, "--out", "predictions.jsonl") if out is not None else None
         if target is not None:  # never the model, an --input file, or a file predict did not write
             check_output(target, model, input_)

@@ -106,7 +106,8 @@ def test_ctrl_c_exits_130_says_where_the_checkpoint_is_and_the_run_can_resume(ti
             assert proc.poll() is None, proc.communicate()[0]
             time.sleep(0.2)
         output = None
-        for _ in range(20):  # a SIGINT that lands while Lightning ignores it (set-up, a checkpoint write) is lost: resend
+        # a SIGINT that lands while Lightning ignores it (set-up, a checkpoint write) is lost: resend it
+        for _ in range(20):
             proc.send_signal(signal.SIGINT)
             try:
                 output, _ = proc.communicate(timeout=3)

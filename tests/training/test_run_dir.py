@@ -116,3 +116,26 @@ def test_a_run_that_fails_before_training_leaves_no_directory_it_created(tiny_co
     with RunDirectory(tmp_path / "ok", tiny_config("sf_md")):
         pass
     assert (tmp_path / "ok" / "config.yaml").is_file()
+
+
+def test_execution_settings_are_not_part_of_a_runs_identity_and_differences_are_named(tiny_config, tmp_path):
+    """Issue 24: threads and the progress bar do not make another run; a real difference is named key by key."""
+    from mmanet.training.run_dir import config_differences, same_configuration
+
+    cfg = tiny_config("sf_md")
+    saved = cfg.model_dump(mode="json")
+    saved["train"].update(num_threads=None, progress_bar=True)  # a run trained with torch's threads and a bar
+    assert same_configuration(tmp_path, saved, cfg)
+    saved["train"]["lr"] = 0.5
+    saved["mad"]["alpha"] = 9.0
+    assert not same_configuration(tmp_path, saved, cfg)
+    assert config_differences(saved, cfg) == f"mad.alpha (9.0 → {cfg.mad.alpha!r}), train.lr (0.5 → {cfg.train.lr!r})"
+
+
+def test_a_changed_configuration_is_refused_naming_the_keys(tiny_config, tmp_path):
+    from mmanet.training import run
+    from mmanet.training.run_dir import RunDirectoryError
+
+    run(tiny_config("sf_md", train__max_epochs=1), tmp_path / "run")
+    with pytest.raises(RunDirectoryError, match=r"saved → now: train\.max_epochs \(1 → 2\)"):
+        run(tiny_config("sf_md", train__max_epochs=2), tmp_path / "run")

@@ -25,6 +25,7 @@ import contextlib
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import yaml
 from filelock import FileLock, Timeout
@@ -165,11 +166,46 @@ def _teacher_hash(teacher: dict) -> str | None:
     return None
 
 
+#: settings of how a run executes, not of what it computes: not part of a run's identity (a run trained with 2
+#: threads or a progress bar is resumed and reused with 1 thread and none)
+EXECUTION_KEYS = (("train", "num_threads"), ("train", "progress_bar"))
+
+
+def _identity(config: Any) -> Any:
+    """``config`` (a dumped RunConfig) without the :data:`EXECUTION_KEYS`."""
+    if not isinstance(config, dict):
+        return config
+    out = dict(config)
+    for section, key in EXECUTION_KEYS:
+        if isinstance(out.get(section), dict):
+            out[section] = {k: v for k, v in out[section].items() if k != key}
+    return out
+
+
+def config_differences(saved: object, config: RunConfig, limit: int = 6) -> str:
+    """The dotted keys whose values differ between a saved configuration and ``config`` (for messages):
+    ``"train.lr (0.001 → 0.01), mad.alpha (2.0 → 4.0)"``."""
+    found: list[str] = []
+
+    def walk(a: object, b: object, prefix: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b), key=str):
+                walk(a.get(key, "<absent>"), b.get(key, "<absent>"), f"{prefix}{key}.")
+        elif a != b:
+            found.append(f"{prefix[:-1]} ({a!r} → {b!r})")
+
+    walk(_identity(saved), _identity(config.model_dump(mode="json")), "")
+    shown = ", ".join(found[:limit])
+    return shown + (f" and {len(found) - limit} more" if len(found) > limit else "")
+
+
 def same_configuration(path: Path, saved: object, config: RunConfig) -> bool:
-    """The configuration ``saved`` in the run directory ``path`` is ``config``'s. A teacher checkpoint is compared
-    by content (``teacher.sha256``, or the hash the run's checkpoint recorded), not by its path: a benchmark or
-    study moved to another place, or named by another relative path, still holds the same runs."""
-    current = config.model_dump(mode="json")
+    """The configuration ``saved`` in the run directory ``path`` is ``config``'s, up to the execution settings
+    (:data:`EXECUTION_KEYS`). A teacher checkpoint is compared by content (``teacher.sha256``, or the hash the
+    run's checkpoint recorded), not by its path: a benchmark or study moved to another place, or named by another
+    relative path, still holds the same runs."""
+    current = _identity(config.model_dump(mode="json"))
+    saved = _identity(saved)
     if saved == current:
         return True
     if not isinstance(saved, dict) or not isinstance(saved.get("teacher"), dict):
@@ -372,9 +408,10 @@ class RunDirectory:
                 "--overwrite to start the run again (or choose another --out)"
             )
         if not same_configuration(self.path, previous, self.config):
+            differences = config_differences(previous, self.config)
             raise RunDirectoryError(
-                f"{self.path} holds a run with a different configuration; choose another --out "
-                "or pass --overwrite to start it again"
+                f"{self.path} holds a run with a different configuration (saved → now: {differences}); choose "
+                "another --out or pass --overwrite to start it again"
             )
         change = data_changed(self.path, self.config)
         if change is not None:
