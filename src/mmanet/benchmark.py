@@ -62,6 +62,7 @@ from mmanet.training.shared_teacher import (
     stale_shared_teacher,
     trained_shared_teacher,
 )
+from mmanet.versioning import SchemaError, check_schema
 
 WORST_K = 5
 #: the figures a benchmark writes at the top of its output directory, each as .png (300 dpi) and .pdf
@@ -155,12 +156,15 @@ def run_or_reuse(
             saved = load_yaml(run_dir / "config.yaml")
             if same_configuration(run_dir, saved, cfg) and data_changed(run_dir, cfg) is None:
                 summary = json.loads(done.read_text())
+                check_schema(summary, f"the run results {done}")
                 metric = summary[cfg.evaluate.split]["metric"]
                 test = ResultTable.read_csv(run_dir / "per_combination.csv", bundle.spec, metric)
                 if cfg.evaluate.split == "val":  # per_combination.csv IS the validation table
                     return test, test, summary
                 val = ResultTable.read_csv(run_dir / "per_combination_val.csv", bundle.spec, metric)
                 return test, val, summary
+        except SchemaError:
+            raise  # written by a newer mmanet: never resumed over
         except (OSError, KeyError, ValueError, TypeError, yaml.YAMLError):  # (YAMLTooLarge is a ValueError)
             pass  # incomplete or damaged: resumed below (a changed config is refused by the run directory)
     redo = overwrite and changed_run(run_dir, cfg)

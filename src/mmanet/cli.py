@@ -49,6 +49,29 @@ _ENVIRONMENT = (
 ENVIRONMENT_ERRNOS = frozenset(getattr(errno, name) for name in _ENVIRONMENT.split() if hasattr(errno, name))
 
 
+def _version(value: bool) -> None:
+    if value:
+        from mmanet import __version__
+        from mmanet.versioning import SCHEMA_VERSION
+
+        console.print(f"mmanet {__version__} (file schema {SCHEMA_VERSION})", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        callback=_version,
+        is_eager=True,
+        help="print the version and exit",
+        metavar="",  # a flag: no value (typer would show <bool>)
+    ),
+) -> None:
+    """Incomplete multimodal learning: one model for every modality combination (MMANet)."""
+
+
 def _fail(err: BaseException) -> None:
     if os.environ.get("MMANET_DEBUG"):
         raise err
@@ -163,6 +186,7 @@ def train(
         False,
         "--overwrite",
         help="delete an existing run directory first (never one holding a file this command reads)",
+        metavar="",  # a flag: no value (typer would show <bool>)
     ),
     num_threads: int | None = typer.Option(None, "--num-threads", help=THREADS_HELP),
 ) -> None:
@@ -236,7 +260,10 @@ def benchmark(
     set_: list[str] = typer.Option([], "--set", help="override a key of the shared base config (repeatable)"),
     only: list[str] = typer.Option([], "--only", help="run only these method labels (repeatable)"),
     overwrite: bool = typer.Option(
-        False, "--overwrite", help="train again the runs whose configuration changed (the others are reused)"
+        False,
+        "--overwrite",
+        help="train again the runs whose configuration changed (the others are reused)",
+        metavar="",  # a flag: no value (typer would show <bool>)
     ),
     availability: str | None = typer.Option(
         None,

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from mmanet.errors import MMANetError
+from mmanet.versioning import check_schema
 
 if TYPE_CHECKING:
     from mmanet.config import RunConfig
@@ -36,7 +37,7 @@ NET_PREFIX = "net."
 #: the section of a training checkpoint that mmanet writes
 METADATA = "mmanet"
 #: the keys of :data:`METADATA` that describe the run; every other key is the method's state
-RUN_KEYS = ("config", "info", "stage", "combination", "teacher")
+RUN_KEYS = ("config", "info", "stage", "combination", "teacher", "mmanet_version", "schema_version")
 
 
 class CheckpointError(MMANetError):
@@ -214,6 +215,7 @@ def read_checkpoint(path: str | Path) -> TrainedCheckpoint:
     meta = ckpt.get(METADATA) if isinstance(ckpt, dict) else None
     if not isinstance(meta, dict) or "state_dict" not in ckpt:
         raise CheckpointError(f"{path} is not an mmanet checkpoint (no 'mmanet' metadata)")
+    check_schema(meta, f"the checkpoint {path}")
     return TrainedCheckpoint(path, ckpt["state_dict"], meta)
 
 

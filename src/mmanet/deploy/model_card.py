@@ -19,6 +19,7 @@ from mmanet.config import RunConfig
 from mmanet.modality import ModalitySpec
 from mmanet.results import ResultTable
 from mmanet.task import TaskInfo
+from mmanet.versioning import stamp
 
 FORMAT = "mmanet-model-card"
 VERSION = 1
@@ -97,6 +98,7 @@ def build_model_card(
     return {
         "format": FORMAT,
         "version": VERSION,
+        **stamp(),
         "task": info.task,
         "metric": info.headline(config.evaluate.metric),
         "method": config.method,

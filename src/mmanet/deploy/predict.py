@@ -37,6 +37,7 @@ from mmanet.deploy.inputs import (
 )
 from mmanet.deploy.model_card import ONNX_KEY, card_spec
 from mmanet.outputs import Reads, check_not_read, check_replaceable, writing
+from mmanet.versioning import check_schema
 
 #: samples per forward pass
 CHUNK = 256
@@ -112,6 +113,7 @@ def _onnx_predictor(path: Path) -> Predictor:
         )
     try:
         card = json.loads(metadata[ONNX_KEY])
+        check_schema(card, f"the model card of {path}")
         spec, shapes, lengths = card_spec(card)
         classes, task = [str(c) for c in card["classes"]], str(card["task"])
         if card.get("combination") is not None:

@@ -18,6 +18,7 @@ from mmanet.deploy.checkpoint import CheckpointError, check_finite_weights, chec
 from mmanet.models.factory import build_net
 from mmanet.models.network import MultimodalNet
 from mmanet.task import TaskInfo
+from mmanet.versioning import check_schema, stamp
 
 METADATA_KEY = "mmanet"
 
@@ -30,7 +31,7 @@ def save_weights(
 
     path = Path(path)
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in net.state_dict().items()}
-    header = {"config": config.model_dump(mode="json"), "info": info.to_dict(), **(extra or {})}
+    header = {"config": config.model_dump(mode="json"), "info": info.to_dict(), **(extra or {}), **stamp()}
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(header)})
@@ -56,6 +57,7 @@ def read_header(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} is not an mmanet .safetensors file ({err})") from None
     if not isinstance(header, dict) or "config" not in header or "info" not in header:
         raise CheckpointError(f"{path} is not an mmanet .safetensors file (no model description)")
+    check_schema(header, f"the weights file {path}")
     return header
 
 

@@ -23,6 +23,7 @@ from mmanet.models.network import MultimodalNet
 from mmanet.task import TaskInfo
 from mmanet.training.schedules import LearningRateFactor, make_scheduler
 from mmanet.training.teacher import FrozenTeacher
+from mmanet.versioning import stamp
 
 __all__ = ["MultimodalModule", "TaskInfo"]
 
@@ -151,6 +152,7 @@ class MultimodalModule(L.LightningModule):
         if self.teacher is not None:
             meta["teacher"] = self.teacher.reference()
         meta.update(self.method.state_dict())
+        meta.update(stamp())  # the writer's version and the layout (mmanet.versioning)
         checkpoint["mmanet"] = meta
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -36,6 +36,7 @@ from mmanet.training.factory import load_bundle, quiet_lightning
 from mmanet.training.fit import check_resumed_teacher, fit_stage, train_teacher
 from mmanet.training.preflight import preflight
 from mmanet.training.run_dir import RunDirectory, process_rank
+from mmanet.versioning import stamp
 
 
 @dataclass
@@ -133,6 +134,7 @@ def _run_stages(config: RunConfig, out_dir: Path, bundle: DataBundle) -> RunResu
 
 def write_summary(result: RunResult) -> None:
     summary: dict[str, Any] = {
+        **stamp(),
         "name": result.config.name,
         "method": result.config.method,
         "seed": result.config.seed,
@@ -144,8 +146,8 @@ def write_summary(result: RunResult) -> None:
         summary[split] = {
             "metric": table.metric,
             "average": avg[table.metric],
-            "worst": [(c.name, v) for c, v in table.worst(5)],
-            "best": [(c.name, v) for c, v in table.best(1)],
+            "worst": [{"combination": c.name, "value": v} for c, v in table.worst(5)],
+            "best": [{"combination": c.name, "value": v} for c, v in table.best(1)],
             "samples": dict(table.samples),
         }
         if table.complete_full is not None:  # the full combination on the samples with every modality
