@@ -21,6 +21,7 @@ from mmanet.config import (
     read_yaml_mapping,
     resolve_run_config,
     set_dotted,
+    with_imports,
 )
 
 __all__ = ["BenchmarkConfig", "BenchmarkMethod", "load_benchmark_config", "method_config"]
@@ -74,13 +75,15 @@ class BenchmarkConfig(Section):
         return next((m.display for m in self.methods if m.method == "sf_md"), self.methods[0].display)
 
 
-def load_benchmark_config(path: str | Path, overrides: Iterable[str] = ()) -> BenchmarkConfig:
-    """Benchmark YAML; ``--set`` overrides apply to the shared ``base`` run config."""
+def load_benchmark_config(
+    path: str | Path, overrides: Iterable[str] = (), imports: Iterable[str] = ()
+) -> BenchmarkConfig:
+    """Benchmark YAML; ``--set`` overrides and ``--import`` entries apply to the shared ``base`` run config."""
     raw = read_yaml_mapping(path)
     base = raw.get("base") or {}
     if not isinstance(base, dict):
         raise ConfigError(f"invalid configuration ({path}): 'base' must be a mapping of run-config keys")
-    raw["base"] = deep_merge(base, parse_overrides(overrides))
+    raw["base"] = with_imports(deep_merge(base, parse_overrides(overrides)), Path(path).parent, imports)
     try:
         config = BenchmarkConfig.model_validate(raw)
     except ValidationError as err:

@@ -144,6 +144,18 @@ def _handled(resume: str | None = None, where: Path | None = None) -> Iterator[N
         _fail(MMANetError(problem))
 
 
+#: the --import option of every command
+IMPORT_HELP = "a module or .py file that registers your own components (repeatable; recorded in the run)"
+
+
+def _load_imports(entries: list[str]) -> None:
+    """evaluate, export, predict: the user's modules before the checkpoint is read (those the run recorded are
+    imported from its configuration as well)."""
+    from mmanet.plugins import load_plugins
+
+    load_plugins(entries)
+
+
 #: the --num-threads option of every command (train, benchmark and tune: it sets train.num_threads)
 THREADS_HELP = "torch intra-op threads (default: 1, the fastest for these networks on a CPU; train.num_threads)"
 
@@ -189,6 +201,7 @@ def train(
         metavar="",  # a flag: no value (typer would show <bool>)
     ),
     num_threads: int | None = typer.Option(None, "--num-threads", help=THREADS_HELP),
+    import_: list[str] = typer.Option([], "--import", help=IMPORT_HELP),
 ) -> None:
     """Train (resuming from the run directory's last checkpoint) and write per-combination tables."""
     from mmanet.config import load_run_config
@@ -196,7 +209,7 @@ def train(
     from mmanet.training.run_dir import check_config_file, check_deletable
 
     with _handled():
-        cfg = load_run_config(config, [*set_, *_threads_override(num_threads)])
+        cfg = load_run_config(config, [*set_, *_threads_override(num_threads)], imports=import_)
         out_dir = out or Path("runs") / cfg.name
         if overwrite:  # --overwrite never deletes what this command reads (the run checks its config's paths)
             check_deletable(out_dir, cfg, [("the config file", config)])
@@ -224,6 +237,7 @@ def evaluate(
         "sweep in deployment.json / .md",
     ),
     num_threads: int | None = typer.Option(None, "--num-threads", help=THREADS_HELP),
+    import_: list[str] = typer.Option([], "--import", help=IMPORT_HELP),
 ) -> None:
     """Evaluate a trained model on every modality combination (inputs standardised with its stored statistics)."""
     from mmanet.analysis.availability import parse_availability
@@ -237,6 +251,7 @@ def evaluate(
         _fail(MMANetError(f"--split {split!r} is not a split; valid: ['test', 'val']"))
     with _handled("Nothing was written; run the command again"):
         _use_threads(num_threads)
+        _load_imports(import_)
         is_sf_run = checkpoint.is_dir() and (checkpoint / "sf").is_dir()
         model = checkpoint if is_sf_run else resolve_checkpoint(checkpoint)
         out_dir = writable_directory(out or _default_eval_dir(model, split), "--out", create=False)
@@ -272,6 +287,7 @@ def benchmark(
         "the expected metric of each method and which to deploy, in deployment.md",
     ),
     num_threads: int | None = typer.Option(None, "--num-threads", help=THREADS_HELP),
+    import_: list[str] = typer.Option([], "--import", help=IMPORT_HELP),
 ) -> None:
     """Train several methods over several seeds; write report.md, table.csv, ablation.csv and plots.
 
@@ -282,7 +298,7 @@ def benchmark(
     from mmanet.benchmark_config import load_benchmark_config
 
     with _handled():
-        bench = load_benchmark_config(config, [*set_, *_threads_override(num_threads)])
+        bench = load_benchmark_config(config, [*set_, *_threads_override(num_threads)], imports=import_)
         wanted = parse_availability(availability) if availability is not None else None
         if seeds is not None:
             if seeds < 1:
@@ -319,6 +335,7 @@ def tune(
     seed_base: int = typer.Option(100, "--seed-base", help="first tuning seed (benchmarks report seeds 0, 1, …)"),
     sampler_seed: int = typer.Option(0, "--sampler-seed", help="seed of the TPE sampler"),
     num_threads: int | None = typer.Option(None, "--num-threads", help=THREADS_HELP),
+    import_: list[str] = typer.Option([], "--import", help=IMPORT_HELP),
 ) -> None:
     """Choose hyper-parameters on the VALIDATION split with Optuna (TPE); resumes when run again.
 
@@ -330,7 +347,7 @@ def tune(
     from mmanet.tuning import tune as run_tune
 
     with _handled():
-        raw = load_raw_run_config(config, [*set_, *_threads_override(num_threads)])
+        raw = load_raw_run_config(config, [*set_, *_threads_override(num_threads)], imports=import_)
         if metric not in METRICS:
             raise MMANetError(f"unknown --metric {metric!r}; valid: {list(METRICS)}")
         settings = TuneSettings(trials, metric, seeds, seed_base, sampler_seed, tuple(param))  # type: ignore[arg-type]
@@ -352,12 +369,14 @@ def export(
     out: Path | None = typer.Option(None, "--out", help="the .onnx file (default: next to the checkpoint)"),
     opset: int = typer.Option(17, "--opset"),
     num_threads: int | None = typer.Option(None, "--num-threads", help=THREADS_HELP),
+    import_: list[str] = typer.Option([], "--import", help=IMPORT_HELP),
 ) -> None:
     """Export the model: .onnx (raw inputs, normalisation in the graph), .safetensors and model_card.json."""
     from mmanet.deploy.export import export_model
 
     with _handled("Run the command again"):
         _use_threads(num_threads)
+        _load_imports(import_)
         result = export_model(checkpoint, out, opset)
     console.print(f"exported {result.onnx} (inputs: {', '.join(result.inputs)} — raw values; output: logits)")
     console.print(f"onnxruntime parity over {result.combinations} combinations: max |Δ logit| = {result.parity:.1e}")
@@ -376,6 +395,7 @@ def predict(
         help="write the JSON lines here (and segmentation PNGs beside it); replaces only predict's own files",
     ),
     num_threads: int | None = typer.Option(None, "--num-threads", help=THREADS_HELP),
+    import_: list[str] = typer.Option([], "--import", help=IMPORT_HELP),
 ) -> None:
     """Predict with any subset of modalities: one JSON line per sample (present modalities, probabilities, class)."""
     from mmanet.deploy.predict import check_output
@@ -384,6 +404,7 @@ def predict(
 
     with _handled():
         _use_threads(num_threads)
+        _load_imports(import_)
         target = writable_file(out, "--out", "predictions.jsonl") if out is not None else None
         if target is not None:  # never the model, an --input file, or a file predict did not write
             check_output(target, model, input_)
@@ -413,6 +434,27 @@ def _print_lines(lines: list[str]) -> None:
         devnull = os.open(os.devnull, os.O_WRONLY)  # (Python would report the failed flush at exit)
         os.dup2(devnull, sys.stdout.fileno())
         raise typer.Exit(code=BROKEN_PIPE) from None
+
+
+@app.command("list")
+def list_components(
+    kind: str | None = typer.Argument(None, help="methods, encoders, fusions, heads or datasets (default: all)"),
+    import_: list[str] = typer.Option([], "--import", help=IMPORT_HELP),
+) -> None:
+    """List the registered methods, encoders, fusions, heads and datasets, with descriptions and options."""
+    from mmanet.catalog import KINDS, catalog
+
+    with _handled():
+        _load_imports(import_)
+        if kind is not None and kind not in KINDS:
+            raise MMANetError(f"unknown kind {kind!r}; valid: {list(KINDS)}")
+        for name in [kind] if kind is not None else list(KINDS):
+            table = Table(title=name, show_lines=False)
+            for column in ("name", "description", "options"):
+                table.add_column(column, overflow="fold")
+            for entry in catalog(name):
+                table.add_row(entry.name, entry.description, ", ".join(entry.options))
+            console.print(table)
 
 
 @app.command()

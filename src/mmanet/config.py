@@ -394,6 +394,9 @@ class EvaluateConfig(Section):
 
 
 class RunConfig(Section):
+    #: the user's modules or .py files that register components (mmanet.plugins), imported before the rest of
+    #: the configuration is validated; recorded (files as absolute paths) so evaluate/export/predict find them
+    imports: list[str] = Field(default_factory=list)
     name: str = "run"
     method: str = "sf_md"
     #: set by the method (its registered stage: what checkpoints record); not a separate choice
@@ -422,6 +425,8 @@ class RunConfig(Section):
         for name, default in (("cmad", CMADConfig()), ("passion", PassionConfig())):
             if isinstance(dumped, dict) and name not in preset and getattr(self, name) == default:
                 dumped.pop(name, None)
+        if isinstance(dumped, dict) and not self.imports:
+            dumped.pop("imports", None)  # (the same for runs from before plug-ins)
         return dumped
 
     @field_validator("method")
@@ -666,6 +671,15 @@ def resolve_run_config(raw: Mapping[str, Any], source: str = "config") -> RunCon
         count_values(raw)  # (a configuration from a file, an override or a checkpoint: bounded before it is walked)
     except YAMLTooLarge as err:
         raise ConfigError(f"invalid configuration ({source}): {err}") from None
+    imports = raw.get("imports") or []
+    if not isinstance(imports, list):
+        raise ConfigError(f"invalid configuration ({source}): imports must be a list of modules or .py files")
+    # the installed packages' entry points, and the user's files, before the names they register are checked
+    from mmanet.plugins import load_plugins, normalise_imports
+
+    imports = normalise_imports(imports)
+    load_plugins(imports)
+    raw = {**raw, "imports": imports}
     method = raw.get("method", "sf_md")
     presets = method_presets()
     if not isinstance(method, str) or method not in presets:
@@ -688,15 +702,33 @@ def resolve_run_config(raw: Mapping[str, Any], source: str = "config") -> RunCon
         raise ConfigError(format_validation_errors(err, RunConfig, source)) from None
 
 
-def load_raw_run_config(path: str | Path, overrides: Iterable[str] = ()) -> dict[str, Any]:
-    """The YAML file with the ``--set`` overrides, as a plain mapping (checked to be a valid config)."""
+def load_raw_run_config(path: str | Path, overrides: Iterable[str] = (), imports: Iterable[str] = ()) -> dict[str, Any]:
+    """The YAML file with the ``--set`` overrides, as a plain mapping (checked to be a valid config).
+    ``imports`` (``--import``) are added to the file's ``imports:``; the file's relative ``.py`` paths are read
+    from the file's directory, the others from the working directory."""
     raw = deep_merge(read_yaml_mapping(path), parse_overrides(overrides))
+    raw = with_imports(raw, Path(path).parent, imports)
     resolve_run_config(raw, source=str(path))
     return raw
 
 
-def load_run_config(path: str | Path, overrides: Iterable[str] = ()) -> RunConfig:
-    return resolve_run_config(load_raw_run_config(path, overrides), source=str(path))
+def with_imports(raw: dict[str, Any], base: Path, extra: Iterable[str] = ()) -> dict[str, Any]:
+    """``raw`` with its ``imports:`` — relative ``.py`` paths taken from ``base`` — and ``extra`` appended."""
+    from mmanet.plugins import is_file_entry
+
+    listed = raw.get("imports") or []
+    if not isinstance(listed, list):
+        return raw  # (reported by resolve_run_config)
+    anchored = [
+        str(base / e) if isinstance(e, str) and is_file_entry(e) and not Path(e).expanduser().is_absolute() else e
+        for e in listed
+    ]
+    combined = [*anchored, *extra]
+    return {**raw, "imports": combined} if combined else raw
+
+
+def load_run_config(path: str | Path, overrides: Iterable[str] = (), imports: Iterable[str] = ()) -> RunConfig:
+    return resolve_run_config(load_raw_run_config(path, overrides, imports), source=str(path))
 
 
 def dump_config(config: BaseModel, path: str | Path) -> None:
