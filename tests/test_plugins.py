@@ -96,3 +96,25 @@ def test_config_imports_are_read_from_the_config_files_directory(tmp_path):
     raw["model"]["fusion"] = "gated_mean"
     cfg = load_run_config(write_yaml(tmp_path / "cfg.yaml", raw))
     assert cfg.imports == [str(EXAMPLE)]  # (resolved: the link leads to the example)
+
+
+def test_entry_points_of_installed_packages_are_loaded_once(monkeypatch):
+    from importlib.metadata import EntryPoint
+
+    import mmanet.plugins as plugins
+
+    seen = []
+
+    def fake(group):
+        seen.append(group)
+        return [EntryPoint(name="ok", value="json", group=group)]
+
+    monkeypatch.setattr(plugins, "entry_points", fake)
+    monkeypatch.setattr(plugins, "_ENTRY_POINTS_LOADED", False)
+    plugins.load_plugins([])
+    plugins.load_plugins([])
+    assert seen == ["mmanet.plugins"]
+    monkeypatch.setattr(plugins, "_ENTRY_POINTS_LOADED", False)
+    monkeypatch.setattr(plugins, "entry_points", lambda group: [EntryPoint("bad", "no_such_pkg_xyz.mod", group)])
+    with pytest.raises(plugins.PluginError, match="plugin 'bad' .* failed to import"):
+        plugins.load_plugins([])
