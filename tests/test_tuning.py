@@ -41,13 +41,20 @@ def test_the_search_space_follows_the_methods_knobs():
         "mad.variant",
         "mad.feature",
     ]
-    assert _keys("mmanet") == ["train.lr", "mad.alpha", "mad.variant", "mar.beta", "mar.warmup_epochs"]
+    # 2 epochs: ω can only be 1 (MAR must run), so it is not searched (issue 24: it was, over [1, 1])
+    assert _keys("mmanet") == ["train.lr", "mad.alpha", "mad.variant", "mar.beta"]
     assert _keys("kd") == ["train.lr", "kd.gamma", "kd.temperature"]
     space = search_space(resolve_run_config(_raw("mmanet")), ("fused", "embedding"))
     assert [p.key for p in restrict(space, ["mad.alpha"])] == ["mad.alpha"]
     with pytest.raises(TuneError, match=r"--param 'kd.gamma' is not searched.*valid: \['train.lr'"):
         restrict(space, ["kd.gamma"])
-    assert next(p for p in space if p.key == "mar.warmup_epochs").high == 1  # at most half of max_epochs
+    # ω up to a quarter of the run or the configured ω (issue 24: with ω = 2 of 4 epochs the range was [1, 1])
+    longer = _raw("mmanet", train={"max_epochs": 4, "lr": 0.01, "progress_bar": False}, mar={"warmup_epochs": 2})
+    space = search_space(resolve_run_config(longer), ("fused", "embedding"))
+    assert next(p for p in space if p.key == "mar.warmup_epochs").high == 2
+    forty = _raw("mmanet", train={"max_epochs": 40, "lr": 0.01, "progress_bar": False}, mar={"warmup_epochs": 5})
+    space = search_space(resolve_run_config(forty), ("fused", "embedding"))
+    assert next(p for p in space if p.key == "mar.warmup_epochs").high == 10
 
 
 def test_score_of_each_metric(tmp_path):

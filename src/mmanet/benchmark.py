@@ -142,6 +142,32 @@ def _subset_mean(table: ResultTable, names: list[str]) -> float:
     return sum(values) / len(values) if values else math.nan
 
 
+def finished_run(
+    cfg: RunConfig, run_dir: Path, bundle: DataBundle
+) -> tuple[ResultTable, ResultTable, dict[str, Any]] | None:
+    """The tables of the finished run in ``run_dir`` when its configuration and data are ``cfg``'s (None: not
+    finished, damaged, or another configuration). A run written by a newer mmanet is a SchemaError."""
+    done = run_dir / "results.json"
+    if not (done.exists() and (run_dir / "per_combination.csv").exists()):
+        return None
+    try:
+        saved = load_yaml(run_dir / "config.yaml")
+        if not same_configuration(run_dir, saved, cfg) or data_changed(run_dir, cfg) is not None:
+            return None
+        summary = json.loads(done.read_text())
+        check_schema(summary, f"the run results {done}")
+        metric = summary[cfg.evaluate.split]["metric"]
+        test = ResultTable.read_csv(run_dir / "per_combination.csv", bundle.spec, metric)
+        if cfg.evaluate.split == "val":  # per_combination.csv IS the validation table
+            return test, test, summary
+        val = ResultTable.read_csv(run_dir / "per_combination_val.csv", bundle.spec, metric)
+        return test, val, summary
+    except SchemaError:
+        raise  # written by a newer mmanet: never resumed over
+    except (OSError, KeyError, ValueError, TypeError, yaml.YAMLError):  # (YAMLTooLarge is a ValueError)
+        return None  # incomplete or damaged: resumed (a changed config is refused by the run directory)
+
+
 def run_or_reuse(
     cfg: RunConfig, run_dir: Path, bundle: DataBundle, overwrite: bool = False, reads: Reads = ()
 ) -> tuple[ResultTable, ResultTable, dict[str, Any]]:
@@ -150,23 +176,9 @@ def run_or_reuse(
     A run whose saved configuration differs is refused (:class:`RunDirectoryError`) unless
     ``overwrite``: then it alone is trained again — never when ``run_dir`` holds something the run
     reads (its config's paths and ``reads``). An interrupted run with the same config resumes."""
-    done = run_dir / "results.json"
-    if done.exists() and (run_dir / "per_combination.csv").exists():
-        try:
-            saved = load_yaml(run_dir / "config.yaml")
-            if same_configuration(run_dir, saved, cfg) and data_changed(run_dir, cfg) is None:
-                summary = json.loads(done.read_text())
-                check_schema(summary, f"the run results {done}")
-                metric = summary[cfg.evaluate.split]["metric"]
-                test = ResultTable.read_csv(run_dir / "per_combination.csv", bundle.spec, metric)
-                if cfg.evaluate.split == "val":  # per_combination.csv IS the validation table
-                    return test, test, summary
-                val = ResultTable.read_csv(run_dir / "per_combination_val.csv", bundle.spec, metric)
-                return test, val, summary
-        except SchemaError:
-            raise  # written by a newer mmanet: never resumed over
-        except (OSError, KeyError, ValueError, TypeError, yaml.YAMLError):  # (YAMLTooLarge is a ValueError)
-            pass  # incomplete or damaged: resumed below (a changed config is refused by the run directory)
+    found = finished_run(cfg, run_dir, bundle)
+    if found is not None:
+        return found
     redo = overwrite and changed_run(run_dir, cfg)
     if redo:
         check_deletable(run_dir, cfg, reads)
@@ -333,12 +345,14 @@ def run_benchmark(
             done += 1
             _say(console, f"[{done}/{total}] {method.display} seed {cfg.seed} ({time.perf_counter() - start:.0f} s)")
             run_dir = out_dir / method.display / f"seed_{cfg.seed}"
+            reused = finished_run(cfg, run_dir, bundle) is not None
             test, val, summary = run_or_reuse(cfg, run_dir, bundle, overwrite, reads)
             report.runs[method.display].append(MethodRun(method.display, cfg.seed, test, val, summary))
             _say(
                 console,
                 f"    {method.display}: {test.metric} average {test.average()[test.metric]:.2f} (test), "
-                f"{val.average()[val.metric]:.2f} (val), {summary['train_seconds']:.1f} s",
+                f"{val.average()[val.metric]:.2f} (val), {summary['train_seconds']:.1f} s"
+                + (" (reused: finished earlier with this configuration)" if reused else ""),
             )
     first_table = next(iter(report.runs.values()))[0].table
     report.empty_metric = empty_combination_metrics(bundle, first_cfg.evaluate.split, first_table.metric).get(

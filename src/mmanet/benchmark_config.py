@@ -80,6 +80,11 @@ def load_benchmark_config(
 ) -> BenchmarkConfig:
     """Benchmark YAML; ``--set`` overrides and ``--import`` entries apply to the shared ``base`` run config."""
     raw = read_yaml_mapping(path)
+    if "methods" not in raw and ("method" in raw or "data" in raw or "train" in raw):
+        raise ConfigError(
+            f"{path} is a run configuration (no methods: list), not a benchmark: train it with mmanet train {path}, "
+            "or compare methods with a benchmark file (configs/mfeat/benchmark.yaml is an example)"
+        )
     base = raw.get("base") or {}
     if not isinstance(base, dict):
         raise ConfigError(f"invalid configuration ({path}): 'base' must be a mapping of run-config keys")

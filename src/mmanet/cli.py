@@ -118,7 +118,7 @@ def _interrupted(err: KeyboardInterrupt, resume: str | None) -> None:
         message += f": training stopped. Last checkpoint: {describe_checkpoint(err.checkpoint)}"
     if resume:
         message += f". {resume}"
-    err_console.print(f"[bold yellow]{escape(message)}[/]", highlight=False)
+    err_console.print(f"\n[bold yellow]{escape(message)}[/]", highlight=False)  # (below a progress bar's line)
     raise typer.Exit(code=INTERRUPTED)
 
 
@@ -177,6 +177,11 @@ def _use_threads(num_threads: int | None) -> None:
     if num_threads is not None and num_threads < 1:
         raise MMANetError(f"--num-threads must be at least 1, got {num_threads}")
     torch.set_num_threads(num_threads or 1)
+
+
+def _status(message: str) -> None:
+    """A status line on stderr (stdout stays the command's output: predict's JSON lines can be piped)."""
+    err_console.print(f"[dim]{escape(message)}[/]", highlight=False)
 
 
 def _print_table(table, title: str) -> None:
@@ -258,6 +263,7 @@ def evaluate(
         check_evaluation_dir(out_dir)
         check_evaluation_outputs(out_dir)  # nothing there is replaced that an evaluation did not write
         wanted = parse_availability(availability) if availability is not None else None
+        _status(f"evaluating {model} on every combination of the {split} split …")
         table = evaluate_checkpoint(model, split, out_dir, data_root, availability=wanted)
     _print_table(table, f"{checkpoint} — {split} split, {table.metric} (%)")
     console.print(f"written to {out_dir}/per_combination.csv and .md")
@@ -377,6 +383,7 @@ def export(
     with _handled("Run the command again"):
         _use_threads(num_threads)
         _load_imports(import_)
+        _status(f"exporting {checkpoint}: ONNX graph, weights, model card, then onnxruntime against PyTorch …")
         result = export_model(checkpoint, out, opset)
     console.print(f"exported {result.onnx} (inputs: {', '.join(result.inputs)} — raw values; output: logits)")
     console.print(f"onnxruntime parity over {result.combinations} combinations: max |Δ logit| = {result.parity:.1e}")
@@ -408,6 +415,12 @@ def predict(
         target = writable_file(out, "--out", "predictions.jsonl") if out is not None else None
         if target is not None:  # never the model, an --input file, or a file predict did not write
             check_output(target, model, input_)
+        _status(f"predicting with {model} …")
+        if target is not None:
+            try:  # (segmentation label maps go beside it)
+                target.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise MMANetError(f"cannot create the directory of --out {target}: {err.strerror}") from None
         records = run_predict(model, input_, label_map_dir=target.parent if target is not None else None)
         lines = [json.dumps(r) for r in records]
         if target is None:

@@ -706,7 +706,13 @@ def load_raw_run_config(path: str | Path, overrides: Iterable[str] = (), imports
     """The YAML file with the ``--set`` overrides, as a plain mapping (checked to be a valid config).
     ``imports`` (``--import``) are added to the file's ``imports:``; the file's relative ``.py`` paths are read
     from the file's directory, the others from the working directory."""
-    raw = deep_merge(read_yaml_mapping(path), parse_overrides(overrides))
+    found = read_yaml_mapping(path)
+    if "methods" in found and "method" not in found:
+        raise ConfigError(
+            f"{path} is a benchmark configuration (it lists methods:), not a run configuration: run it with "
+            f"mmanet benchmark {path}"
+        )
+    raw = deep_merge(found, parse_overrides(overrides))
     raw = with_imports(raw, Path(path).parent, imports)
     resolve_run_config(raw, source=str(path))
     return raw

@@ -174,11 +174,13 @@ def search_space(config: RunConfig, feature_names: Sequence[str]) -> list[Param]
         if len(features) > 1:
             space.append(Param("mad.feature", "choice", choices=tuple(features)))
     if config.stage == "mmanet" and config.mar.mode != "off":
-        space += [
-            Param("mar.beta", "log", 0.05, 5.0),
-            # ω: a warm-up, not most of the run (the paper's code uses 5 of its epochs)
-            Param("mar.warmup_epochs", "int", 1, max(1, min(20, config.train.max_epochs // 4))),
-        ]
+        space.append(Param("mar.beta", "log", 0.05, 5.0))
+        # ω: a warm-up, not most of the run (the paper's code uses 5 of its epochs) — up to a quarter of the run or
+        # the configured ω, whichever is larger, and MAR must still run; a range of one value is not searched
+        epochs = config.train.max_epochs
+        omega = min(max(1, epochs - 1), max(config.mar.warmup_epochs, min(20, epochs // 4)))
+        if omega > 1:
+            space.append(Param("mar.warmup_epochs", "int", 1, omega))
     if config.kd_active:
         space += [Param("kd.gamma", "log", 0.1, 10.0), Param("kd.temperature", "float", 1.0, 8.0)]
     if config.cmad_active:

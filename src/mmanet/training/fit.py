@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 from mmanet.config import ConfigError, RunConfig, dump_config
 from mmanet.data import DataBundle, collate_samples
 from mmanet.data.base import MultimodalDataset, complete_part
-from mmanet.deploy.checkpoint import TrainedCheckpoint, model_hash_of_checkpoint, read_checkpoint
+from mmanet.deploy.checkpoint import TrainedCheckpoint, load_checkpoint, model_hash_of_checkpoint, read_checkpoint
 from mmanet.methods import method_entry
 from mmanet.modality import Combination
 from mmanet.models.encoders.base import has_batch_statistics
@@ -94,6 +94,8 @@ def fit_stage(
         config, out_dir, module.monitor, module.monitor_mode, max_epochs or config.train.max_epochs, callbacks
     )
     resume = str(last) if last.exists() else None
+    if process_rank() == 0:
+        print(stage_heading(config, combination, out_dir, last if resume else None, trainer.max_epochs), flush=True)
     with interrupts_as_exception(trainer, last):
         trainer.fit(module, train_loader, val_loader, ckpt_path=resume)
     best = out_dir / "checkpoints" / "best.ckpt"
@@ -101,6 +103,28 @@ def fit_stage(
         best = last
     load_net_weights(net, read_checkpoint(best))
     return net.eval(), best
+
+
+def stage_heading(
+    config: RunConfig, combination: Combination | None, out_dir: Path, resume: Path | None, max_epochs: int | None
+) -> str:
+    """The line printed before a stage trains: which model (teacher, deployment network, a customized model),
+    where, and — when it resumes — from which epoch (the progress bars of the stages look alike)."""
+    if config.stage == "teacher":
+        what = f"teacher ({'complete samples' if config.teacher.samples == 'complete' else 'every sample'})"
+    elif combination is not None:
+        what = f"customized model for {combination.name}"
+    else:
+        what = f"deployment network ({config.method})"
+    line = f"── {what} → {out_dir}"
+    if resume is not None:
+        try:
+            epoch = int(load_checkpoint(resume).get("epoch", -1)) + 1
+        except (OSError, ValueError, RuntimeError, AttributeError):
+            epoch = None
+        done = f"{epoch} of {max_epochs} epochs done" if epoch is not None else "its last checkpoint"
+        line += f": resuming from {resume} ({done})"
+    return line
 
 
 def teacher_stage_config(config: RunConfig) -> RunConfig:

@@ -28,6 +28,20 @@ from mmanet.versioning import stamp
 __all__ = ["MultimodalModule", "TaskInfo"]
 
 
+def flat_hparams(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"train.lr": 0.001, …}``: a dumped configuration as flat scalars (lists and None as text)."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flat_hparams(value, f"{name}."))
+        elif isinstance(value, bool | int | float | str):
+            out[name] = value
+        else:
+            out[name] = str(value)
+    return out
+
+
 class MultimodalModule(L.LightningModule):
     def __init__(
         self,
@@ -59,6 +73,8 @@ class MultimodalModule(L.LightningModule):
         combinations = self.method.eval_combinations(info.spec, combination)
         self.val_evaluator = info.evaluator(combinations, config.evaluate.metric)
         self.monitor, self.monitor_mode = info.monitor(config.evaluate.metric)
+        # the configuration as flat hyper-parameters: TensorBoard's HParams tab and the loggers' hparams.yaml
+        self.save_hyperparameters(flat_hparams(config.model_dump(mode="json")))
 
     @property
     def teacher(self) -> FrozenTeacher | None:
@@ -116,6 +132,8 @@ class MultimodalModule(L.LightningModule):
         if len(table.rows) > 1:
             worst = table.worst(1)[0]
             self.log(f"val/worst_{table.metric}", worst[1], sync_dist=False)
+            for combo, values in table.rows:  # every combination's curve (TensorBoard, metrics.csv)
+                self.log(f"val_combination/{combo.name}", values[table.metric], sync_dist=False)
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):
