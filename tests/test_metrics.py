@@ -1,4 +1,4 @@
-"""The per-combination evaluator (DESIGN §5); the metrics themselves: tests/test_reducers.py."""
+"""The per-combination evaluator (docs/design.md §5); the metrics themselves: tests/test_reducers.py."""
 
 from __future__ import annotations
 

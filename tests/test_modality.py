@@ -1,4 +1,4 @@
-"""Modalities, combinations and modality dropout (DESIGN §1, §3)."""
+"""Modalities, combinations and modality dropout (docs/design.md §1, §3)."""
 
 from __future__ import annotations
 

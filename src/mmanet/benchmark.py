@@ -1,6 +1,6 @@
 """``mmanet benchmark``: several methods × several seeds → report.md, table.csv, ablation.csv, plots.
 
-Protocol (DESIGN §6): the data split is fixed (``data.split_seed``); seed k trains every
+Protocol (docs/design.md §6): the data split is fixed (``data.split_seed``); seed k trains every
 method with training seed ``base.seed + k``. Reported: per combination mean ± std over seeds,
 the Average over all combinations, the mean of the 5 worst combinations (by the reference
 method), the mean over the mined weak set, and the paired per-seed difference of every

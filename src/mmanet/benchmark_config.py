@@ -1,7 +1,8 @@
 """The benchmark file's schema: a shared ``base`` run configuration, the methods to compare
 (each a method name and/or a run-configuration file, plus its own dotted overrides), the number
 of seeds, the reference row of the paired differences and the ablation table
-(DESIGN §6, "Benchmark protocol"). :func:`method_config` resolves one method's :class:`~mmanet.config.RunConfig`."""
+(docs/design.md §6, "Benchmark protocol"). :func:`method_config` resolves one method's
+:class:`~mmanet.config.RunConfig`."""
 
 from __future__ import annotations
 

@@ -251,7 +251,7 @@ class MADConfig(Section):
     #: (docs/results.md). In the summed scale of the paper's code: α_sum = α / N (N rows of the relation)
     alpha: float = Field(ALPHA_DEFAULT, ge=0)
     variant: Literal["paper", "sp", "official", "off"] = "paper"
-    #: ``mean``: batch-size free (DESIGN §4.1 step 6, α means the same for every batch size);
+    #: ``mean``: batch-size free (docs/design.md §4.1 step 6, α means the same for every batch size);
     #: ``sum``: the summed form of the authors' code (their α = 30 / 4 / 10 are in this scale)
     reduction: Literal["mean", "sum"] = "mean"
     #: the named network feature distilled (``fused`` or a head feature such as ``embedding``), or a list
@@ -366,7 +366,7 @@ class PassionConfig(Section):
 
 class MARConfig(Section):
     mode: Literal["mined", "single", "off"] = "mined"
-    #: ``paper``: (1/B) Σ_i m_i CE_i over the weak samples (DESIGN §4.2); ``official``: what the authors'
+    #: ``paper``: (1/B) Σ_i m_i CE_i over the weak samples (docs/design.md §4.2); ``official``: what the authors'
     #: code computes — classification (n_weak/B)·Σ_j CE_j over EVERY sample (a broadcasting slip),
     #: segmentation the class-weighted pixel CE of the weak samples, side outputs included
     variant: Literal["paper", "official"] = "paper"

@@ -1,4 +1,4 @@
-"""The per-combination evaluator (DESIGN §5): one confusion matrix per combination, the metrics from it.
+"""The per-combination evaluator (docs/design.md §5): one confusion matrix per combination, the metrics from it.
 
 Per-combination evaluation keeps ONE confusion matrix over (combination × true × predicted
 class) (:class:`CombinationConfusion`, a torchmetrics state: sums, all-reduced across DDP

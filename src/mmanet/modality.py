@@ -1,4 +1,4 @@
-"""Modalities, modality combinations and modality dropout (DESIGN §1, §3).
+"""Modalities, modality combinations and modality dropout (docs/design.md §1, §3).
 
 A dataset declares its modalities in a fixed order (:class:`ModalitySpec`). A
 :class:`Combination` is a non-empty subset of them; ``M`` modalities give ``2**M - 1``
@@ -145,7 +145,7 @@ def all_combinations(spec: ModalitySpec) -> list[Combination]:
 
 
 def leave_one_out_combinations(spec: ModalitySpec) -> list[Combination]:
-    """The ``M`` combinations that miss exactly one modality (DESIGN §4.2, step 1)."""
+    """The ``M`` combinations that miss exactly one modality (docs/design.md §4.2, step 1)."""
     if len(spec) < 2:
         raise ModalityError("leave-one-out combinations need at least two modalities")
     return [Combination(spec, tuple(j != i for j in range(len(spec)))) for i in range(len(spec))]
@@ -172,7 +172,7 @@ DropoutMode = Literal["uniform", "bernoulli"]
 
 
 class ModalityDropout:
-    """Draw a keep-mask δ_i ∈ {0,1}^M per sample (DESIGN §3, the Bernoulli indicator).
+    """Draw a keep-mask δ_i ∈ {0,1}^M per sample (docs/design.md §3, the Bernoulli indicator).
 
     * ``uniform``: δ_i uniform over the non-empty combinations (restricted to those that
       contain every ``never_drop`` modality).

@@ -1,4 +1,4 @@
-"""Metrics as a functional core: one reducer per metric, from a confusion matrix (DESIGN §5).
+"""Metrics as a functional core: one reducer per metric, from a confusion matrix (docs/design.md §5).
 
 Every metric is a registered :class:`MetricReducer`: a pure function of one ``(K, K)`` confusion
 matrix (rows: true class, columns: predicted; void pixels never enter it) returning a value in

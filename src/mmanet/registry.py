@@ -1,4 +1,4 @@
-"""Plain-dict registries filled by decorators at import (DESIGN §2, rules of the house)."""
+"""Plain-dict registries filled by decorators at import (docs/design.md §2, rules of the house)."""
 
 from __future__ import annotations
 

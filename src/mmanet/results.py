@@ -1,4 +1,4 @@
-"""Per-combination result tables (DESIGN §5): one row per combination, written as CSV and Markdown.
+"""Per-combination result tables (docs/design.md §5): one row per combination, written as CSV and Markdown.
 
 Which way a metric improves is its registration's (:mod:`mmanet.reducers`); the ``worst``/``best``
 rankings, the checkpoint monitor and the plots all ask :func:`higher_is_better`.

@@ -1,4 +1,4 @@
-"""The data contract (DESIGN §6): splits, subsets, standardisation, the array dataset."""
+"""The data contract (docs/design.md §6): splits, subsets, standardisation, the array dataset."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""MAD (DESIGN §4.1): golden official case, an independent loop implementation, invariants."""
+"""MAD (docs/design.md §4.1): golden official case, an independent loop implementation, invariants."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ EPS = 1e-8
 
 
 def _loop_reference(fs: np.ndarray, ft: np.ndarray, logits: np.ndarray, variant: str, eps: float = EPS) -> float:
-    """Element-by-element transcription of DESIGN §4.1, independent of the torch code."""
+    """Element-by-element transcription of docs/design.md §4.1, independent of the torch code."""
     b = fs.shape[0]
     rows_s = [fs[i].reshape(-1) for i in range(b)]
     rows_t = [ft[i].reshape(-1) for i in range(b)]
@@ -326,7 +326,7 @@ def test_teacher_outputs_from_inference_mode_are_accepted(per_pixel):
     assert student.grad is not None and torch.isfinite(student.grad).all()
 
 
-# ----------------------------------------------------------------------------- scale (DESIGN §4.1 step 6)
+# ----------------------------------------------------------------------------- scale (docs/design.md §4.1 step 6)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -54,7 +54,7 @@ def test_per_pixel_column_halves_is_the_authors_segmentation_loss(b, h, w, block
     )  # fmt: skip
     expected = _authors_segmentation_mad(_pixel_rows(fs), _pixel_rows(ft), _pixel_rows(logits))
     torch.testing.assert_close(got, torch.tensor(expected, dtype=torch.float64))
-    # the batch-size-free form of the official relation is its sum (DESIGN §4.1 step 6)
+    # the batch-size-free form of the official relation is its sum (docs/design.md §4.1 step 6)
     mean = mad_loss(
         fs, ft, logits, variant="official", per_pixel=True, reduction="mean", row_normalization="column_halves"
     )
@@ -89,7 +89,7 @@ def test_column_halves_gradient_matches_the_dense_autograd_of_the_formula():
 
 def test_column_halves_is_about_twice_the_whole_row_normalisation():
     """Each half-normalised row has squared norm 2 instead of 1, so the authors' per-pixel value is about
-    twice the single-normalisation value (DESIGN §4.4) — measured, not assumed equal."""
+    twice the single-normalisation value (docs/design.md §4.4) — measured, not assumed equal."""
     g = torch.Generator().manual_seed(1)
     fs = torch.relu(torch.randn(4, 16, 6, 8, generator=g, dtype=torch.float64))
     ft = torch.relu(torch.randn(4, 16, 6, 8, generator=g, dtype=torch.float64))

@@ -1,4 +1,4 @@
-"""MAR (DESIGN §4.2): the loss, prediction distributions, weak-combination mining and weak sets."""
+"""MAR (docs/design.md §4.2): the loss, prediction distributions, weak-combination mining and weak sets."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The authors' MAR term (``mar.variant: official``, DESIGN §4.2) against hand-computed values and a
+"""The authors' MAR term (``mar.variant: official``, docs/design.md §4.2) against hand-computed values and a
 transcription of their broadcasting code, next to the paper's formula on the same inputs."""
 
 from __future__ import annotations

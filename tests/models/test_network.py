@@ -1,4 +1,4 @@
-"""MultimodalNet: encode once (mask-independent), fuse per combination, predict (DESIGN §2, §3)."""
+"""MultimodalNet: encode once (mask-independent), fuse per combination, predict (docs/design.md §2, §3)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """AV-digits: handwritten digit images paired with spoken digits (MFCC sequences), 10 classes.
 
-Two real modalities from installed packages (DATASETS.md), nothing downloaded:
+Two real modalities from installed packages (docs/datasets.md), nothing downloaded:
 
 * ``image``: scikit-learn's ``load_digits()`` — 1797 greyscale 8×8 images with 16 grey levels
   (0..16), as ``(1, 8, 8)`` float tensors;

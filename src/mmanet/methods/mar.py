@@ -1,4 +1,4 @@
-"""Modality-aware regularization, MAR (DESIGN §4.2, paper Eqs. 9–16) — in one module.
+"""Modality-aware regularization, MAR (docs/design.md §4.2, paper Eqs. 9–16) — in one module.
 
 Everything MAR does outside its pure functions (:mod:`mmanet.losses.mar`) lives here:
 
@@ -83,7 +83,7 @@ class FixedWeakSet:
 
     @classmethod
     def single_modality(cls, spec: ModalitySpec) -> FixedWeakSet:
-        """The SR ablation (DESIGN §4.2)."""
+        """The SR ablation (docs/design.md §4.2)."""
         return cls(single_modality_weak_set(spec))
 
     @property
@@ -91,7 +91,7 @@ class FixedWeakSet:
         return list(self._weak_set)
 
     def weak_mask(self, keep_mask: Tensor) -> Tensor:
-        """``m_i`` (DESIGN §4.2): True where sample i's combination is in the weak set."""
+        """``m_i`` (docs/design.md §4.2): True where sample i's combination is in the weak set."""
         return combination_membership(keep_mask, self._weak_set)
 
     def state_dict(self) -> dict[str, Any]:
@@ -112,7 +112,7 @@ def _check_modalities(spec: ModalitySpec, state: Mapping[str, Any]) -> None:
 
 
 class WeakCombinationMiner:
-    """The memory bank and weak-set selection of MAR mining (DESIGN §4.2, Eqs. 9–16).
+    """The memory bank and weak-set selection of MAR mining (docs/design.md §4.2, Eqs. 9–16).
 
     ``candidates`` = [full] + the ``M`` leave-one-out combinations. The data pass that forms
     each candidate's prediction distribution is :func:`mine_discrepancies` below;
@@ -175,7 +175,7 @@ class WeakCombinationMiner:
         return {c.name: sum(e[c.name] for e in epochs) / len(epochs) for c in self.leave_one_out}
 
     def select(self) -> list[Combination]:
-        """Fix the weak set from ``D̄_c`` (DESIGN §4.2, at e = ω) and return it.
+        """Fix the weak set from ``D̄_c`` (docs/design.md §4.2, at e = ω) and return it.
 
         The ``num_strong`` leave-one-out candidates with the largest ``D̄_c`` (ties: declared
         order) each lack one strong modality; ``W`` = every non-empty combination with none of them.
@@ -190,7 +190,7 @@ class WeakCombinationMiner:
         return list(self._weak_set)
 
     def weak_mask(self, keep_mask: Tensor) -> Tensor:
-        """``m_i`` (DESIGN §4.2): True where sample i's combination is in the weak set."""
+        """``m_i`` (docs/design.md §4.2): True where sample i's combination is in the weak set."""
         if self._weak_set is None:
             raise RuntimeError("the weak set is not selected yet: call select() after the warm-up")
         return combination_membership(keep_mask, self._weak_set)
@@ -275,7 +275,7 @@ def mine_discrepancies(
 
 def mining_loader(bundle: DataBundle, config: RunConfig) -> DataLoader:
     """The MAR mining split (``mar.mining_split``) in order, without augmentation (the same inputs every
-    epoch, DESIGN §4.2; sharded across processes under DDP)."""
+    epoch, docs/design.md §4.2; sharded across processes under DDP)."""
     split = cast(Dataset, unaugmented(bundle.train) if config.mar.mining_split == "train" else bundle.val)
     sampler: DistributedSampler | None = None
     if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -343,7 +343,7 @@ class ModalityAwareRegularization:
 
     # ----------------------------------------------------------------- schedule
     def active(self, epoch: int) -> bool:
-        """Regularisation from epoch ω on (DESIGN §4.2)."""
+        """Regularisation from epoch ω on (docs/design.md §4.2)."""
         return epoch >= self.warmup_epochs
 
     def on_train_epoch_start(self, epoch: int, say: Callable[[str], None]) -> None:
@@ -372,7 +372,7 @@ class ModalityAwareRegularization:
     def term(self, ctx: StepContext, weak: Tensor, class_weights: Tensor | None) -> Tensor:
         """``L_MAR`` (unweighted) of ``mar.variant`` over the labelled rows (unlabelled ones carry no label).
 
-        ``paper``: ``(1/B) Σ_i m_i CE(p^r_i, y_i)`` (DESIGN §4.2); ``official``: the authors' code
+        ``paper``: ``(1/B) Σ_i m_i CE(p^r_i, y_i)`` (docs/design.md §4.2); ``official``: the authors' code
         (:func:`~mmanet.losses.mar.mar_loss_official`; segmentation: with the side outputs and class
         weights, as their loss). The regularization head runs on every row of the batch — weak or not,
         labelled or not — so that its BatchNorm layers (the SF trunk, ESANet's decoder) always see the

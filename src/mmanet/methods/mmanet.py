@@ -1,7 +1,7 @@
 """MMANet (CVPR 2023) and its ablations: a frozen teacher trained on complete data, then the deployment
 network with ``L = L_task + α·L_MAD + β·L_MAR`` (Eq. 1), plus the optional logit distillation γ·L_KD.
 
-* ``mmanet``: MAD (margin-aware distillation, DESIGN §4.1) + MAR on the mined weak set (§4.2).
+* ``mmanet``: MAD (margin-aware distillation, docs/design.md §4.1) + MAR on the mined weak set (§4.2).
 * ablations (paper Table 6): ``sp`` (relation distillation with uniform weights, no MAR), ``mad``
   (MAD, no MAR), ``sr`` (MAD + regularisation of every single modality, no mining).
 * ``kd`` (logit distillation alone) and ``mmanet_kd`` (MMANet + KD).
@@ -125,7 +125,7 @@ class MMANet(Method):
         return terms
 
     def mad_term(self, student: NetOutput, teacher: NetOutput) -> Tensor:
-        """``L_MAD`` (DESIGN §4.1) of the configured feature(s), variant and reduction (unweighted).
+        """``L_MAD`` (docs/design.md §4.1) of the configured feature(s), variant and reduction (unweighted).
 
         Several features (``mad.feature`` as a list): their terms are summed, as the authors' segmentation
         code sums its three encoder-side levels. Segmentation: every pixel of a feature map is a sample,

@@ -77,7 +77,7 @@ class Customized(Method):
 
 @register_method("teacher", fusion_preset("concat"), "the teacher alone: complete modalities")
 class Teacher(Method):
-    """The teacher stage (DESIGN §4.3): every sample under its data's own (complete) modalities, validated
+    """The teacher stage (docs/design.md §4.3): every sample under its data's own (complete) modalities, validated
     on the full combination. Which samples it trains on is ``teacher.samples`` (the runner's split)."""
 
     stage = "teacher"

@@ -1,4 +1,4 @@
-"""``MultimodalNet``: encode once, fuse per level, predict — for one mask or, batched, for many (DESIGN §2).
+"""``MultimodalNet``: encode once, fuse per level, predict — for one mask or, batched, for many (docs/design.md §2).
 
 ``encode`` depends only on the inputs (rows of modalities that are absent are excluded from
 encoders with batch statistics, see :mod:`mmanet.models.encoders.base`); ``fuse`` and the head

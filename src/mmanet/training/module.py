@@ -1,4 +1,4 @@
-"""The Lightning module: a thin adapter between Lightning and a training method (DESIGN §4.3).
+"""The Lightning module: a thin adapter between Lightning and a training method (docs/design.md §4.3).
 
 Each training step encodes and fuses the batch under the method's training mask and hands the
 method a :class:`~mmanet.methods.StepContext`; the method returns its named, weighted loss terms,

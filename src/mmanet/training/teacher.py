@@ -1,4 +1,4 @@
-"""The frozen teacher of the deployment stage (DESIGN §4.3, step 2).
+"""The frozen teacher of the deployment stage (docs/design.md §4.3, step 2).
 
 The teacher stays in eval mode (also when the parent's ``.train()`` is called), has no
 gradients, is not a registered submodule (so it is neither wrapped by DDP nor saved in the

@@ -1,4 +1,4 @@
-"""Bring your own data: a directory with ``train.npz``, ``test.npz`` and optionally ``val.npz`` (DESIGN §6).
+"""Bring your own data: a directory with ``train.npz``, ``test.npz`` and optionally ``val.npz`` (docs/design.md §6).
 
 Each ``.npz`` file (written with ``numpy.savez``) holds one array per modality, ``label`` and optional
 ``present_<modality>`` / ``lengths_<modality>`` arrays, with a common first axis N

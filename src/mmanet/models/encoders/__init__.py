@@ -1,4 +1,4 @@
-"""Per-modality encoders (DESIGN §2): each returns a feature pyramid and declares its levels.
+"""Per-modality encoders (docs/design.md §2): each returns a feature pyramid and declares its levels.
 
 The contract is in :mod:`mmanet.models.encoders.base`; one module per input kind registers
 its encoders in :data:`ENCODERS` (``vector``: mlp; ``sequence``: gru, tcn; ``image``: cnn; ``resnet``: sf_resnet).

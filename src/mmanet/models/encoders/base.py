@@ -1,4 +1,4 @@
-"""The encoder contract (DESIGN §2): one modality's input → a feature pyramid with declared levels.
+"""The encoder contract (docs/design.md §2): one modality's input → a feature pyramid with declared levels.
 
 Every registered encoder
 

@@ -1,4 +1,4 @@
-"""ResNet image encoders: the SF per-modality stem (CASIA-SURF baseline, BASELINES.md "SF") and the
+"""ResNet image encoders: the SF per-modality stem (CASIA-SURF baseline, docs/baselines.md "SF") and the
 four-level ResNet-18/34/50 pyramid of the RGB-D segmentation network (ESANet)."""
 
 from __future__ import annotations

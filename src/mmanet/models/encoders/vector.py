@@ -15,7 +15,7 @@ class MLPEncoder(Encoder):
     """Vector modality ``(B, F)`` → one global level ``(B, C)``: Linear → LayerNorm → GELU → Dropout → Linear.
 
     LayerNorm (per sample) rather than BatchNorm, so batch statistics never mix samples
-    whose modalities were dropped differently (BASELINES.md, pitfalls).
+    whose modalities were dropped differently (docs/baselines.md, pitfalls).
     """
 
     def __init__(self, input_shape: Sequence[int], out_channels: int, hidden: int = 128, dropout: float = 0.1) -> None:

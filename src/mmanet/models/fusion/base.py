@@ -1,4 +1,4 @@
-"""The fusion interface shared by SF concatenation and the unified baselines (BASELINES.md)."""
+"""The fusion interface shared by SF concatenation and the unified baselines (docs/baselines.md)."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ class Fusion(nn.Module):
     ``S`` is ``()`` for vector features and ``(H, W)`` for feature maps.
     ``forward(x, mask) -> FusionOutput``: the fused ``(B, out_channels, *S)`` and, in a training
     forward, the tensors the auxiliary losses need (``aux``). A missing modality must not influence
-    the output, and every parameter must take part in every training step (DDP, DESIGN §3).
+    the output, and every parameter must take part in every training step (DDP, docs/design.md §3).
     ``auxiliary_losses(out, target, loss_fn) -> {name: scalar}`` computes the fusion's extra
     training losses from ``out.aux`` only (no second pass over the fusion); ``{}`` without them.
 

@@ -1,4 +1,4 @@
-"""SF / SF-MD fusion: zero the dropped modalities' features and concatenate (BASELINES.md, SF)."""
+"""SF / SF-MD fusion: zero the dropped modalities' features and concatenate (docs/baselines.md, SF)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""HeMIS fusion: first and second moments over the PRESENT modalities (BASELINES.md, HeMIS)."""
+"""HeMIS fusion: first and second moments over the PRESENT modalities (docs/baselines.md, HeMIS)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""LCR fusion: latent correlation representation + attention fusion (BASELINES.md, LCR)."""
+"""LCR fusion: latent correlation representation + attention fusion (docs/baselines.md, LCR)."""
 
 from __future__ import annotations
 

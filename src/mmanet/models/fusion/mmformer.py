@@ -1,4 +1,4 @@
-"""mmFormer fusion: intra-modal + mask-aware inter-modal transformers (BASELINES.md, mmFormer)."""
+"""mmFormer fusion: intra-modal + mask-aware inter-modal transformers (docs/baselines.md, mmFormer)."""
 
 from __future__ import annotations
 

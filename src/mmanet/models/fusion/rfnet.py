@@ -1,4 +1,4 @@
-"""RFNet fusion: region-aware, mask-weighted fusion with separate and region-map losses (BASELINES.md)."""
+"""RFNet fusion: region-aware, mask-weighted fusion with separate and region-map losses (docs/baselines.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""ESANet's fusion, mask-aware: ``fused = Σ_k m_k · SE_k(x_k)`` (BASELINES.md "ESANet", ESANet-MD)."""
+"""ESANet's fusion, mask-aware: ``fused = Σ_k m_k · SE_k(x_k)`` (docs/baselines.md "ESANet", ESANet-MD)."""
 
 from __future__ import annotations
 

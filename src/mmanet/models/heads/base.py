@@ -1,4 +1,4 @@
-"""The head contract (DESIGN §2): the fused pyramid → logits and named features.
+"""The head contract (docs/design.md §2): the fused pyramid → logits and named features.
 
 A head is built as ``Head(fused_info, num_classes, **options)`` where ``fused_info`` lists the
 :class:`~mmanet.models.encoders.FeatureInfo` of the fused levels it receives (fine → coarse).

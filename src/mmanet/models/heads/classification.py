@@ -1,4 +1,4 @@
-"""Classification head (the predictor P of DESIGN §2): fused feature → embedding → class logits."""
+"""Classification head (the predictor P of docs/design.md §2): fused feature → embedding → class logits."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""ESANet's decoder as a head over the fused RGB-D pyramid (Seichter et al., ICRA 2021; BASELINES.md)."""
+"""ESANet's decoder as a head over the fused RGB-D pyramid (Seichter et al., ICRA 2021; docs/baselines.md)."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from mmanet.models.heads.base import Head, HeadOutput, as_feature_info, register
 class ResNetTrunkHead(Head):
     """Fused map ``(B, C_f, H, W)`` → layer3 (→ 4·width, /2) → layer4 (→ 8·width, /2) → GAP → logits.
 
-    The SF network of CASIA-SURF (BASELINES.md): the per-modality SE features are fused (concat:
+    The SF network of CASIA-SURF (docs/baselines.md): the per-modality SE features are fused (concat:
     ``C_f = M·2·width``), then ResNet-18's layer3 and layer4 are shared. Named features: ``"trunk"``
     — layer4's final feature map, what MAD distils for face anti-spoofing (the teacher's and the
     deployment network's trunks have the same shape) — and ``"embedding"``, its pooled vector.

@@ -1,4 +1,4 @@
-"""A light segmentation decoder over the fused pyramid (a place for dense heads, DESIGN §2).
+"""A light segmentation decoder over the fused pyramid (a place for dense heads, docs/design.md §2).
 
 Top-down (FPN-style, Lin et al. 2017): every fused map level gets a 1×1 lateral projection
 to ``channels``; from the coarsest level down, the running map is upsampled ×2-ish
