@@ -115,8 +115,15 @@ def cli_fails_cleanly(args: list[str]) -> None:
     if isinstance(debug.exception, _Reached):
         return
     normal = runner.invoke(app, args)
-    assert normal.exit_code == 2 and normal.output.startswith("error:"), normal.output
+    lines = normal.output.splitlines()
+    first = next((i for i, line in enumerate(lines) if line.startswith("error:")), None)
+    assert normal.exit_code == 2 and first is not None, normal.output
+    assert all(line.startswith(STATUS_LINES) for line in lines[:first]), normal.output  # only status lines before
     assert "Traceback" not in normal.output
+
+
+#: the status lines a command may print before it fails (issue 24: evaluate, export and predict say what they do)
+STATUS_LINES = ("evaluating ", "exporting ", "predicting with ")
 
 
 class _Reached(Exception):

@@ -22,7 +22,7 @@ import math
 import statistics
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from mmanet.analysis.baseline import empty_combination_metrics
 from mmanet.analysis.deployment import SeedTable, analyse, deployment_markdown, recommendation_sentence
 from mmanet.analysis.significance import ALPHA, adjusted_p_values, paired_p_value
 from mmanet.benchmark_config import BenchmarkConfig, BenchmarkMethod, method_config
-from mmanet.config import ConfigError, RunConfig
+from mmanet.config import ConfigError, RunConfig, resolve_run_config
 from mmanet.config_checks import load_yaml
 from mmanet.data import DataBundle
 from mmanet.figures.deployment import plot_availability_sweep, plot_shapley
@@ -42,6 +42,7 @@ from mmanet.figures.per_combination import plot_per_combination
 from mmanet.methods.mar import mining_history, weak_set_of
 from mmanet.modality import Combination, all_combinations
 from mmanet.outputs import OutputPathError, Reads, check_not_read, inside, plain_name_problem, writing
+from mmanet.parallel import WORKER_LOGS, Job, RunsFailedError, run_jobs
 from mmanet.report import plot_mar_discrepancy
 from mmanet.results import AVERAGE, ResultTable, higher_is_better, markdown_table
 from mmanet.training.factory import check_config_against_data, load_bundle
@@ -105,6 +106,8 @@ class BenchmarkReport:
     empty_metric: float | None = None
     #: the content of deployment.json (after :func:`write_report`)
     deployment: dict[str, Any] | None = None
+    #: the (method, seed) cells whose run failed (a parallel benchmark goes on without them), with the reason
+    missing: list[str] = field(default_factory=list)
 
     def table_markdown(self) -> str:
         return markdown_table(*self.table_rows)
@@ -183,6 +186,9 @@ def run_or_reuse(
     if redo:
         check_deletable(run_dir, cfg, reads)
     result = run(cfg, run_dir, overwrite=redo, bundle=bundle)
+    written = finished_run(cfg, run_dir, bundle)  # the tables as written: a fresh run reports what a rerun reuses
+    if written is not None:
+        return written
     summary = json.loads((run_dir / "results.json").read_text())
     return result.tables[cfg.evaluate.split], result.tables["val"], summary
 
@@ -190,7 +196,7 @@ def run_or_reuse(
 def check_labels(bench: BenchmarkConfig) -> None:
     """Every method label is a plain name: it becomes the folder ``OUT/<label>`` and must not point elsewhere."""
     for m in bench.methods:
-        problem = plain_name_problem(m.display, (BENCHMARK_TEACHERS, *REPORT_FILES))
+        problem = plain_name_problem(m.display, (BENCHMARK_TEACHERS, WORKER_LOGS, *REPORT_FILES))
         if problem:
             plain = Path(m.display.replace("\\", "/")).name
             hint = plain if plain and not plain_name_problem(plain, (BENCHMARK_TEACHERS, *REPORT_FILES)) else "MyMethod"
@@ -299,13 +305,17 @@ def run_benchmark(
     overwrite: bool = False,
     reads: Reads = (),
     availability: Mapping[str, float] | None = None,
+    workers: int = 1,
 ) -> BenchmarkReport:
     """Train (or reuse) every method × seed into ``out_dir`` and write the report (module docstring).
 
     ``overwrite``: train again the runs whose configuration changed; ``reads``: files the caller read
     (the benchmark file), never deleted or written over — the methods' ``config:`` files are added here.
     ``availability`` (else the benchmark's ``availability:``): the deployment analysis' modality availability,
-    checked against the data and every method's combinations before anything is trained."""
+    checked against the data and every method's combinations before anything is trained. ``workers`` > 1: the
+    runs go to that many worker processes (:mod:`mmanet.parallel`; the same tables as a serial benchmark)."""
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers!r}")
     out_dir = Path(out_dir)
     check_labels(bench)
     reads = [*reads, *((f"the config file of method {m.display!r}", m.config) for m in bench.methods)]
@@ -334,12 +344,54 @@ def run_benchmark(
             check_tables_cover({method.display: [c.name for c in combos]}, checked, bundle.spec)
     out_dir.mkdir(parents=True, exist_ok=True)  # (after every check: a refused benchmark leaves nothing behind)
     report = BenchmarkReport(bench, out_dir, {m.display: [] for m in methods}, availability=checked)
+    if workers > 1:
+        _run_in_parallel(bench, methods, first_cfg.seed, out_dir, bundle, report, overwrite, workers, console)
+    else:
+        _run_serially(bench, methods, first_cfg.seed, out_dir, bundle, report, overwrite, reads, console)
+    report.runs = {label: runs for label, runs in report.runs.items() if runs}
+    if not report.runs:
+        raise RunsFailedError("every run failed: " + "; ".join(report.missing))
+    first_table = next(iter(report.runs.values()))[0].table
+    report.empty_metric = empty_combination_metrics(bundle, first_cfg.evaluate.split, first_table.metric).get(
+        first_table.metric
+    )
+    with writing(out_dir / "report.md", "the report "):
+        write_report(report)
+    if report.missing:
+        raise RunsFailedError(
+            f"{len(report.missing)} run(s) failed (the others finished; report.md lists what is missing): "
+            + "; ".join(report.missing)
+            + ". Run the same command again to retry them: finished runs are reused"
+        )
+    return report
+
+
+def _say_run(console, label: str, test: ResultTable, val: ResultTable, summary: dict[str, Any], reused: bool) -> None:
+    _say(
+        console,
+        f"    {label}: {test.metric} average {test.average()[test.metric]:.2f} (test), "
+        f"{val.average()[val.metric]:.2f} (val), {summary['train_seconds']:.1f} s"
+        + (" (reused: finished earlier with this configuration)" if reused else ""),
+    )
+
+
+def _run_serially(
+    bench: BenchmarkConfig,
+    methods: list[BenchmarkMethod],
+    first_seed: int,
+    out_dir: Path,
+    bundle: DataBundle,
+    report: BenchmarkReport,
+    overwrite: bool,
+    reads: Reads,
+    console,
+) -> None:
     total = len(methods) * bench.seeds
     done = 0
     start = time.perf_counter()
     for k in range(bench.seeds):
         for method in methods:
-            cfg = method_config(bench, method, seed=first_cfg.seed + k)
+            cfg = method_config(bench, method, seed=first_seed + k)
             if bench.share_teachers:
                 cfg = share_teacher(cfg, out_dir / BENCHMARK_TEACHERS, bundle, overwrite)
             done += 1
@@ -348,19 +400,61 @@ def run_benchmark(
             reused = finished_run(cfg, run_dir, bundle) is not None
             test, val, summary = run_or_reuse(cfg, run_dir, bundle, overwrite, reads)
             report.runs[method.display].append(MethodRun(method.display, cfg.seed, test, val, summary))
-            _say(
-                console,
-                f"    {method.display}: {test.metric} average {test.average()[test.metric]:.2f} (test), "
-                f"{val.average()[val.metric]:.2f} (val), {summary['train_seconds']:.1f} s"
-                + (" (reused: finished earlier with this configuration)" if reused else ""),
-            )
-    first_table = next(iter(report.runs.values()))[0].table
-    report.empty_metric = empty_combination_metrics(bundle, first_cfg.evaluate.split, first_table.metric).get(
-        first_table.metric
-    )
-    with writing(out_dir / "report.md", "the report "):
-        write_report(report)
-    return report
+            _say_run(console, method.display, test, val, summary, reused)
+
+
+def _run_in_parallel(
+    bench: BenchmarkConfig,
+    methods: list[BenchmarkMethod],
+    first_seed: int,
+    out_dir: Path,
+    bundle: DataBundle,
+    report: BenchmarkReport,
+    overwrite: bool,
+    workers: int,
+    console,
+) -> None:
+    """The grid on ``workers`` processes (mmanet.parallel): every distinct shared teacher once, each run as soon
+    as its teacher is there; the runs without a teacher from the start."""
+    teachers_dir = out_dir / BENCHMARK_TEACHERS
+    logs = out_dir / WORKER_LOGS
+    seeds = [first_seed + k for k in range(bench.seeds)]
+    teacher_jobs: dict[Path, Job] = {}
+    run_jobs_: list[Job] = []
+    planned = []
+    for seed in seeds:
+        for method in methods:
+            cfg = method_config(bench, method, seed=seed)
+            name = f"{method.display} seed {cfg.seed}"
+            run_dir = out_dir / method.display / f"seed_{cfg.seed}"
+            after = None
+            if bench.share_teachers and cfg.stage == "mmanet" and not cfg.teacher.checkpoint:
+                place = shared_teacher_dir(cfg, teachers_dir)
+                if place not in teacher_jobs:
+                    teacher_jobs[place] = Job(
+                        f"teacher {place.name}", cfg.model_dump(mode="json"), place, logs / f"teacher_{place.name}.log",
+                        overwrite, kind="teacher", teachers_dir=teachers_dir,
+                    )  # fmt: skip
+                after = teacher_jobs[place].name
+            log = logs / f"{method.display}_seed{cfg.seed}.log"
+            run_jobs_.append(Job(name, cfg.model_dump(mode="json"), run_dir, log, overwrite, after=after))
+            planned.append((method, cfg, run_dir))
+
+    def pointed_at_teacher(job: Job) -> Job:  # (the teacher is trained: share_teacher only points at it)
+        cfg = share_teacher(resolve_run_config(job.config, source=job.name), teachers_dir, bundle, overwrite)
+        return replace(job, config=cfg.model_dump(mode="json"))
+
+    failed = run_jobs([*teacher_jobs.values(), *run_jobs_], workers, lambda m: _say(console, m), pointed_at_teacher)
+    for method, cfg, run_dir in planned:
+        if bench.share_teachers and cfg.stage == "mmanet" and not cfg.teacher.checkpoint:
+            cfg = _planned(bench, method, cfg.seed, out_dir)
+        name = f"{method.display} seed {cfg.seed}"
+        found = finished_run(cfg, run_dir, bundle) if name not in failed else None
+        if found is None:
+            report.missing.append(f"{name}: {failed.get(name, 'did not finish')}")
+            continue
+        test, val, summary = found
+        report.runs[method.display].append(MethodRun(method.display, cfg.seed, test, val, summary))
 
 
 def _say(console, message: str) -> None:
@@ -513,6 +607,9 @@ def write_report(report: BenchmarkReport) -> None:
     ]
     if bench.ablation:
         md += ["## Ablation (paper Table 6)", "", _csv_to_md(out / "ablation.csv"), ""]
+    if report.missing:
+        md += ["## Missing runs", "", "These cells failed; the tables above are without them:", ""]
+        md += [f"* {cell}" for cell in report.missing] + [""]
     md += ["## Cost", "", markdown_table(["method", "parameters (deployed)", "train seconds"], cost_rows), ""]
     md += ["## Per combination (mean ± std over seeds)", "", markdown_table(header, rows), ""]
     md += ["## Which model to deploy", "", *deployment_notes, ""]

@@ -292,6 +292,9 @@ def benchmark(
         help="deployment availability per modality, e.g. rgb=0.9,depth=0.7 (overrides the config's availability:): "
         "the expected metric of each method and which to deploy, in deployment.md",
     ),
+    workers: int = typer.Option(
+        1, "--workers", help="runs at once, each in its own process (one thread each by default); 1: one after another"
+    ),
     num_threads: int | None = typer.Option(None, "--num-threads", help=THREADS_HELP),
     import_: list[str] = typer.Option([], "--import", help=IMPORT_HELP),
 ) -> None:
@@ -315,7 +318,14 @@ def benchmark(
     with _handled(resume, where=out_dir):
         reads = [("the benchmark file", config)]
         report = run_benchmark(
-            bench, out_dir, only=only or None, console=console, overwrite=overwrite, reads=reads, availability=wanted
+            bench,
+            out_dir,
+            only=only or None,
+            console=console,
+            overwrite=overwrite,
+            reads=reads,
+            availability=wanted,
+            workers=workers,
         )
     console.print(f"\n[bold]Per combination[/] ({bench.seeds} seed(s), mean ± std) — {out_dir / 'table.csv'}")
     console.print(report.table_markdown(), highlight=False, soft_wrap=True)
