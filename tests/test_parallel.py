@@ -65,3 +65,34 @@ def test_bad_workers_are_refused_before_anything_runs(tmp_path, workers):
     out = tmp_path / "out"
     result = runner.invoke(app, ["benchmark", str(bench_file(tmp_path)), "--out", str(out), "--workers", workers])
     assert result.exit_code == 2 and "--workers must be at least 1" in result.output and not out.exists()
+
+
+def test_ray_on_a_local_instance_gives_the_serial_report(serial_and_parallel):
+    pytest.importorskip("ray")
+    root, _ = serial_and_parallel
+    out = root / "ray"
+    bench = root / "bench.yaml"
+    result = runner.invoke(app, ["benchmark", str(bench), "--out", str(out), "--executor", "ray", "--workers", "2"])
+    assert result.exit_code == 0, result.output
+    assert (out / "table.csv").read_text() == (root / "serial" / "table.csv").read_text()
+    assert json.loads((out / "summary.json").read_text()) == json.loads((root / "serial" / "summary.json").read_text())
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--executor", "ray", "--address", "127.0.0.1:1"], "cannot reach the Ray cluster at 127.0.0.1:1"),
+        (["--executor", "ray", "--address", "nonsense"], "is not host:port"),
+        (["--executor", "ray", "--gpus-per-run", "64"], "more than the 0 GPU(s) the Ray cluster has"),
+        (["--executor", "slurm"], "is not an executor"),
+        (["--address", "head:6379"], "give it with --executor ray"),
+        (["--gpus-per-run", "1"], "with --executor ray"),
+    ],
+)
+def test_bad_cluster_options_are_refused_before_any_run(tmp_path, options, message):
+    if "--executor" in options and options[options.index("--executor") + 1] == "ray":
+        pytest.importorskip("ray")
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["benchmark", str(bench_file(tmp_path)), "--out", str(out), *options])
+    assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
+    assert not out.exists()

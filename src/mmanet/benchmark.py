@@ -16,6 +16,7 @@ file, a method's ``config:``, the data, a teacher) is ever deleted or written ov
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -42,7 +43,7 @@ from mmanet.figures.per_combination import plot_per_combination
 from mmanet.methods.mar import mining_history, weak_set_of
 from mmanet.modality import Combination, all_combinations
 from mmanet.outputs import OutputPathError, Reads, check_not_read, inside, plain_name_problem, writing
-from mmanet.parallel import WORKER_LOGS, Job, RunsFailedError, run_jobs
+from mmanet.parallel import WORKER_LOGS, Job, LocalExecutor, RayExecutor, RunsFailedError, run_jobs
 from mmanet.report import plot_mar_discrepancy
 from mmanet.results import AVERAGE, ResultTable, higher_is_better, markdown_table
 from mmanet.training.factory import check_config_against_data, load_bundle
@@ -306,6 +307,9 @@ def run_benchmark(
     reads: Reads = (),
     availability: Mapping[str, float] | None = None,
     workers: int = 1,
+    executor: str = "local",
+    address: str | None = None,
+    gpus_per_run: float = 0.0,
 ) -> BenchmarkReport:
     """Train (or reuse) every method × seed into ``out_dir`` and write the report (module docstring).
 
@@ -316,6 +320,12 @@ def run_benchmark(
     runs go to that many worker processes (:mod:`mmanet.parallel`; the same tables as a serial benchmark)."""
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers!r}")
+    if executor not in ("local", "ray"):
+        raise ConfigError(f"--executor {executor!r} is not an executor; valid: ['local', 'ray']")
+    if address is not None and executor != "ray":
+        raise ConfigError("--address names a Ray cluster: give it with --executor ray")
+    if not gpus_per_run >= 0 or (gpus_per_run and executor != "ray"):
+        raise ConfigError(f"--gpus-per-run {gpus_per_run!r}: a number ≥ 0, with --executor ray")
     out_dir = Path(out_dir)
     check_labels(bench)
     reads = [*reads, *((f"the config file of method {m.display!r}", m.config) for m in bench.methods)]
@@ -342,12 +352,17 @@ def run_benchmark(
                 customized_combinations(cfg, bundle) if cfg.stage == "customized" else all_combinations(bundle.spec)
             )
             check_tables_cover({method.display: [c.name for c in combos]}, checked, bundle.spec)
-    out_dir.mkdir(parents=True, exist_ok=True)  # (after every check: a refused benchmark leaves nothing behind)
-    report = BenchmarkReport(bench, out_dir, {m.display: [] for m in methods}, availability=checked)
-    if workers > 1:
-        _run_in_parallel(bench, methods, first_cfg.seed, out_dir, bundle, report, overwrite, workers, console)
-    else:
-        _run_serially(bench, methods, first_cfg.seed, out_dir, bundle, report, overwrite, reads, console)
+    with contextlib.ExitStack() as stack:
+        pool: LocalExecutor | RayExecutor | None = None
+        if workers > 1 or executor == "ray":  # (Ray: reached, and its GPUs counted, before anything is written)
+            chosen = RayExecutor(workers, address, gpus_per_run) if executor == "ray" else LocalExecutor(workers)
+            pool = stack.enter_context(chosen)
+        out_dir.mkdir(parents=True, exist_ok=True)  # (after every check: a refused benchmark leaves nothing behind)
+        report = BenchmarkReport(bench, out_dir, {m.display: [] for m in methods}, availability=checked)
+        if pool is not None:
+            _run_in_parallel(bench, methods, first_cfg.seed, out_dir, bundle, report, overwrite, pool, console)
+        else:
+            _run_serially(bench, methods, first_cfg.seed, out_dir, bundle, report, overwrite, reads, console)
     report.runs = {label: runs for label, runs in report.runs.items() if runs}
     if not report.runs:
         raise RunsFailedError("every run failed: " + "; ".join(report.missing))
@@ -411,13 +426,14 @@ def _run_in_parallel(
     bundle: DataBundle,
     report: BenchmarkReport,
     overwrite: bool,
-    workers: int,
+    pool: LocalExecutor | RayExecutor,
     console,
 ) -> None:
-    """The grid on ``workers`` processes (mmanet.parallel): every distinct shared teacher once, each run as soon
+    """The grid on the executor's workers (mmanet.parallel): every distinct shared teacher once, each run as soon
     as its teacher is there; the runs without a teacher from the start."""
-    teachers_dir = out_dir / BENCHMARK_TEACHERS
-    logs = out_dir / WORKER_LOGS
+    teachers_dir = out_dir.resolve() / BENCHMARK_TEACHERS  # (absolute: a worker may start elsewhere)
+    logs = out_dir.resolve() / WORKER_LOGS
+    cwd = str(Path.cwd())
     seeds = [first_seed + k for k in range(bench.seeds)]
     teacher_jobs: dict[Path, Job] = {}
     run_jobs_: list[Job] = []
@@ -433,18 +449,19 @@ def _run_in_parallel(
                 if place not in teacher_jobs:
                     teacher_jobs[place] = Job(
                         f"teacher {place.name}", cfg.model_dump(mode="json"), place, logs / f"teacher_{place.name}.log",
-                        overwrite, kind="teacher", teachers_dir=teachers_dir,
+                        overwrite, kind="teacher", teachers_dir=teachers_dir, cwd=cwd,
                     )  # fmt: skip
                 after = teacher_jobs[place].name
             log = logs / f"{method.display}_seed{cfg.seed}.log"
-            run_jobs_.append(Job(name, cfg.model_dump(mode="json"), run_dir, log, overwrite, after=after))
+            job = Job(name, cfg.model_dump(mode="json"), run_dir.resolve(), log, overwrite, after=after, cwd=cwd)
+            run_jobs_.append(job)
             planned.append((method, cfg, run_dir))
 
     def pointed_at_teacher(job: Job) -> Job:  # (the teacher is trained: share_teacher only points at it)
         cfg = share_teacher(resolve_run_config(job.config, source=job.name), teachers_dir, bundle, overwrite)
         return replace(job, config=cfg.model_dump(mode="json"))
 
-    failed = run_jobs([*teacher_jobs.values(), *run_jobs_], workers, lambda m: _say(console, m), pointed_at_teacher)
+    failed = run_jobs([*teacher_jobs.values(), *run_jobs_], pool, lambda m: _say(console, m), pointed_at_teacher)
     for method, cfg, run_dir in planned:
         if bench.share_teachers and cfg.stage == "mmanet" and not cfg.teacher.checkpoint:
             cfg = _planned(bench, method, cfg.seed, out_dir)

@@ -295,6 +295,9 @@ def benchmark(
     workers: int = typer.Option(
         1, "--workers", help="runs at once, each in its own process (one thread each by default); 1: one after another"
     ),
+    executor: str = typer.Option("local", "--executor", help="local (processes on this machine) or ray"),
+    address: str | None = typer.Option(None, "--address", help="(ray) the cluster to use, e.g. ray://head:10001"),
+    gpus_per_run: float = typer.Option(0.0, "--gpus-per-run", help="(ray) GPUs each run needs"),
     num_threads: int | None = typer.Option(None, "--num-threads", help=THREADS_HELP),
     import_: list[str] = typer.Option([], "--import", help=IMPORT_HELP),
 ) -> None:
@@ -326,6 +329,9 @@ def benchmark(
             reads=reads,
             availability=wanted,
             workers=workers,
+            executor=executor,
+            address=address,
+            gpus_per_run=gpus_per_run,
         )
     console.print(f"\n[bold]Per combination[/] ({bench.seeds} seed(s), mean ± std) — {out_dir / 'table.csv'}")
     console.print(report.table_markdown(), highlight=False, soft_wrap=True)
