@@ -50,7 +50,9 @@ def test_the_parallel_report_is_the_serial_one(serial_and_parallel):
 
 
 def test_a_failed_run_leaves_the_others_and_is_named(tmp_path):
-    bench = bench_file(tmp_path, [{"label": "Broken", "method": "sf_md", "set": {"train.lr": 10.0, "train.optimizer": "sgd"}}])
+    bench = bench_file(
+        tmp_path, [{"label": "Broken", "method": "sf_md", "set": {"train.lr": 10.0, "train.optimizer": "sgd"}}]
+    )
     result = runner.invoke(app, ["benchmark", str(bench), "--out", str(tmp_path / "out"), "--workers", "2"])
     text = " ".join(result.output.split())
     assert result.exit_code == 2 and "2 run(s) failed" in text and "Broken seed 0" in text, result.output
