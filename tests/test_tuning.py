@@ -249,24 +249,56 @@ def test_ctrl_c_in_a_trial_is_one_message_without_optunas_traceback(tmp_path, mo
     assert "Traceback" not in printed and "failed" not in printed, printed
 
 
-def test_a_second_tune_on_the_same_out_is_refused_without_touching_the_first_ones_trials(tmp_path):
-    """Issue 20: two tune processes on one --out both printed Optuna tracebacks, and the second marked the
-    first one's running trial as failed. Tune takes the directory lock that train takes."""
-    from mmanet.training.run_dir import DirectoryLock
+def test_a_second_tune_on_the_same_out_joins_without_touching_the_first_ones_running_trial(tmp_path):
+    """Issue 20: a second tune process marked the first one's running trial as failed. Issue 25: several workers
+    share a study — a second one joins, leaves the live worker's trial alone, and another study is refused."""
+    from filelock import FileLock
 
     config = write_yaml(tmp_path / "c.yaml", _raw("sf_md"))
     out = tmp_path / "o"
-    out.mkdir()
+    (out / "workers").mkdir(parents=True)
     study = optuna.create_study(study_name="mmanet", storage=f"sqlite:///{out / 'study.db'}")
     running = study.ask({"train.lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)})
-    with DirectoryLock(out, holder="mmanet tune"):  # the first process, in the middle of a trial
-        before = (out / "study.db").read_bytes()
+    with FileLock(str(out / "workers" / "999999.lock")):  # the first worker, alive, in the middle of a trial
         result = CliRunner().invoke(app, ["tune", str(config), "--trials", "1", "--out", str(out)])
-        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
-        assert f"in use by another mmanet tune (pid {__import__('os').getpid()})" in " ".join(result.output.split())
-        assert (out / "study.db").read_bytes() == before
+        assert result.exit_code == 0 and "Traceback" not in result.output, result.output
     study = optuna.load_study(study_name="mmanet", storage=f"sqlite:///{out / 'study.db'}")
-    assert [t.state for t in study.trials] == [TrialState.RUNNING] and study.trials[0].number == running.number
+    states = {t.number: t.state for t in study.trials}
+    assert states[running.number] == TrialState.RUNNING and list(states.values()).count(TrialState.COMPLETE) == 1
+    other = write_yaml(tmp_path / "d.yaml", _raw("mad"))
+    result = CliRunner().invoke(app, ["tune", str(other), "--trials", "1", "--out", str(out)])
+    assert result.exit_code == 2 and "holds a study of another configuration" in " ".join(result.output.split())
+
+
+def test_two_tune_workers_share_one_study(tmp_path):
+    """Issue 25: two workers on one --storage finish --trials 6 between them: no failed trial, trial 0 once."""
+    config = write_yaml(tmp_path / "c.yaml", _raw("sf_md"))
+    out = tmp_path / "o"
+    result = CliRunner().invoke(app, ["tune", str(config), "--trials", "6", "--out", str(out), "--workers", "2"])
+    assert result.exit_code == 0, result.output
+    study = optuna.load_study(study_name="mmanet", storage=f"sqlite:///{out / 'study.db'}")
+    states = [t.state for t in study.trials]
+    assert TrialState.FAIL not in states and 6 <= states.count(TrialState.COMPLETE) <= 7
+    defaults = [t for t in study.trials if t.params == study.trials[0].params]
+    assert len(defaults) == 1  # trial 0 (the given configuration) ran once
+    assert (out / "best.yaml").is_file() and not list((out / "workers").glob("*.lock"))
+
+
+def test_a_journal_storage_and_a_bad_storage(tmp_path):
+    config = write_yaml(tmp_path / "c.yaml", _raw("sf_md"))
+    journal = tmp_path / "shared" / "study.log"
+    journal.parent.mkdir()
+    args = ["tune", str(config), "--trials", "2", "--out", str(tmp_path / "o"), "--storage", f"journal:{journal}"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0 and journal.is_file() and not (tmp_path / "o" / "study.db").exists(), result.output
+    result = CliRunner().invoke(app, [*args[:6], "--storage", "nosuchdb://x"])
+    assert result.exit_code == 2 and "cannot be opened" in " ".join(result.output.split())
+    result = CliRunner().invoke(app, ["tune", str(config), "--trials", "1", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "give the same --storage to every worker" in " ".join(result.output.split())
+    result = CliRunner().invoke(
+        app, ["tune", str(config), "--trials", "1", "--out", str(tmp_path / "p"), "--workers", "0"]
+    )
+    assert result.exit_code == 2 and "--workers must be at least 1" in result.output
 
 
 def test_tune_out_that_cannot_hold_a_study_is_one_message(tmp_path, monkeypatch):

@@ -356,7 +356,8 @@ def run_benchmark(
         pool: LocalExecutor | RayExecutor | None = None
         if workers > 1 or executor == "ray":  # (Ray: reached, and its GPUs counted, before anything is written)
             chosen = RayExecutor(workers, address, gpus_per_run) if executor == "ray" else LocalExecutor(workers)
-            pool = stack.enter_context(chosen)
+            stack.enter_context(chosen)
+            pool = chosen
         out_dir.mkdir(parents=True, exist_ok=True)  # (after every check: a refused benchmark leaves nothing behind)
         report = BenchmarkReport(bench, out_dir, {m.display: [] for m in methods}, availability=checked)
         if pool is not None:

@@ -356,6 +356,12 @@ def tune(
     seeds: int = typer.Option(1, "--seeds", help="training seeds per trial (the score is their mean)"),
     seed_base: int = typer.Option(100, "--seed-base", help="first tuning seed (benchmarks report seeds 0, 1, …)"),
     sampler_seed: int = typer.Option(0, "--sampler-seed", help="seed of the TPE sampler"),
+    storage: str | None = typer.Option(
+        None,
+        "--storage",
+        help="the Optuna storage: sqlite:///PATH, journal:PATH or a database URL (default OUT/study.db)",
+    ),
+    workers: int = typer.Option(1, "--workers", help="worker processes on the one study (more: another mmanet tune)"),
     num_threads: int | None = typer.Option(None, "--num-threads", help=THREADS_HELP),
     import_: list[str] = typer.Option([], "--import", help=IMPORT_HELP),
 ) -> None:
@@ -372,7 +378,18 @@ def tune(
         raw = load_raw_run_config(config, [*set_, *_threads_override(num_threads)], imports=import_)
         if metric not in METRICS:
             raise MMANetError(f"unknown --metric {metric!r}; valid: {list(METRICS)}")
-        settings = TuneSettings(trials, metric, seeds, seed_base, sampler_seed, tuple(param))  # type: ignore[arg-type]
+        if workers < 1:
+            raise MMANetError(f"--workers must be at least 1, got {workers}")
+        settings = TuneSettings(
+            trials,
+            metric,  # type: ignore[arg-type]  (checked against METRICS above)
+            seeds,
+            seed_base,
+            sampler_seed,
+            tuple(param),
+            storage,
+            workers,
+        )
     with _handled("Run the same command again: finished trials are kept and the interrupted one resumes", where=out):
         run_tune(raw, out, settings, console=console, reads=[("the config file", config)])
 

@@ -18,8 +18,16 @@ trials share a teacher per seed whenever the teacher's own configuration is the 
 
 A trial whose training diverges (a non-finite loss) is recorded as failed and not retried.
 
-One process at a time: a study holds the lock of its directory (as a run holds its run directory's),
-so a second ``mmanet tune`` on the same ``--out`` is refused before it reads or changes the study.
+Several workers (``--workers N`` here, or ``mmanet tune`` started again on the same ``--out`` and
+``--storage``, on this machine or another one sharing the file system) work on one study: one at a time
+checks the study's identity and queues trial 0 (so it runs once), then each draws and runs trials until the
+study holds ``--trials`` finished ones (each finishes the trial it was running: at most ``workers − 1``
+more). A worker that dies leaves its trial RUNNING: a relational storage's heartbeat (:data:`HEARTBEAT_S`)
+fails it and another worker runs it again with the same parameters; a journal storage has no heartbeat,
+so such a trial is retried when a worker starts with no other alive. Another study (another configuration,
+metric, seeds or search space) on the same ``--out`` is refused. ``--storage``: ``sqlite:///PATH`` or any
+database URL Optuna takes, or ``journal:PATH`` (a journal file for a shared file system; default
+``OUT/study.db``).
 The sampler's draws for a trial depend only on ``--sampler-seed``, the trial's place among the trials
 that count (finished or diverged — not an interrupted attempt, which is run again with its own
 parameters) and the finished trials before it (:class:`TrialSeededSampler`): a study interrupted and
@@ -40,6 +48,7 @@ import hashlib
 import inspect
 import json
 import math
+import os
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -47,6 +56,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from filelock import FileLock, Timeout
 
 from mmanet.config import ConfigError, RunConfig, deep_merge, method_presets, resolve_run_config, set_dotted
 from mmanet.data import DataBundle
@@ -62,16 +72,22 @@ METRICS: dict[str, str] = {
     "weak": "mean over the mined weak set (validation; methods with mar.mode: mined)",
 }
 STUDY_NAME = "mmanet"
+#: written into a study's directory (its storage): a study kept elsewhere (--storage) is still recognised as one
+STUDY_MARK = "study.json"
+#: seconds between a running trial's heartbeats (relational storages): three missed and it is failed and retried
+HEARTBEAT_S = 20
 WORST_K = 5
 #: what a study writes in its directory (check_outputs: only into a new or empty directory, or a study's)
 STUDY_OUTPUTS = (
     "study.db",
+    "study.json",
     "best.yaml",
     "trials.csv",
     "optimization_history.png",
     "param_importances.png",
     "trials",
     "teachers",
+    "workers",
 )
 
 
@@ -264,6 +280,11 @@ class TuneSettings:
     seed_base: int = 100
     sampler_seed: int = 0
     params: tuple[str, ...] = ()
+    #: the Optuna storage (None: ``OUT/study.db``); ``journal:PATH`` for a journal file on a shared file system,
+    #: or a database URL (``sqlite:///…``, ``postgresql://…``)
+    storage: str | None = None
+    #: worker processes started here, all on the one study
+    workers: int = 1
 
 
 class Tuner:
@@ -303,7 +324,7 @@ class Tuner:
                 check_not_read(out / name, self.reads, subject=f"the study's output {out / name}")
         except OutputPathError as err:
             raise TuneError(str(err)) from None
-        if not out.is_dir() or (out / "study.db").is_file():
+        if not out.is_dir() or (out / "study.db").is_file() or (out / STUDY_MARK).is_file():
             return
         part = run_part(out)
         if part is not None:
@@ -335,14 +356,39 @@ class Tuner:
         # block for Ctrl-C ("Trial … failed … KeyboardInterrupt") before mmanet's own message
         optuna.logging.set_verbosity(optuna.logging.ERROR)
         direction = "maximize" if higher_is_better(self.metric_name) else "minimize"
-        db = self.out / "study.db"
         try:
             study = optuna.create_study(
-                study_name=STUDY_NAME, storage=f"sqlite:///{db.resolve()}", direction=direction, load_if_exists=True
+                study_name=STUDY_NAME, storage=self.storage(), direction=direction, load_if_exists=True
             )
             return self._prepare_study(study)
         except study_storage_errors() as err:
             raise TuneError(self._storage_problem(err)) from None
+
+    def storage(self):
+        """The study's Optuna storage (module docstring); a relational one beats a heartbeat, so a worker that dies
+        leaves its trial to be failed and run again by the others."""
+        import optuna
+
+        url = self.settings.storage or f"sqlite:///{(self.out / 'study.db').resolve()}"
+        try:
+            if url.startswith("journal:"):
+                from optuna.storages.journal import JournalFileBackend
+
+                path = Path(url.removeprefix("journal:")).expanduser()
+                if not path.parent.is_dir():
+                    raise TuneError(f"--storage {url}: the directory {path.parent} does not exist")
+                return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+            return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=3 * HEARTBEAT_S)
+        except TuneError:
+            raise
+        except Exception as err:  # SQLAlchemy's ArgumentError, OperationalError, a missing driver …
+            if self.settings.storage is None:  # the study's own file: damaged, or not a study
+                raise TuneError(self._storage_problem(err)) from None
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise TuneError(
+                f"--storage {url} cannot be opened ({reason}); give an Optuna storage: sqlite:///PATH, "
+                "journal:PATH (a shared file system) or a database URL such as postgresql://…"
+            ) from None
 
     def _storage_problem(self, err: BaseException) -> str:
         db = self.out / "study.db"
@@ -369,7 +415,7 @@ class Tuner:
                 f"{self.out} holds a study of another configuration, metric, seeds or search space; "
                 "choose another --out (or delete that directory) to start a new study"
             )
-        self._requeue_interrupted(study)
+        self._requeue_interrupted(study, alone=not self._other_workers_alive())
         if not study.get_trials(deepcopy=False):
             baseline = self.baseline_params()
             if baseline:  # trial 0 is the configuration as given: best.yaml is never worse on validation
@@ -399,13 +445,18 @@ class Tuner:
         }
 
     @staticmethod
-    def _requeue_interrupted(study) -> None:
-        """Trials left RUNNING by a killed process are marked failed and queued again, same parameters."""
+    def _requeue_interrupted(study, alone: bool = True) -> None:
+        """Trials left RUNNING by a killed process are marked failed and queued again, same parameters: every
+        RUNNING trial when no other worker of the study is alive, else those whose heartbeat stopped."""
+        import optuna
         from optuna.trial import TrialState
 
-        for trial in study.get_trials(deepcopy=False):
-            if trial.state == TrialState.RUNNING:
-                study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+        if alone:
+            for trial in study.get_trials(deepcopy=False):
+                if trial.state == TrialState.RUNNING:
+                    study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+        elif isinstance(study._storage, optuna.storages.RDBStorage):
+            optuna.storages.fail_stale_trials(study)
         trials = study.get_trials(deepcopy=False)
         retried = {json.dumps(t.params, sort_keys=True) for t in trials if t.state != TrialState.FAIL}
         for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
@@ -413,6 +464,26 @@ class Tuner:
             if trial.params and key not in retried and not trial.user_attrs.get("diverged"):
                 study.enqueue_trial(trial.params)  # (skip_if_exists would see the failed trial itself)
                 retried.add(key)
+
+    # ------------------------------------------------------------------ workers
+    def _worker_file(self) -> Path:
+        return self.out / "workers" / f"{os.getpid()}.lock"
+
+    def _other_workers_alive(self) -> bool:
+        """Another worker of this study holds its lock file (a file no process holds is a dead worker's: removed)."""
+        alive = False
+        for path in sorted((self.out / "workers").glob("*.lock")) if (self.out / "workers").is_dir() else []:
+            if path == self._worker_file():
+                continue
+            probe = FileLock(str(path))
+            try:
+                probe.acquire(timeout=0)
+            except Timeout:
+                alive = True
+                continue
+            probe.release()
+            path.unlink(missing_ok=True)
+        return alive
 
     def trial_config(self, params: dict[str, Any], seed: int) -> RunConfig:
         raw = apply_params(self.raw, {**params, "seed": seed})
@@ -423,7 +494,8 @@ class Tuner:
         from mmanet.training.shared_teacher import share_teacher
 
         assert self.bundle is not None  # loaded before the first trial
-        return share_teacher(config, self.out / "teachers", self.bundle)
+        with _waiting_lock(self.out / "workers" / f"teacher_{config.seed}.wait"):  # one trains, the others reuse
+            return share_teacher(config, self.out / "teachers", self.bundle)
 
     def objective(self, trial) -> float:
         from mmanet.benchmark import run_or_reuse
@@ -440,7 +512,9 @@ class Tuner:
             run_dir = self.out / "trials" / params_key(params) / f"seed_{seed}"
             assert self.bundle is not None
             try:
-                table, _, summary = run_or_reuse(config, run_dir, self.bundle)
+                wait = self.out / "workers" / f"{params_key(params)}_seed{seed}.wait"
+                with _waiting_lock(wait):  # the same point drawn by two workers: trained once, then reused
+                    table, _, summary = run_or_reuse(config, run_dir, self.bundle)
             except TrainingDivergedError as err:  # e.g. a learning rate too high: a failed point, go on
                 self.say(f"trial {trial_place(trial.study, trial)} diverged with {params}: {err}")
                 trial.set_user_attr("diverged", True)
@@ -453,25 +527,70 @@ class Tuner:
 
     # ------------------------------------------------------------------ the study
     def run(self) -> dict[str, Any]:
-        """Check ``--out``, take its lock, run the study and write its outputs (module docstring)."""
-        from mmanet.training.run_dir import DirectoryLock
-
+        """Check ``--out``, run the study (``settings.workers`` processes) and write its outputs (module docstring)."""
         self.check_outputs()
         try:
             self.out.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise TuneError(f"cannot create --out {self.out}: {err.strerror or err}") from None
-        with DirectoryLock(self.out, holder="mmanet tune"):
-            try:
-                return self._run()
-            except study_storage_errors() as err:
-                raise TuneError(self._storage_problem(err)) from None
+        try:
+            if self.settings.workers > 1:
+                return self._run_workers()
+            study = self.work()
+            with _waiting_lock(self.out / ".finish.lock"):
+                return self.finish(study)
+        except study_storage_errors() as err:
+            raise TuneError(self._storage_problem(err)) from None
+
+    def _run_workers(self) -> dict[str, Any]:
+        """``settings.workers`` processes on the one study, then the outputs from the study as they left it."""
+        import multiprocessing
+        from dataclasses import replace
+
+        one = replace(self.settings, workers=1)
+        context = multiprocessing.get_context("spawn")
+        processes = [
+            context.Process(target=_tune_worker, args=(self.user_raw, self.out, one, self.reads), daemon=False)
+            for _ in range(self.settings.workers)
+        ]
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join()
+        failed = [p.exitcode for p in processes if p.exitcode != 0]
+        if failed:
+            self.say(f"{len(failed)} of {len(processes)} workers ended with an error (exit codes {failed})")
+        self._prepare()
+        study = self._study()
+        with _waiting_lock(self.out / ".finish.lock"):
+            return self.finish(study)
+
+    def work(self):
+        """One worker: join the study (its identity checked and trial 0 queued once, under the study's lock),
+        then run trials until the study holds ``--trials`` finished ones."""
+        (self.out / "workers").mkdir(exist_ok=True)
+        mine = FileLock(str(self._worker_file()))
+        mine.acquire(timeout=0)
+        try:
+            return self._run()
+        finally:
+            mine.release()
+            self._worker_file().unlink(missing_ok=True)
 
     def _run(self) -> dict[str, Any]:
         from optuna.trial import TrialState
 
         self._prepare()
-        study = self._study()
+        with _waiting_lock(self.out / ".study.lock"):  # one worker at a time checks the identity, queues trial 0
+            study = self._study()
+            mark = {"storage": self.settings.storage or "study.db"}
+            if not (self.out / STUDY_MARK).is_file():
+                (self.out / STUDY_MARK).write_text(json.dumps(mark) + "\n")
+            elif json.loads((self.out / STUDY_MARK).read_text()) != mark:
+                raise TuneError(
+                    f"{self.out} holds a study kept in {json.loads((self.out / STUDY_MARK).read_text())['storage']}, "
+                    f"not in {mark['storage']}: give the same --storage to every worker of a study"
+                )
         done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
         remaining = max(0, self.settings.trials - done)
         self.say(
@@ -489,13 +608,19 @@ class Tuner:
                     f"{study.best_value:.3f} (trial {trial_place(study, study.best_trial)})"
                 )
 
-        attempts = 0  # failed (diverged) trials do not count towards --trials; give up after 2N attempts
+        from optuna.study import MaxTrialsCallback
+
+        # failed (diverged) trials do not count towards --trials; give up after 2N attempts. Several workers stop
+        # when the study holds --trials finished trials (each may finish the one it was running: at most
+        # workers − 1 more)
+        enough = MaxTrialsCallback(self.settings.trials, states=(TrialState.COMPLETE,))
+        attempts = 0
         while remaining and attempts < 2 * self.settings.trials:
-            study.optimize(self.objective, n_trials=remaining, show_progress_bar=True, callbacks=[report])
+            study.optimize(self.objective, n_trials=remaining, show_progress_bar=True, callbacks=[report, enough])
             attempts += remaining
             done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
             remaining = max(0, self.settings.trials - done)
-        return self.finish(study)
+        return study
 
     def finish(self, study) -> dict[str, Any]:
         from optuna.trial import TrialState
@@ -560,6 +685,29 @@ class Tuner:
             fig.tight_layout()
             fig.savefig(self.out / f"{name}.png", dpi=110)
             plt.close(fig)
+
+
+def _waiting_lock(path: Path) -> FileLock:
+    """A lock other workers wait for (not the refusing DirectoryLock of a run)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path))
+
+
+def _tune_worker(raw: dict[str, Any], out: Path, settings: TuneSettings, reads: Reads) -> None:
+    """The body of one ``--workers`` process (spawned): one worker of the study, without the outputs."""
+    from mmanet.cli import environment_problem
+
+    try:
+        Tuner(raw, out, settings, None, reads).work()
+    except MMANetError as err:
+        print(f"error: {err}", flush=True)
+        raise SystemExit(2) from None
+    except Exception as err:
+        problem = environment_problem(err)
+        if problem is None:
+            raise
+        print(f"error: {problem}", flush=True)
+        raise SystemExit(2) from None
 
 
 def tune(
