@@ -382,7 +382,7 @@ def tune(
             raise MMANetError(f"--workers must be at least 1, got {workers}")
         settings = TuneSettings(
             trials,
-            metric,  # type: ignore[arg-type]  (checked against METRICS above)
+            metric,  # type: ignore[arg-type]
             seeds,
             seed_base,
             sampler_seed,
