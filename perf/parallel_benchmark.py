@@ -36,7 +36,9 @@ def main() -> None:
             out = f"{tmp}/{executor}"
             seconds = timed([*base, "--out", out, "--workers", str(args.workers), "--executor", executor])
             same = Path(f"{out}/table.csv").read_text() == table
-            print(f"serial {serial:.1f} s, --executor {executor} --workers {args.workers} {seconds:.1f} s; same: {same}")
+            print(
+                f"serial {serial:.1f} s, --executor {executor} --workers {args.workers} {seconds:.1f} s; same: {same}"
+            )
             print(f"BENCH parallel_benchmark executor={executor} workers={args.workers} ratio={seconds / serial:.3f}")
 
 
