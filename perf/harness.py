@@ -66,3 +66,12 @@ def median_time(fn: Callable[[], object], repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def time_command(command: list[str]) -> float:
+    """Wall seconds of a command run to completion (its output captured; a failure raises)."""
+    import subprocess
+
+    start = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True, text=True)
+    return time.perf_counter() - start

@@ -9,17 +9,11 @@ Usage (from the repository root): python -m perf.parallel_benchmark [--config co
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-
-def timed(command: list[str]) -> float:
-    start = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True, text=True)
-    return time.perf_counter() - start
+from perf.harness import time_command
 
 
 def main() -> None:
@@ -30,11 +24,11 @@ def main() -> None:
     mmanet = str(Path(sys.executable).parent / "mmanet")
     with tempfile.TemporaryDirectory() as tmp:
         base = [mmanet, "benchmark", args.config, "--set", "train.progress_bar=false"]
-        serial = timed([*base, "--out", f"{tmp}/serial"])
+        serial = time_command([*base, "--out", f"{tmp}/serial"])
         table = Path(f"{tmp}/serial/table.csv").read_text()
         for executor in ("local", "ray"):
             out = f"{tmp}/{executor}"
-            seconds = timed([*base, "--out", out, "--workers", str(args.workers), "--executor", executor])
+            seconds = time_command([*base, "--out", out, "--workers", str(args.workers), "--executor", executor])
             same = Path(f"{out}/table.csv").read_text() == table
             print(
                 f"serial {serial:.1f} s, --executor {executor} --workers {args.workers} {seconds:.1f} s; same: {same}"

@@ -10,17 +10,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-
-def timed(command: list[str]) -> float:
-    start = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True, text=True)
-    return time.perf_counter() - start
+from perf.harness import time_command
 
 
 def main() -> None:
@@ -32,13 +26,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         base = [mmanet, "train", "configs/mfeat/sf_md.yaml", "--set", f"train.max_epochs={args.epochs}"]
         base += ["--set", "train.progress_bar=false"]
-        one = timed([*base, "--out", f"{tmp}/one"])
-        torch_default = timed([*base, "--out", f"{tmp}/all", "--set", "train.num_threads=null"])
+        one = time_command([*base, "--out", f"{tmp}/one"])
+        torch_default = time_command([*base, "--out", f"{tmp}/all", "--set", "train.num_threads=null"])
         print(f"train, as shipped (1 thread):     {one:7.1f} s")
         print(f"train, torch's default threads:   {torch_default:7.1f} s   ratio {torch_default / one:.2f}×")
-        eval_one = timed([mmanet, "evaluate", f"{tmp}/one", "--out", f"{tmp}/e1"])
+        eval_one = time_command([mmanet, "evaluate", f"{tmp}/one", "--out", f"{tmp}/e1"])
         cores = str(os.cpu_count())
-        eval_all = timed([mmanet, "evaluate", f"{tmp}/one", "--out", f"{tmp}/e2", "--num-threads", cores])
+        eval_all = time_command([mmanet, "evaluate", f"{tmp}/one", "--out", f"{tmp}/e2", "--num-threads", cores])
         print(f"evaluate, default (1 thread):     {eval_one:7.1f} s")
         print(f"evaluate, {cores} threads:             {eval_all:7.1f} s   ratio {eval_all / eval_one:.2f}×")
 
