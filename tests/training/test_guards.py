@@ -97,8 +97,14 @@ def test_ctrl_c_exits_130_says_where_the_checkpoint_is_and_the_run_can_resume(ti
     cfg = write_yaml(tmp_path / "cfg.yaml", raw)
     out = tmp_path / "run"
     mmanet = os.path.join(os.path.dirname(sys.executable), "mmanet")
+    # SIGINT as a terminal delivers it: a suite started in the background (`make test &`) runs with SIGINT ignored,
+    # and a child that inherits SIG_IGN never gets Python's KeyboardInterrupt handler
     proc = subprocess.Popen(
-        [mmanet, "train", str(cfg), "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        [mmanet, "train", str(cfg), "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline = time.monotonic() + 120
