@@ -213,23 +213,41 @@ class RayExecutor:
         return ray.get(handle)
 
 
+def _priority(job: Job) -> int:
+    """Which ready job a free worker takes first: shared teachers (others wait for them), then the runs that
+    waited for one (the distillation runs, the longest), then the rest — so that the long runs do not end up
+    alone at the tail while a worker idles."""
+    return 0 if job.kind == "teacher" else 1 if job.after is not None else 2
+
+
 def run_jobs(
     jobs: Sequence[Job],
     executor: LocalExecutor | RayExecutor,
     say: Callable[[str], None],
     ready: Callable[[Job], Job] | None = None,
 ) -> dict[str, str]:
-    """Run ``jobs`` on ``executor`` (entered); returns ``{job name: error}`` for those that failed.
+    """Run ``jobs`` on ``executor`` (entered), at most its ``workers`` at once; returns ``{job name: error}`` for
+    those that failed.
 
-    A job with ``after`` starts once that job finished, after ``ready(job)`` completed it (a run pointed at
-    the teacher just trained); when that job failed, it fails too without running."""
+    A job with ``after`` becomes ready once that job finished, after ``ready(job)`` completed it (a run pointed at
+    the teacher just trained); when that job failed, it fails too without running. A free worker takes the ready
+    job of the highest :func:`_priority` (in the order given among equals)."""
     if not jobs:
         return {}
     failed: dict[str, str] = {}
     waiting = [job for job in jobs if job.after is not None]
+    queue = [job for job in jobs if job.after is None]
     start = time.perf_counter()
-    pending: dict[Any, Job] = {executor.submit(job): job for job in jobs if job.after is None}
+    pending: dict[Any, Job] = {}
     done = 0
+
+    def fill() -> None:
+        while queue and len(pending) < executor.workers:
+            job = min(queue, key=_priority)
+            queue.remove(job)
+            pending[executor.submit(job)] = job
+
+    fill()
     while pending:
         for handle in executor.wait(list(pending)):
             job = pending.pop(handle)
@@ -247,17 +265,16 @@ def run_jobs(
                     done += 1
                     continue
                 try:
-                    follower = ready(follower) if ready is not None else follower
+                    queue.append(ready(follower) if ready is not None else follower)
                 except MMANetError as err:
                     failed[follower.name] = str(err)
                     done += 1
-                    continue
-                pending[executor.submit(follower)] = follower
+            fill()
             elapsed = time.perf_counter() - start
             eta = elapsed / done * (len(jobs) - done)
             status = "done" if error is None else f"FAILED ({error}; log: {job.log})"
             say(
-                f"[{done}/{len(jobs)}] {job.name}: {status} — {len(pending)} running or queued, "
-                f"{elapsed:.0f} s elapsed, about {eta:.0f} s to go"
+                f"[{done}/{len(jobs)}] {job.name}: {status} — {len(pending)} running, {len(queue) + len(waiting)} "
+                f"waiting, {elapsed:.0f} s elapsed, about {eta:.0f} s to go"
             )
     return failed
