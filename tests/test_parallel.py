@@ -98,3 +98,44 @@ def test_bad_cluster_options_are_refused_before_any_run(tmp_path, options, messa
     result = runner.invoke(app, ["benchmark", str(bench_file(tmp_path)), "--out", str(out), *options])
     assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
     assert not out.exists()
+
+
+def test_the_scheduler_runs_teachers_first_then_their_runs_never_more_than_the_workers(tmp_path):
+    """run_jobs with a fake executor: the order a free worker takes ready jobs, the limit, a failed teacher."""
+    from mmanet.parallel import Job, run_jobs
+
+    class Fake:
+        workers = 2
+
+        def __init__(self):
+            self.started, self.running, self.most = [], [], 0
+
+        def submit(self, job):
+            self.started.append(job.name)
+            self.running.append(job.name)
+            self.most = max(self.most, len(self.running))
+            return job.name
+
+        def wait(self, handles):
+            first = self.running[0]  # the oldest finishes first
+            self.running.remove(first)
+            return [first]
+
+        def result(self, handle):
+            return "boom" if handle == "t1" else None
+
+    def job(name, kind="run", after=None):
+        return Job(name, {}, tmp_path / name, tmp_path / f"{name}.log", kind=kind, after=after)
+
+    jobs = [
+        job("a"),
+        job("b"),
+        job("t0", "teacher"),
+        job("t1", "teacher"),
+        job("m0", after="t0"),
+        job("m1", after="t1"),
+    ]
+    fake = Fake()
+    failed = run_jobs(jobs, fake, lambda message: None)
+    assert fake.started == ["t0", "t1", "m0", "a", "b"] and fake.most == 2
+    assert set(failed) == {"t1", "m1"} and "its shared teacher failed" in failed["m1"]
