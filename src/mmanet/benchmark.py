@@ -413,10 +413,10 @@ def _run_serially(
             done += 1
             _say(console, f"[{done}/{total}] {method.display} seed {cfg.seed} ({time.perf_counter() - start:.0f} s)")
             run_dir = out_dir / method.display / f"seed_{cfg.seed}"
-            reused = finished_run(cfg, run_dir, bundle) is not None
-            test, val, summary = run_or_reuse(cfg, run_dir, bundle, overwrite, reads)
+            found = finished_run(cfg, run_dir, bundle)  # (read once: reused as it is, else trained)
+            test, val, summary = found if found is not None else run_or_reuse(cfg, run_dir, bundle, overwrite, reads)
             report.runs[method.display].append(MethodRun(method.display, cfg.seed, test, val, summary))
-            _say_run(console, method.display, test, val, summary, reused)
+            _say_run(console, method.display, test, val, summary, found is not None)
 
 
 def _run_in_parallel(
