@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 from mmanet.config import ConfigError, RunConfig
 from mmanet.data import DataBundle, collate_samples, load_dataset
 from mmanet.data.missing_rates import with_missing_rates
+from mmanet.distributed import release_process_group_at_exit
 from mmanet.models.factory import check_input_size
 from mmanet.normalization import Normalization
 from mmanet.task import TaskInfo
@@ -149,6 +150,7 @@ def make_trainer(
     if config.train.progress_bar:
         callbacks.append(TQDMProgressBar(leave=False))
     t = config.train
+    release_process_group_at_exit()  # the DDP group Lightning creates is destroyed before Python finalizes
     try:
         return _trainer(config, out_dir, max_epochs, callbacks)
     except (MisconfigurationException, TypeError, ValueError) as err:  # Lightning's checks of the hardware keys
