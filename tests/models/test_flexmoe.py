@@ -51,24 +51,34 @@ def test_a_missing_modality_is_filled_with_its_combinations_bank_entry():
     assert expert[1].item() == 0  # the full combination is expert 0
 
 
-def test_the_gate_loss_routes_each_combination_to_its_own_expert():
+def test_the_gate_loss_routes_each_combination_to_its_own_expert(monkeypatch):
     torch.manual_seed(0)
     fusion = FlexMoEFusion(3, 8, 4, top_k=1, heads=2, gate_weight=1.0).train()
     combos = torch.tensor([[True, False, False], [False, True, True], [True, False, True]]).repeat(16, 1)
     x = torch.randn(combos.shape[0], 3, 8)
+    wanted = fusion.expert_index(combos)[:, None].expand(-1, 3).reshape(-1)
+
+    def clean_gate_logits() -> torch.Tensor:  # the training forward's gate logits without their noise
+        with torch.no_grad(), monkeypatch.context() as patch:
+            patch.setattr(torch, "randn_like", torch.zeros_like)
+            return fusion(x, combos).aux["gate_logits"]
+
+    before = clean_gate_logits()
     opt = torch.optim.Adam(fusion.parameters(), lr=0.05)
-    for _ in range(150):
+    for _ in range(400):
         out = fusion(x, combos)
         loss = fusion.auxiliary_losses(out, torch.zeros(len(x), dtype=torch.long), F.cross_entropy)["flexmoe_gate"]
         opt.zero_grad()
         loss.backward()
         opt.step()
-    out = fusion(x, combos)
-    chosen = out.aux["gate_logits"].argmax(dim=1)  # the noisy logits a training step routes by
-    wanted = fusion.expert_index(combos)[:, None].expand(-1, 3).reshape(-1)
-    # chance is 1/7; the gate's noise (std ≥ 0.01 + softplus) keeps some tokens elsewhere
-    assert float((chosen == wanted).float().mean()) > 0.6
-    assert F.cross_entropy(out.aux["gate_logits"], wanted).item() < 0.5 * np.log(7)
+    after = clean_gate_logits()
+    # chance is 1/7 and the untrained gate routes 0.06–0.22 of the tokens right (seeds 0–7). The load-balance
+    # terms pull tokens towards the unused experts, so routing is never perfect and its rate depends on the
+    # thread count through the optimisation's path: 0.72–1.0 over seeds 0–5 with 1 thread and 0–2 with 2
+    # (the noisy logits a step routes by: 0.60–1.0, too close to any useful bound to test on)
+    assert float((before.argmax(dim=1) == wanted).float().mean()) < 0.3
+    assert float((after.argmax(dim=1) == wanted).float().mean()) > 0.6
+    assert F.cross_entropy(after, wanted).item() < 0.5 * np.log(7) < F.cross_entropy(before, wanted).item()
     assert out.fused.shape == (len(x), 24)
 
 
