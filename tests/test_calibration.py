@@ -7,7 +7,7 @@ import pytest
 import torch
 from torchmetrics.functional.classification import multiclass_calibration_error
 
-from mmanet.calibration import CombinationCalibration
+from mmanet.calibration import CombinationCalibration, PixelCalibration
 
 
 def dense_ece(probs: np.ndarray, target: np.ndarray, bins: int = 15) -> float:
@@ -53,3 +53,61 @@ def test_a_perfectly_calibrated_certain_model_has_zero_ece():
     calibration.update(logits, torch.ones(1, 4, dtype=torch.bool), target)
     (only,) = calibration.compute()
     assert only["ece"] == pytest.approx(0.0, abs=1e-3) and only["confidence"] == pytest.approx(100.0, abs=1e-3)
+
+
+def test_pixel_ece_and_confidence_over_the_labelled_pixels_of_the_scored_rows():
+    """Segmentation: every labelled pixel of a scored sample is one prediction; void pixels and unscored rows
+    do not count. Against torchmetrics on the flattened pixels and the dense formula."""
+    gen = torch.Generator().manual_seed(1)
+    logits = torch.randn(3, 6, 5, 4, 7, generator=gen) * 3  # 3 combinations, 6 images, 5 classes, 4 × 7 pixels
+    target = torch.randint(0, 5, (6, 4, 7), generator=gen)
+    target[0, :2] = 255  # void pixels
+    target[3] = 255  # an image with no labelled pixel
+    logits[0, 1, 2, 1:3] = 60.0  # some pixels of confidence exactly 1 (torchmetrics' extra last bin)
+    valid = torch.ones(3, 6, dtype=torch.bool)
+    valid[1, 4:] = False
+    valid[2] = False
+    calibration = PixelCalibration(3, ignore_index=255)
+    calibration.update(logits[:, :2], valid[:, :2], target[:2])  # two batches
+    calibration.update(logits[:, 2:], valid[:, 2:], target[2:])
+    got = calibration.compute()
+    for c in (0, 1):
+        counted = valid[c][:, None, None] & (target != 255)
+        probs = logits[c].permute(0, 2, 3, 1)[counted].softmax(-1)  # (labelled pixels, K)
+        labels = target[counted]
+        assert len(labels) == int(counted.sum()) > 20
+        reference = multiclass_calibration_error(probs, labels, num_classes=5, n_bins=15)
+        assert got[c]["ece"] == pytest.approx(100 * float(reference), abs=1e-4)
+        assert got[c]["confidence"] == pytest.approx(100 * float(probs.max(-1).values.mean()), abs=1e-4)
+        if c == 1:  # no confidence of exactly 1 among these: the dense formula's bins are the same
+            assert got[c]["ece"] == pytest.approx(100 * dense_ece(probs.numpy(), labels.numpy()), abs=1e-4)
+    assert float(probs.max(-1).values.max()) < 1.0
+    assert np.isnan(got[2]["ece"]) and np.isnan(got[2]["confidence"])
+    calibration.reset()
+    assert all(np.isnan(v["ece"]) for v in calibration.compute())
+
+
+def test_the_segmentation_evaluator_tables_carry_pixel_calibration():
+    from mmanet.metrics import PerCombinationEvaluator
+    from mmanet.modality import ModalitySpec
+
+    spec = ModalitySpec(("rgb", "depth"))
+
+    class Fixed:  # a network whose batched pass returns fixed logits for every combination
+        training = False
+
+        def predict_all(self, inputs, present, masks):
+            from types import SimpleNamespace
+
+            logits = torch.zeros(len(masks), 2, 3, 2, 2)
+            logits[:, :, 1] = 2.0  # every pixel predicts class 1 with softmax confidence e²/(e² + 2)
+            return SimpleNamespace(logits=logits, valid=torch.ones(len(masks), 2, dtype=torch.bool))
+
+    evaluator = PerCombinationEvaluator(spec, 3, task="segmentation", ignore_index=255)
+    target = torch.tensor([[[1, 1], [0, 255]], [[1, 2], [255, 255]]])  # 5 labelled pixels, 3 of them class 1
+    evaluator.update(Fixed(), {}, torch.ones(2, 2, dtype=torch.bool), target)
+    table = evaluator.compute()
+    confidence = float(np.exp(2) / (np.exp(2) + 2))
+    for _, values in table.rows:
+        assert values["confidence"] == pytest.approx(100 * confidence)
+        assert values["ece"] == pytest.approx(100 * abs(confidence - 3 / 5))  # one bin: |conf − accuracy|

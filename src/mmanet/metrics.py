@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from mmanet.calibration import CombinationCalibration
+from mmanet.calibration import CombinationCalibration, PixelCalibration
 from mmanet.data.base import DataError
 from mmanet.modality import Combination, ModalitySpec, all_combinations
 from mmanet.reducers import metrics_from_confusion, primary_metric
@@ -120,10 +120,12 @@ class PerCombinationEvaluator:
         self.metric = metric or primary_metric(task, bona_fide_class)
         self.bona_fide_class = bona_fide_class
         self.confusion = CombinationConfusion(len(self.combinations), num_classes, ignore_index)
-        #: classification: ECE and mean confidence per combination (:mod:`mmanet.calibration`)
-        self.calibration = (
-            CombinationCalibration(len(self.combinations), num_classes) if task == "classification" else None
-        )
+        #: ECE and mean confidence per combination (:mod:`mmanet.calibration`): over the samples, or the pixels
+        self.calibration: CombinationCalibration | PixelCalibration | None = None
+        if task == "classification":
+            self.calibration = CombinationCalibration(len(self.combinations), num_classes)
+        elif task == "segmentation":
+            self.calibration = PixelCalibration(len(self.combinations), ignore_index)
         self._masks = torch.stack([c.mask() for c in self.combinations])
         #: index of the full combination among those evaluated (scored again on the complete samples)
         self._full = next((i for i, c in enumerate(self.combinations) if c == spec.full), None)

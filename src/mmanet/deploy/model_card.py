@@ -2,8 +2,8 @@
 
 Modalities in input order (shape, kind, lengths input, normalisation), classes, task and
 metric, the per-combination validation and test results of the run (when the exported checkpoint is
-the run's ``best.ckpt`` and its ``per_combination*.csv`` are there: the headline metric and, for
-classification, each combination's calibration — ECE and mean confidence, :mod:`mmanet.calibration`), the training
+the run's ``best.ckpt`` and its ``per_combination*.csv`` are there: the headline metric and each
+combination's calibration — ECE and mean confidence, :mod:`mmanet.calibration`), the training
 configuration and its hash, the model's content hash, and the teacher's hash for MMANet.
 """
 
