@@ -111,3 +111,52 @@ def test_the_segmentation_evaluator_tables_carry_pixel_calibration():
     for _, values in table.rows:
         assert values["confidence"] == pytest.approx(100 * confidence)
         assert values["ece"] == pytest.approx(100 * abs(confidence - 3 / 5))  # one bin: |conf − accuracy|
+
+
+def test_pixel_calibration_of_the_esanet_network_on_the_rooms_at_batch_two():
+    """Wiring with real parts: the ESANet network of the shipped segmentation configs (ResNet encoders,
+    BatchNorm, the decoder) on the rooms (void label 255), evaluated two images at a time, against
+    torchmetrics on the labelled pixels of each combination's batched logits."""
+    from torch.utils.data import DataLoader
+
+    from conftest import tiny_raw
+    from mmanet.config import resolve_run_config
+    from mmanet.data import collate_samples
+    from mmanet.models.factory import build_net
+    from mmanet.training.factory import load_bundle, task_info
+
+    rooms = {"num_train": 4, "num_val": 2, "num_test": 6, "height": 32, "width": 32}
+    raw = tiny_raw(
+        "esanet_md",
+        data={"name": "rooms", "options": rooms, "batch_size": 2},
+        model={"width": 4, "channels": None, "encoder": {"type": "resnet"}, "head": {"type": "esanet_decoder"},
+               "fusion": "se_add", "dropout": 0.0},
+    )  # fmt: skip
+    config = resolve_run_config(raw)
+    bundle = load_bundle(config)
+    info = task_info(bundle)
+    torch.manual_seed(0)
+    net = build_net(config, info).eval()
+    loader = DataLoader(bundle.test, batch_size=2, collate_fn=collate_samples)
+    evaluator = info.evaluator()
+    table = evaluator.evaluate(net, loader)
+    masks = torch.stack([c.mask() for c in evaluator.combinations])
+    probs: list[list[torch.Tensor]] = [[] for _ in masks]
+    labels: list[list[torch.Tensor]] = [[] for _ in masks]
+    voids = 0
+    with torch.no_grad():
+        for inputs, present, target in loader:
+            out = net.predict_all(inputs, present, masks)
+            labelled = target != 255
+            voids += int((~labelled).sum())
+            for c in range(len(masks)):
+                counted = out.valid[c][:, None, None] & labelled
+                probs[c].append(out.logits[c].permute(0, 2, 3, 1)[counted].softmax(-1))
+                labels[c].append(target[counted])
+    assert voids > 0
+    for c, (combo, values) in enumerate(table.rows):
+        p, y = torch.cat(probs[c]), torch.cat(labels[c])
+        reference = multiclass_calibration_error(p, y, num_classes=info.num_classes, n_bins=15)
+        assert values["ece"] == pytest.approx(100 * float(reference), abs=1e-3), combo.name
+        assert values["confidence"] == pytest.approx(100 * float(p.max(-1).values.mean()), abs=1e-3), combo.name
+        assert values["pixel_acc"] == pytest.approx(100 * float((p.argmax(-1) == y).float().mean()), abs=1e-3)

@@ -56,6 +56,21 @@ def _logged(out, name: str) -> list[float]:
         return [float(r[name]) for r in csv.DictReader(fh) if r.get(name)]
 
 
+def _check_calibration_columns(out) -> None:
+    """Every combination's ECE and mean confidence are percentages; for segmentation (over the labelled
+    pixels, the population of ``pixel_acc``) |confidence − pixel accuracy| ≤ ECE (the triangle inequality
+    over the bins). A loose bound on an untrained model; the exact values are checked against torchmetrics
+    in tests/test_calibration.py."""
+    with (out / "per_combination.csv").open() as fh:
+        rows = [r for r in csv.DictReader(fh) if r["combination"] != "Average"]
+    assert len(rows) >= 3
+    for r in rows:
+        ece, confidence = float(r["ece"]), float(r["confidence"])
+        assert 0.0 <= ece <= 100.0 and 0.0 < confidence <= 100.0, r
+        if "pixel_acc" in r:
+            assert abs(confidence - float(r["pixel_acc"])) <= ece + 0.02, r
+
+
 @pytest.mark.parametrize(
     ("dataset", "batch_size"),
     [("casia_surf", 2), ("casia_surf", 4), ("casia_surf", 8), ("cefa", 2), ("nyuv2", 2), ("nyuv2", 4),
@@ -74,6 +89,7 @@ def test_mmanet_trains_through_the_paper_setting_config(dataset, batch_size, tmp
         assert all(v > 0 for v in mad[1:]), f"MAD from epoch 1 on: {mad}"
     assert len(mar) == 3 and mar[0] == 0.0 and all(math.isfinite(v) for v in mar)  # before ω: zero weight
     assert (out / "teacher" / "checkpoints" / "best.ckpt").is_file()
+    _check_calibration_columns(out)
 
 
 @pytest.mark.parametrize("dataset", ["casia_surf", "nyuv2"])
